@@ -1,0 +1,1 @@
+"""lineguard.export: the workstation side. Turns an anomaly model into a bundle (torch lives here only)."""

@@ -1,0 +1,275 @@
+"""The bundle: the one contract between the export side and the edge runtime.
+
+A bundle is a folder::
+
+    manifest.json            BundleManifest (this module), schema_version, sha256 of every file
+    encoder.onnx             image -> multi-stage patch features
+    decoder.onnx             patch features -> per-pixel abnormal probability
+    prototypes.npz           normal / abnormal text prototype vectors
+    parity.json              max abs diff ONNX vs PyTorch on sample inputs
+    products/<name>/memory.npz        few-shot patch memory + feature statistics (enrol)
+    products/<name>/calibration.json  ProductCalibration (enrol)
+
+Usage::
+
+    from lineguard.runtime.bundle import Bundle
+    bundle = Bundle.open("bundles/default")       # verifies every checksum
+    bundle.manifest.preprocessing.input_size       # (224, 224)
+
+Nothing here is unpickled: arrays load with ``allow_pickle=False``; paths come only from the manifest
+and must stay inside the bundle folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class BundleError(Exception):
+    """A bundle cannot be used. The message says which file and why."""
+
+
+class BundleNotFoundError(BundleError):
+    """The folder or its manifest does not exist."""
+
+
+class BundleIntegrityError(BundleError):
+    """A file is missing, truncated or does not match its sha256 (tampered or partial copy)."""
+
+
+class BundleIncompatibleError(BundleError):
+    """The manifest is of another schema version or does not validate."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Preprocessing(_Strict):
+    """How a camera image becomes the encoder's input tensor. Read by the runtime, never guessed."""
+
+    input_size: tuple[int, int] = Field(description="(height, width) of the encoder input")
+    color_order: Literal["RGB", "BGR"] = "RGB"
+    mean: tuple[float, float, float] = Field(description="subtracted per channel, in 0..255 units")
+    std: tuple[float, float, float] = Field(description="divided per channel, in 0..255 units")
+    resize: Literal["stretch"] = "stretch"
+
+
+class StageSpec(_Strict):
+    name: str
+    channels: int
+    stride: int
+    grid: tuple[int, int] = Field(description="(height, width) of the feature grid at input_size")
+
+
+class EncoderSpec(_Strict):
+    family: Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "clip"]
+    file: str = "encoder.onnx"
+    input_name: str = "image"
+    stages: list[StageSpec]
+
+
+class DecoderSpec(_Strict):
+    file: str = "decoder.onnx"
+    output_name: str = "anomaly_prob"
+    text_dim: int
+    logit_scale: float
+    train_images: int
+    train_steps: int
+    final_loss: float
+
+
+class PrototypeSpec(_Strict):
+    file: str = "prototypes.npz"
+    text_encoder: str
+    normal_prompts: list[str]
+    abnormal_prompts: list[str]
+
+
+class ScoringSpec(_Strict):
+    """Which stages feed which few-shot scorer, and how maps are smoothed. Fixed at export."""
+
+    memory_stages: list[str]
+    statistics_stages: list[str]
+    coreset_size: int = 4096
+    smoothing_sigma: float = 4.0
+
+
+class FileEntry(_Strict):
+    sha256: str
+    size: int
+
+
+class ProductEntry(_Strict):
+    name: str
+    shots: int
+    views: int
+    memory_file: str
+    calibration_file: str
+    enrolled_at: str
+
+
+class ParitySummary(_Strict):
+    tolerance: float
+    max_abs_diff: dict[str, float]
+    passed: bool
+
+
+class BundleManifest(_Strict):
+    schema_version: int
+    bundle_id: str
+    created_at: str
+    encoder: EncoderSpec
+    decoder: DecoderSpec
+    preprocessing: Preprocessing
+    prototypes: PrototypeSpec
+    scoring: ScoringSpec
+    parity: ParitySummary
+    exporter: dict[str, str] = Field(description="versions of the tools that wrote this bundle")
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+    products: dict[str, ProductEntry] = Field(default_factory=dict)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {v} is not supported by this runtime (expects {SCHEMA_VERSION})")
+        return v
+
+
+class ComponentNorm(_Strict):
+    """Patch-level statistics of one anomaly map on held-out normal views: map -> (map - mean) / std."""
+
+    mean: float
+    std: float
+
+
+class ProductCalibration(_Strict):
+    """Self-calibration of a product from its enrolled normals (see lineguard.runtime.calibration)."""
+
+    product: str
+    shots: int
+    views_per_shot: int
+    method: Literal["leave-one-image-out", "leave-one-region-out"]
+    components: dict[str, ComponentNorm]
+    n_calibration_scores: int
+    score_location: float = Field(description="Gumbel location fitted to held-out normal image scores")
+    score_scale: float = Field(description="Gumbel scale fitted to held-out normal image scores")
+    calibration_scores: list[float]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _inside(root: Path, relative: str) -> Path:
+    """Resolve a manifest path and refuse anything that escapes the bundle folder."""
+    candidate = (root / relative).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise BundleIntegrityError(f"manifest path {relative!r} points outside the bundle")
+    return candidate
+
+
+def new_bundle_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Bundle:
+    """A verified bundle on disk. Open with :meth:`open`; write with :meth:`write_manifest`."""
+
+    def __init__(self, root: Path, manifest: BundleManifest) -> None:
+        self.root = root
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str], verify: bool = True) -> Bundle:
+        root = Path(root).resolve()
+        manifest_path = root / MANIFEST_NAME
+        if not root.is_dir():
+            raise BundleNotFoundError(f"bundle folder {root} does not exist")
+        if not manifest_path.is_file():
+            raise BundleNotFoundError(f"{manifest_path} is missing: not a lineguard bundle")
+        try:
+            raw = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleIntegrityError(f"{manifest_path} is not valid JSON: {exc}") from exc
+        try:
+            manifest = BundleManifest.model_validate(raw)
+        except ValidationError as exc:
+            raise BundleIncompatibleError(f"{manifest_path} does not validate:\n{exc}") from exc
+        bundle = cls(root, manifest)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        """Check every file the manifest lists against its size and sha256."""
+        required = {self.manifest.encoder.file, self.manifest.decoder.file, self.manifest.prototypes.file}
+        for product in self.manifest.products.values():
+            required |= {product.memory_file, product.calibration_file}
+        missing_entries = required - set(self.manifest.files)
+        if missing_entries:
+            raise BundleIntegrityError(f"manifest has no checksum for {sorted(missing_entries)}")
+        for relative, entry in self.manifest.files.items():
+            path = _inside(self.root, relative)
+            if not path.is_file():
+                raise BundleIntegrityError(f"{relative} is listed in the manifest but missing (partial copy?)")
+            size = path.stat().st_size
+            if size != entry.size:
+                raise BundleIntegrityError(f"{relative} is {size} bytes, manifest says {entry.size} (truncated or tampered)")
+            if sha256_file(path) != entry.sha256:
+                raise BundleIntegrityError(f"{relative} does not match its sha256 in the manifest (tampered or corrupt)")
+
+    def path(self, relative: str) -> Path:
+        return _inside(self.root, relative)
+
+    def load_arrays(self, relative: str) -> dict[str, np.ndarray]:
+        with np.load(self.path(relative), allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+
+    def prototypes(self) -> tuple[np.ndarray, np.ndarray]:
+        arrays = self.load_arrays(self.manifest.prototypes.file)
+        return arrays["normal"].astype(np.float32), arrays["abnormal"].astype(np.float32)
+
+    def calibration(self, product: str) -> ProductCalibration:
+        entry = self.manifest.products[product]
+        return ProductCalibration.model_validate_json(self.path(entry.calibration_file).read_text())
+
+    # -- writing (export and enrol) ---------------------------------------------------------------
+
+    def register_file(self, relative: str) -> BundleManifest:
+        """Record (or refresh) a file's checksum in the in-memory manifest."""
+        path = self.path(relative)
+        files = dict(self.manifest.files)
+        files[relative] = FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
+        self.manifest = self.manifest.model_copy(update={"files": files})
+        return self.manifest
+
+    def write_manifest(self) -> None:
+        """Atomically replace manifest.json, so a crash never leaves half a manifest."""
+        text = self.manifest.model_dump_json(indent=2)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".manifest.", suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, self.root / MANIFEST_NAME)

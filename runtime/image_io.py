@@ -1,0 +1,40 @@
+"""Reading image folders (OpenCV), for enrolment, evaluation and the camera pusher.
+
+Usage::
+
+    paths = image_paths("data/tile/train/good")
+    images = read_images(paths)           # uint8 BGR arrays
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class ImageReadError(ValueError):
+    """A file or folder does not hold readable images."""
+
+
+def image_paths(folder: str | os.PathLike[str]) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageReadError(f"{folder} is not a folder")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_image(path: str | os.PathLike[str], flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise ImageReadError(f"{path} is not a readable image")
+    return image
+
+
+def read_images(paths: Iterable[Path]) -> list[np.ndarray]:
+    return [read_image(p) for p in paths]

@@ -1,0 +1,157 @@
+"""The inspection API the line service wraps: image in, threshold-free verdict out.
+
+Usage::
+
+    from lineguard.runtime.inspector import Inspector
+    inspector = Inspector("bundles/default")
+    verdict = inspector.inspect(cv2.imread("part.png"), product="tile")
+    verdict.verdict, verdict.p_value, [r.grid for r in verdict.regions]
+    results = inspector.analyze([img1, img2], product="tile")   # batched, with anomaly maps
+
+Decision, per product:
+
+* enrolled (few-shot): fused z-map of decoder + memory + statistics; NG when the p-value of the image
+  score under the product's self-calibration is below the false-reject budget (default 1%);
+* ``product=None`` (zero-shot): NG when some region's abnormal probability beats its normal
+  probability, the decoder's own two-class decision.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from lineguard.runtime.anomaly_maps import component_maps
+from lineguard.runtime.bundle import Bundle, ProductCalibration
+from lineguard.runtime.calibration import GumbelFit, fuse_maps, image_scores, smooth
+from lineguard.runtime.chain import VisionChain
+from lineguard.runtime.location import locate
+from lineguard.runtime.messages import LatencyBreakdown, Verdict
+from lineguard.runtime.patch_scoring import PatchMemory
+from lineguard.runtime.preprocess import ChannelOrder
+
+DEFAULT_FALSE_REJECT_BUDGET = 0.01
+ZERO_SHOT_DECISION = 0.5  # abnormal probability beats normal probability: the decoder's argmax
+
+
+class UnknownProductError(KeyError):
+    """The product has not been enrolled in this bundle."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass
+class Inspection:
+    """A verdict with the evidence behind it (kept for archives, the panel and explanations)."""
+
+    verdict: Verdict
+    anomaly_map: np.ndarray  # (H, W) float32 at model input size; z units (few-shot) or probability
+    model_rgb: np.ndarray  # (H, W, 3) uint8, the image the map belongs to
+
+
+@dataclass
+class ProductModel:
+    memory: PatchMemory
+    calibration: ProductCalibration
+    fit: GumbelFit
+
+
+class Inspector:
+    def __init__(
+        self,
+        bundle: Bundle | str | os.PathLike[str],
+        false_reject_budget: float = DEFAULT_FALSE_REJECT_BUDGET,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if not 0.0 < false_reject_budget < 0.5:
+            raise ValueError(f"false_reject_budget must be in (0, 0.5), got {false_reject_budget}")
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+        self.false_reject_budget = false_reject_budget
+        self.chain = VisionChain(self.bundle, providers, threads)
+        self._products: dict[str, ProductModel] = {}
+
+    @cached_property
+    def input_size(self) -> tuple[int, int]:
+        return self.bundle.manifest.preprocessing.input_size
+
+    @property
+    def products(self) -> list[str]:
+        return sorted(self.bundle.manifest.products)
+
+    def product_model(self, product: str) -> ProductModel:
+        if product not in self._products:
+            entry = self.bundle.manifest.products.get(product)
+            if entry is None:
+                raise UnknownProductError(
+                    f"product {product!r} is not enrolled in bundle {self.bundle.manifest.bundle_id}; "
+                    f"enrolled: {self.products or 'none'}"
+                )
+            calibration = self.bundle.calibration(product)
+            self._products[product] = ProductModel(
+                memory=PatchMemory(self.bundle.manifest.scoring, self.bundle.load_arrays(entry.memory_file)),
+                calibration=calibration,
+                fit=GumbelFit(calibration.score_location, calibration.score_scale),
+            )
+        return self._products[product]
+
+    def inspect(self, image: np.ndarray, product: str | None, order: ChannelOrder = "BGR") -> Verdict:
+        return self.analyze([image], product, order)[0].verdict
+
+    def inspect_batch(self, images: Sequence[np.ndarray], product: str | None, order: ChannelOrder = "BGR") -> list[Verdict]:
+        return [r.verdict for r in self.analyze(images, product, order)]
+
+    def analyze(self, images: Sequence[np.ndarray], product: str | None, order: ChannelOrder = "BGR") -> list[Inspection]:
+        """Inspect a batch of images of one product."""
+        model = self.product_model(product) if product is not None else None
+        t0 = time.perf_counter()
+        rgbs = [self.chain.preprocessor.to_model_rgb(img, order) for img in images]
+        batch = np.stack([self.chain.preprocessor.normalise(rgb) for rgb in rgbs])
+        t1 = time.perf_counter()
+        out = self.chain.run(batch)
+        t2 = time.perf_counter()
+        sigma = self.bundle.manifest.scoring.smoothing_sigma
+        if model is None:
+            fused = smooth(out.decoder_map.astype(np.float32), sigma)
+            scores = image_scores(fused)
+            p_values: list[float | None] = [None] * len(images)
+            is_ng = scores > ZERO_SHOT_DECISION
+            region_level = np.full(len(images), ZERO_SHOT_DECISION)
+        else:
+            maps = component_maps(out, model.memory, self.input_size)
+            fused = fuse_maps(maps, model.calibration.components, sigma)
+            scores = image_scores(fused)
+            p_values = [model.fit.p_value(float(s)) for s in scores]
+            is_ng = np.asarray(p_values) < self.false_reject_budget
+            # pixels above the level at which a map maximum would already be NG
+            region_level = np.full(len(images), model.fit.quantile(self.false_reject_budget))
+        t3 = time.perf_counter()
+        per_image = 1e3 / len(images)
+        latency = LatencyBreakdown(
+            preprocess=(t1 - t0) * per_image,
+            encoder=out.timings_ms["encoder"] / len(images),
+            decoder=out.timings_ms["decoder"] / len(images),
+            scoring=(t3 - t2) * per_image,
+            total=(t3 - t0) * per_image,
+        )
+        results = []
+        for i, image in enumerate(images):
+            regions = locate(fused[i], fused[i] > region_level[i], image.shape[:2]) if is_ng[i] else []
+            verdict = Verdict(
+                product=product or "",
+                verdict="NG" if is_ng[i] else "OK",
+                decided_by="zero-shot" if model is None else "few-shot",
+                score=float(scores[i]),
+                p_value=p_values[i],
+                regions=regions,
+                latency_ms=latency,
+                bundle_id=self.bundle.manifest.bundle_id,
+            )
+            results.append(Inspection(verdict=verdict, anomaly_map=fused[i], model_rgb=rgbs[i]))
+        return results

@@ -1,0 +1,64 @@
+"""Messages lineguard puts on the wire or returns from its API. Every one is a pydantic model.
+
+Usage::
+
+    verdict = Verdict(frame_id="f1", camera_id="cam0", product="tile", verdict="NG", ...)
+    wire = verdict.model_dump_json()
+    Verdict.model_validate_json(wire)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GridCell = Literal[
+    "top left", "top", "top right",
+    "left", "center", "right",
+    "bottom left", "bottom", "bottom right",
+]
+VerdictClass = Literal["OK", "NG", "ERROR", "TIMEOUT"]
+DecisionMode = Literal["zero-shot", "few-shot", "llm"]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Region(_Message):
+    """One connected anomalous region, located on the 3x3 grid of the image."""
+
+    grid: GridCell
+    bbox: tuple[int, int, int, int] = Field(description="x, y, width, height in the original image's pixels")
+    area_fraction: float = Field(ge=0.0, le=1.0, description="share of the image this region covers")
+    peak: float = Field(description="highest fused anomaly score inside the region")
+
+
+class LatencyBreakdown(_Message):
+    decode: float = 0.0
+    preprocess: float = 0.0
+    encoder: float = 0.0
+    decoder: float = 0.0
+    scoring: float = 0.0
+    total: float = 0.0
+
+
+class ErrorInfo(_Message):
+    code: str
+    message: str
+
+
+class Verdict(_Message):
+    frame_id: str = ""
+    camera_id: str = ""
+    product: str
+    seq: int = 0
+    verdict: VerdictClass
+    decided_by: DecisionMode | None = None
+    score: float | None = None
+    p_value: float | None = None
+    regions: list[Region] = Field(default_factory=list)
+    latency_ms: LatencyBreakdown = Field(default_factory=LatencyBreakdown)
+    bundle_id: str = ""
+    error: ErrorInfo | None = None
