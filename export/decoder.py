@@ -15,9 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from lineguard.runtime.bundle import StageSpec
+from torch import nn
 
 HIDDEN = 64
 LOGIT_SCALE = 1 / 0.07  # CLIP's temperature
@@ -35,7 +34,7 @@ class StageProjection(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x), dim=1)
+        return self.net(x)
 
 
 class AnomalyDecoder(nn.Module):
@@ -48,19 +47,25 @@ class AnomalyDecoder(nn.Module):
         self.input_size = tuple(input_size)
         self.text_dim = text_dim
 
-    def stage_logits(self, features: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-        """Per stage (B, 2, h, w) logits of normal/abnormal."""
+    def stage_probabilities(self, features: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """Per stage (B, 1, h, w) abnormal probability.
+
+        softmax(s * [cos(e, t_normal), cos(e, t_abnormal)])[abnormal] = sigmoid(s * e.(t_a - t_n) / |e|):
+        the same two-class decision, computed without materialising both similarity maps.
+        """
+        direction = (self.prototypes[1] - self.prototypes[0]).view(1, -1, 1, 1)
         out = []
         for projection, feats in zip(self.projections, features, strict=True):
             emb = projection(feats)
-            out.append(LOGIT_SCALE * torch.einsum("bchw,kc->bkhw", emb, self.prototypes))
+            along = F.conv2d(emb, direction)
+            norm = torch.sqrt((emb * emb).sum(dim=1, keepdim=True)).clamp_min(1e-6)
+            out.append(torch.sigmoid(LOGIT_SCALE * along / norm))
         return out
 
     def probability(self, features: tuple[torch.Tensor, ...], size: tuple[int, int]) -> torch.Tensor:
         """Stage-averaged abnormal probability at ``size`` (training uses the finest grid, export the input)."""
         maps = []
-        for logits in self.stage_logits(features):
-            prob = torch.softmax(logits, dim=1)[:, 1:2]
+        for prob in self.stage_probabilities(features):
             maps.append(prob if prob.shape[-2:] == size else F.interpolate(prob, size=size, mode="bilinear", align_corners=False))
         return torch.stack(maps, 0).mean(0)
 

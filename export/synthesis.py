@@ -37,7 +37,7 @@ def _random_patch_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         cv2.ellipse(mask, (w // 2, h // 2), (max(1, w // 2 - 1), max(1, h // 2 - 1)), 0, 0, 360, 1, -1)
     else:
         n = int(rng.integers(5, 9))
-        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        angles = np.linspace(0, 2 * np.pi, n, endpoint=False) + rng.uniform(0, 2 * np.pi / n, n)
         radius = rng.uniform(0.6, 1.0, n)
         pts = np.stack([w / 2 + (w / 2 - 1) * radius * np.cos(angles), h / 2 + (h / 2 - 1) * radius * np.sin(angles)], 1)
         cv2.fillPoly(mask, [pts.astype(np.int32)], 1)
@@ -46,9 +46,14 @@ def _random_patch_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 
 def cut_paste_poisson(
     target: np.ndarray, source: np.ndarray, rng: np.random.Generator,
-    min_fraction: float = 0.08, max_fraction: float = 0.3,
+    min_fraction: float = 0.08, max_fraction: float = 0.3, center: tuple[int, int] | None = None,
+    opacity: float | None = None,
 ) -> SyntheticAnomaly:
-    """Cut a patch from ``source``, scale/rotate/re-contrast it, Poisson-blend it into ``target``."""
+    """Cut a patch from ``source``, scale/rotate/re-contrast it, Poisson-blend it into ``target``.
+
+    ``center`` (x, y) places the patch there (clamped inside the image); default: anywhere.
+    ``opacity`` keeps that share of the patch's own levels over the Poisson result; default: random.
+    """
     h, w = target.shape[:2]
     if source.shape[:2] != (h, w):
         source = cv2.resize(source, (w, h), interpolation=cv2.INTER_AREA)
@@ -56,7 +61,8 @@ def cut_paste_poisson(
     pw = max(6, int(w * rng.uniform(min_fraction, max_fraction)))
     sy, sx = int(rng.integers(0, h - ph)), int(rng.integers(0, w - pw))
     patch = source[sy : sy + ph, sx : sx + pw].astype(np.float32)
-    patch = np.clip((patch - patch.mean()) * rng.uniform(0.6, 1.6) + patch.mean() + rng.uniform(-40, 40), 0, 255)
+    # Poisson blending keeps gradients, not levels: amplify them so the paste stays visible
+    patch = np.clip((patch - patch.mean()) * rng.uniform(1.3, 2.5) + patch.mean() + rng.uniform(-40, 40), 0, 255)
     mask = _random_patch_mask(ph, pw, rng)
 
     # random scale and rotation, applied to patch and mask alike, on a canvas that holds the result
@@ -77,13 +83,26 @@ def cut_paste_poisson(
         bh, bw = mask.shape
 
     # seamlessClone centres the mask's box at `center`; keep it a pixel inside the border
-    cx = int(rng.integers(bw // 2 + 2, w - (bw - bw // 2) - 1))
-    cy = int(rng.integers(bh // 2 + 2, h - (bh - bh // 2) - 1))
-    mode = cv2.NORMAL_CLONE if rng.random() < 0.7 else cv2.MIXED_CLONE
-    blended = cv2.seamlessClone(patch.astype(np.uint8), target, mask * 255, (cx, cy), mode)
+    lo_x, hi_x = bw // 2 + 2, w - (bw - bw // 2) - 2
+    lo_y, hi_y = bh // 2 + 2, h - (bh - bh // 2) - 2
+    if center is None:
+        cx, cy = int(rng.integers(lo_x, hi_x + 1)), int(rng.integers(lo_y, hi_y + 1))
+    else:
+        cx, cy = min(max(center[0], lo_x), hi_x), min(max(center[1], lo_y), hi_y)
+    # NORMAL_CLONE only: MIXED_CLONE keeps the target's stronger gradients, which on textured parts
+    # erases the paste (measured mean change < 0.1 grey level) and would teach the decoder wrong labels.
+    blended = cv2.seamlessClone(patch.astype(np.uint8), target, mask * 255, (cx, cy), cv2.NORMAL_CLONE)
     full = np.zeros((h, w), np.uint8)
-    full[cy - bh // 2 : cy - bh // 2 + bh, cx - bw // 2 : cx - bw // 2 + bw] = mask
-    return SyntheticAnomaly(image=blended, mask=full, kind="cut-paste")
+    y0, x0 = cy - bh // 2, cx - bw // 2
+    full[y0 : y0 + bh, x0 : x0 + bw] = mask
+    # Poisson blending adopts the target's levels at the seam, so foreign material of another colour
+    # would vanish: keep part of the patch's own levels (opacity), inside the mask only.
+    opacity = rng.uniform(0.0, 0.6) if opacity is None else opacity
+    pasted = blended.copy()
+    pasted[y0 : y0 + bh, x0 : x0 + bw][mask > 0] = patch.astype(np.uint8)[mask > 0]
+    alpha = (full.astype(np.float32) * opacity)[..., None]
+    image = (blended * (1 - alpha) + pasted * alpha).round().astype(np.uint8)
+    return SyntheticAnomaly(image=image, mask=full, kind="cut-paste")
 
 
 def scratch(target: np.ndarray, rng: np.random.Generator) -> SyntheticAnomaly:

@@ -14,7 +14,6 @@ import os
 
 import numpy as np
 import torch
-
 from lineguard.runtime.bundle import PrototypeSpec
 
 OBJECTS = ("product", "part", "surface")

@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
-
-import lineguard
 from lineguard.export.decoder import LOGIT_SCALE, AnomalyDecoder
 from lineguard.export.encoders import STAGE_NAMES, build_encoder
 from lineguard.export.onnx_export import OPSET, export_onnx, onnx_parity
+from lineguard.export.reference_chain import DECODER_STATE, save_decoder_state
 from lineguard.export.text_prototypes import clip_prototypes, minilm_prototypes
 from lineguard.export.textures import default_training_set
 from lineguard.export.training import train_decoder
@@ -42,6 +41,8 @@ from lineguard.runtime.bundle import (
 )
 from lineguard.runtime.image_io import image_paths, read_images
 from lineguard.runtime.preprocess import Preprocessor
+
+import lineguard
 
 # Max abs difference allowed between ONNX Runtime (CPU, FP32) and PyTorch eager, per graph output.
 # FP32 reorderings in fused convolutions stay around 1e-4 on stage features; 1e-2 leaves room for
@@ -116,6 +117,7 @@ def export_vision(
     (out / "parity.json").write_text(json.dumps({"reference": "pytorch-eager-fp32", "backend": "onnxruntime-cpu",
                                                   **parity.model_dump()}, indent=2))
     np.savez(out / "prototypes.npz", normal=normal, abnormal=abnormal)
+    save_decoder_state(decoder, out / DECODER_STATE)
 
     by_name = {s.name: s for s in stages}
     manifest = BundleManifest(
@@ -134,7 +136,7 @@ def export_vision(
                   "onnxruntime": onnxruntime.__version__, "onnx_opset": str(OPSET), "python": platform.python_version()},
     )
     bundle = Bundle(out.resolve(), manifest)
-    for name in ("encoder.onnx", "decoder.onnx", "prototypes.npz", "parity.json"):
+    for name in ("encoder.onnx", "decoder.onnx", "prototypes.npz", "parity.json", DECODER_STATE):
         bundle.register_file(name)
     bundle.write_manifest()
     if not parity.passed:

@@ -165,6 +165,8 @@ class ProductCalibration(_Strict):
     views_per_shot: int
     method: Literal["leave-one-image-out", "leave-one-region-out"]
     components: dict[str, ComponentNorm]
+    border_mean: list[float] = Field(description="fused-map mean of held-out normals by distance to the image edge")
+    border_std: list[float] = Field(description="fused-map std of held-out normals by distance to the image edge")
     n_calibration_scores: int
     score_location: float = Field(description="Gumbel location fitted to held-out normal image scores")
     score_scale: float = Field(description="Gumbel scale fitted to held-out normal image scores")

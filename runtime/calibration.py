@@ -6,6 +6,10 @@ k = 1) and keeps
 
 * per component, the mean/std of its patch scores on those normal views: maps become z-scores and are
   averaged, so no component's units dominate;
+* a border profile: mean/std of the fused map by distance to the image edge. A CNN's patches near the
+  edge never look like interior ones (padding), so an unseen part's borders score high on every
+  memory; standardising each pixel by what normal parts score at the same distance from the edge
+  removes that without blinding the border;
 * the distribution of the fused image score (max of the smoothed map) over the held-out views, as a
   Gumbel (type-I extreme value) law fitted by moments. Image scores are maxima over many patches, the
   case the Gumbel law describes; a fitted tail extrapolates below the 1/(n+1) floor of a plain rank
@@ -27,7 +31,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
 from lineguard.runtime.bundle import ComponentNorm
 
 EULER_GAMMA = 0.5772156649015329
@@ -85,6 +88,36 @@ def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
 def image_scores(fused: np.ndarray) -> np.ndarray:
     """Image score = the fused map's maximum, (B, H, W) -> (B,)."""
     return fused.reshape(len(fused), -1).max(axis=1)
+
+
+def edge_distance(size_hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) int map: each pixel's distance in pixels to the nearest image edge."""
+    h, w = size_hw
+    ys = np.minimum(np.arange(h), np.arange(h)[::-1])[:, None]
+    xs = np.minimum(np.arange(w), np.arange(w)[::-1])[None, :]
+    return np.minimum(ys, xs)
+
+
+@dataclass(frozen=True)
+class BorderProfile:
+    mean: np.ndarray  # (D,) indexed by edge distance
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, fused: np.ndarray) -> BorderProfile:
+        """Pool held-out normal maps (B, H, W) by edge distance; std floored at half the median std."""
+        dist = np.broadcast_to(edge_distance(fused.shape[1:]), fused.shape).ravel()
+        values = fused.ravel().astype(np.float64)
+        count = np.bincount(dist)
+        mean = np.bincount(dist, values) / count
+        var = np.bincount(dist, values**2) / count - mean**2
+        std = np.sqrt(np.maximum(var, 0.0))
+        std = np.maximum(std, 0.5 * float(np.median(std)) + 1e-6)
+        return cls(mean=mean.astype(np.float32), std=std.astype(np.float32))
+
+    def apply(self, fused: np.ndarray) -> np.ndarray:
+        dist = edge_distance(fused.shape[1:])
+        return ((fused - self.mean[dist]) / self.std[dist]).astype(np.float32)
 
 
 def component_norms(maps: Mapping[str, list[np.ndarray]]) -> dict[str, ComponentNorm]:

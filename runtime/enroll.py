@@ -21,10 +21,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from lineguard.runtime.anomaly_maps import component_maps
 from lineguard.runtime.bundle import Bundle, ProductCalibration, ProductEntry, utc_now
-from lineguard.runtime.calibration import GumbelFit, component_norms, fuse_maps, image_scores
+from lineguard.runtime.calibration import BorderProfile, GumbelFit, component_norms, fuse_maps, image_scores
 from lineguard.runtime.chain import ChainOutput, VisionChain
 from lineguard.runtime.patch_scoring import PatchMemory
 from lineguard.runtime.preprocess import ChannelOrder
@@ -121,7 +120,9 @@ def enroll_product(
 
     held_out, method = held_out_maps(out, image_of_view_arr, spec, input_size, seed)
     norms = component_norms({name: [m] for name, m in held_out.items()})
-    scores = image_scores(fuse_maps(held_out, norms, spec.smoothing_sigma))
+    fused = fuse_maps(held_out, norms, spec.smoothing_sigma)
+    border = BorderProfile.fit(fused)
+    scores = image_scores(border.apply(fused))
     fit = GumbelFit.from_scores(scores)
     calibration = ProductCalibration(
         product=product,
@@ -129,6 +130,8 @@ def enroll_product(
         views_per_shot=views_per_shot,
         method=method,
         components=norms,
+        border_mean=border.mean.tolist(),
+        border_std=border.std.tolist(),
         n_calibration_scores=int(scores.size),
         score_location=fit.location,
         score_scale=fit.scale,

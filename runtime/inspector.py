@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-
 from lineguard.runtime.anomaly_maps import component_maps
 from lineguard.runtime.bundle import Bundle, ProductCalibration
-from lineguard.runtime.calibration import GumbelFit, fuse_maps, image_scores, smooth
+from lineguard.runtime.calibration import BorderProfile, GumbelFit, fuse_maps, image_scores, smooth
 from lineguard.runtime.chain import VisionChain
 from lineguard.runtime.location import locate
 from lineguard.runtime.messages import LatencyBreakdown, Verdict
@@ -60,6 +59,7 @@ class ProductModel:
     memory: PatchMemory
     calibration: ProductCalibration
     fit: GumbelFit
+    border: BorderProfile
 
 
 class Inspector:
@@ -69,12 +69,14 @@ class Inspector:
         false_reject_budget: float = DEFAULT_FALSE_REJECT_BUDGET,
         providers: list[str] | None = None,
         threads: int | None = None,
+        chain: VisionChain | None = None,
     ) -> None:
         if not 0.0 < false_reject_budget < 0.5:
             raise ValueError(f"false_reject_budget must be in (0, 0.5), got {false_reject_budget}")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         self.false_reject_budget = false_reject_budget
-        self.chain = VisionChain(self.bundle, providers, threads)
+        # any object with VisionChain's preprocessor/run() serves (the PyTorch reference in bench)
+        self.chain = chain or VisionChain(self.bundle, providers, threads)
         self._products: dict[str, ProductModel] = {}
 
     @cached_property
@@ -98,6 +100,8 @@ class Inspector:
                 memory=PatchMemory(self.bundle.manifest.scoring, self.bundle.load_arrays(entry.memory_file)),
                 calibration=calibration,
                 fit=GumbelFit(calibration.score_location, calibration.score_scale),
+                border=BorderProfile(np.asarray(calibration.border_mean, np.float32),
+                                     np.asarray(calibration.border_std, np.float32)),
             )
         return self._products[product]
 
@@ -125,7 +129,7 @@ class Inspector:
             region_level = np.full(len(images), ZERO_SHOT_DECISION)
         else:
             maps = component_maps(out, model.memory, self.input_size)
-            fused = fuse_maps(maps, model.calibration.components, sigma)
+            fused = model.border.apply(fuse_maps(maps, model.calibration.components, sigma))
             scores = image_scores(fused)
             p_values = [model.fit.p_value(float(s)) for s in scores]
             is_ng = np.asarray(p_values) < self.false_reject_budget

@@ -21,9 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
-
 from lineguard.runtime.bundle import ScoringSpec
+from sklearn.covariance import LedoitWolf
 
 
 def local_average(features: np.ndarray) -> np.ndarray:
@@ -43,20 +42,27 @@ def as_patches(features: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(b * h * w, c))
 
 
-def nearest_distance(query: np.ndarray, memory: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Euclidean distance of each query row to its nearest memory row."""
-    memory_sq = np.einsum("ij,ij->i", memory, memory)
+def squared_norms(rows: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", rows, rows)
+
+
+def nearest_distance(query: np.ndarray, memory: np.ndarray, memory_sq: np.ndarray | None = None,
+                     chunk: int = 2048) -> np.ndarray:
+    """Euclidean distance of each query row to its nearest memory row (one BLAS product per chunk)."""
+    memory_sq = squared_norms(memory) if memory_sq is None else memory_sq
     out = np.empty(len(query), dtype=np.float32)
     for start in range(0, len(query), chunk):
         q = query[start : start + chunk]
-        d2 = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * (q @ memory.T) + memory_sq[None, :]
-        out[start : start + chunk] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        d2 = q @ memory.T
+        d2 *= -2.0
+        d2 += memory_sq
+        out[start : start + chunk] = np.sqrt(np.maximum(d2.min(axis=1) + squared_norms(q), 0.0))
     return out
 
 
 def mahalanobis(query: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
     centred = query - mean
-    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", centred, precision, centred), 0.0)).astype(np.float32)
+    return np.sqrt(np.maximum(((centred @ precision) * centred).sum(axis=1), 0.0)).astype(np.float32)
 
 
 def greedy_coreset(patches: np.ndarray, size: int, seed: int = 0, projection_dim: int = 128) -> np.ndarray:
@@ -93,7 +99,8 @@ class PatchMemory:
 
     def __init__(self, spec: ScoringSpec, arrays: Mapping[str, np.ndarray]) -> None:
         self.spec = spec
-        self.arrays = dict(arrays)
+        self.arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
+        self._memory_sq = {s: squared_norms(self.arrays[f"memory/{s}"]) for s in spec.memory_stages}
 
     @classmethod
     def build(
@@ -128,7 +135,9 @@ class PatchMemory:
         for stage in self.spec.memory_stages:
             pooled = local_average(features[stage])
             b, _, h, w = pooled.shape
-            maps[f"memory/{stage}"] = nearest_distance(as_patches(pooled), self.arrays[f"memory/{stage}"]).reshape(b, h, w)
+            maps[f"memory/{stage}"] = nearest_distance(
+                as_patches(pooled), self.arrays[f"memory/{stage}"], self._memory_sq[stage]
+            ).reshape(b, h, w)
         for stage in self.spec.statistics_stages:
             pooled = local_average(features[stage])
             b, _, h, w = pooled.shape

@@ -16,7 +16,6 @@ from typing import Literal
 
 import cv2
 import numpy as np
-
 from lineguard.runtime.bundle import Preprocessing
 
 ChannelOrder = Literal["BGR", "RGB"]

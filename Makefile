@@ -1,0 +1,35 @@
+# lineguard: two commands do all the set-up on a fresh machine.
+#   make demo   export the default bundle, enrol a generated product, inspect parts
+#   make test   the test suite (what CI runs)
+# Both create or reuse .venv and install what they need (torch only as torch==2.13.0, the CPU build).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.lineguard-installed
+
+.PHONY: demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and exactly pinned: a range would pull a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[export,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/lineguard demo
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/lineguard bench vision --json artifacts/bench-vision.json
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf artifacts bundles .pytest_cache

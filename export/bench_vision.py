@@ -1,0 +1,99 @@
+"""``lineguard bench vision``: the ONNX Runtime chain against its PyTorch eager reference, same run.
+
+Usage::
+
+    result = bench_vision("bundles/default", batch_sizes=(1, 8))
+    result.runs[0].speedup        # ORT frames/s over PyTorch frames/s at batch 1
+
+Both chains run the whole inspection (preprocess, encoder, decoder, few-shot scoring, verdict) of
+the same frames with the same thread count, interleaved round by round so that machine noise hits
+both alike. A generated product is enrolled into a temporary copy of the bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+from lineguard.export.reference_chain import TorchVisionChain
+from lineguard.export.textures import texture_variants
+from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.enroll import enroll_product
+from lineguard.runtime.inspector import Inspector
+from pydantic import BaseModel
+from tqdm import tqdm
+
+BENCH_PRODUCT = "bench-weave"
+
+
+class BackendTiming(BaseModel):
+    backend: str
+    ms_per_frame: float
+    frames_per_s: float
+    ms_per_batch_p50: float
+
+
+class BatchRun(BaseModel):
+    batch_size: int
+    onnxruntime: BackendTiming
+    pytorch_eager: BackendTiming
+    speedup: float
+
+
+class VisionBench(BaseModel):
+    bundle_id: str
+    threads: int
+    machine: str
+    versions: dict[str, str]
+    runs: list[BatchRun]
+
+
+def _timing(name: str, seconds: list[float], batch: int) -> BackendTiming:
+    total = sum(seconds)
+    frames = batch * len(seconds)
+    return BackendTiming(backend=name, ms_per_frame=total * 1e3 / frames, frames_per_s=frames / total,
+                         ms_per_batch_p50=float(np.median(seconds) * 1e3))
+
+
+def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), rounds: int = 30,
+                 warmup: int = 3, threads: int | None = None) -> VisionBench:
+    threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    frames = texture_variants("weave", 8 + max(batch_sizes), seed=11)
+    with tempfile.TemporaryDirectory(prefix="lineguard-bench-") as tmp:
+        copy = Path(tmp) / "bundle"
+        shutil.copytree(bundle_dir, copy)
+        bundle = Bundle.open(copy)
+        ort_inspector = Inspector(bundle, threads=threads)
+        enroll_product(bundle, BENCH_PRODUCT, frames[:4], chain=ort_inspector.chain)
+        torch_inspector = Inspector(bundle, chain=TorchVisionChain(bundle, threads=threads))
+        runs = []
+        for batch in batch_sizes:
+            images = frames[8 : 8 + batch]
+            timings: dict[str, list[float]] = {"onnxruntime": [], "pytorch": []}
+            inspectors = {"onnxruntime": ort_inspector, "pytorch": torch_inspector}
+            for _ in range(warmup):
+                for inspector in inspectors.values():
+                    inspector.analyze(images, BENCH_PRODUCT)
+            for _ in tqdm(range(rounds), desc=f"bench vision batch {batch}", unit="round"):
+                for name, inspector in inspectors.items():
+                    start = time.perf_counter()
+                    inspector.analyze(images, BENCH_PRODUCT)
+                    timings[name].append(time.perf_counter() - start)
+            ort_t = _timing("onnxruntime-" + ",".join(ort_inspector.chain.providers), timings["onnxruntime"], batch)
+            torch_t = _timing("pytorch-eager", timings["pytorch"], batch)
+            runs.append(BatchRun(batch_size=batch, onnxruntime=ort_t, pytorch_eager=torch_t,
+                                 speedup=ort_t.frames_per_s / torch_t.frames_per_s))
+        return VisionBench(
+            bundle_id=bundle.manifest.bundle_id, threads=threads,
+            machine=f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
+            versions={"onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
+            runs=runs,
+        )

@@ -1,0 +1,220 @@
+"""The ``lineguard`` command line: one entry for both halves.
+
+Export commands import ``lineguard.export`` (torch) only when they run, so an edge install without
+the ``[export]`` extra still has ``enroll``, ``inspect`` and ``eval``.
+
+    lineguard export vision --out bundles/default
+    lineguard enroll bundles/default --product tile --normals data/tile/train/good --shots 4
+    lineguard inspect bundles/default part.png --product tile
+    lineguard eval bundles/default --data data --category tile --shots 4 --json eval.json
+    lineguard bench vision --bundle bundles/default --json bench.json
+    lineguard demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub: lines are air-gapped
+
+DEFAULT_BUNDLE = Path("bundles/default")
+
+
+class CliError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from lineguard.runtime.bundle import BundleError
+    from lineguard.runtime.enroll import EnrollmentError
+    from lineguard.runtime.image_io import ImageReadError
+    from lineguard.runtime.inspector import UnknownProductError
+    from lineguard.runtime.preprocess import ImageFormatError
+
+    return (CliError, BundleError, EnrollmentError, ImageReadError, UnknownProductError, ImageFormatError,
+            FileExistsError, FileNotFoundError)
+
+
+def _write_json(path: str | None, payload: str) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(payload + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def format_verdict(name: str, verdict) -> str:
+    where = ", ".join(f"{r.grid} ({r.area_fraction:.1%})" for r in verdict.regions) or "-"
+    p = f"p={verdict.p_value:.2g}" if verdict.p_value is not None else "zero-shot"
+    return f"{name:<28} {verdict.verdict:<3} score={verdict.score:7.2f} {p:<10} where: {where}"
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+def cmd_export_vision(args: argparse.Namespace) -> int:
+    try:
+        from lineguard.export.encoders import EncoderError
+        from lineguard.export.vision import ParityError, export_vision
+    except ImportError as exc:
+        raise CliError(f"export needs the workstation extra: pip install 'lineguard[export]' ({exc})") from exc
+    try:
+        bundle = export_vision(args.out, encoder_family=args.encoder, weights=args.weights, normals_dirs=args.normals or (),
+                               input_size=args.input_size, steps=args.steps, samples=args.samples, seed=args.seed,
+                               overwrite=args.overwrite)
+    except (EncoderError, ParityError) as exc:
+        raise CliError(str(exc)) from exc
+    m = bundle.manifest
+    print(f"bundle {m.bundle_id} written to {bundle.root}")
+    print(f"  encoder {m.encoder.family}, input {m.preprocessing.input_size}, stages "
+          + ", ".join(f"{s.name}:{s.channels}x{s.grid[0]}x{s.grid[1]}" for s in m.encoder.stages))
+    print(f"  parity vs PyTorch: {m.parity.max_abs_diff} (tolerance {m.parity.tolerance})")
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from lineguard.runtime.bundle import Bundle
+    from lineguard.runtime.enroll import enroll_product
+    from lineguard.runtime.image_io import image_paths, read_image
+
+    paths = image_paths(args.normals)
+    if not paths:
+        raise CliError(f"{args.normals} holds no images")
+    if args.shots:
+        if args.shots > len(paths):
+            raise CliError(f"--shots {args.shots} but {args.normals} has only {len(paths)} images")
+        rng = np.random.default_rng(args.seed)
+        paths = [paths[i] for i in sorted(rng.choice(len(paths), args.shots, replace=False))]
+    bundle = Bundle.open(args.bundle)
+    calibration = enroll_product(bundle, args.product, [read_image(p) for p in paths], seed=args.seed)
+    print(f"enrolled {args.product!r} from {len(paths)} image(s), {calibration.views_per_shot} views each; "
+          f"calibration {calibration.method} on {calibration.n_calibration_scores} held-out views")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from lineguard.runtime.image_io import read_image
+    from lineguard.runtime.inspector import Inspector
+
+    inspector = Inspector(args.bundle, false_reject_budget=args.budget)
+    for path in args.images:
+        verdict = inspector.inspect(read_image(path), args.product)
+        verdict = verdict.model_copy(update={"frame_id": Path(path).name})
+        print(verdict.model_dump_json() if args.json else format_verdict(Path(path).name, verdict))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lineguard.runtime.evaluation import evaluate
+
+    report = evaluate(args.bundle, args.data, args.category, args.shots, seed=args.seed)
+    payload = report.model_dump_json(indent=2)
+    print(payload)
+    _write_json(args.json, payload)
+    return 0
+
+
+def cmd_bench_vision(args: argparse.Namespace) -> int:
+    try:
+        from lineguard.export.bench_vision import bench_vision
+    except ImportError as exc:
+        raise CliError(f"bench vision compares against PyTorch: pip install 'lineguard[export]' ({exc})") from exc
+    result = bench_vision(args.bundle, batch_sizes=args.batch, rounds=args.rounds)
+    for run in result.runs:
+        print(f"batch {run.batch_size}: onnxruntime {run.onnxruntime.ms_per_frame:.1f} ms/frame "
+              f"({run.onnxruntime.frames_per_s:.1f} fps), pytorch eager {run.pytorch_eager.ms_per_frame:.1f} ms/frame "
+              f"({run.pytorch_eager.frames_per_s:.1f} fps): {run.speedup:.2f}x")
+    _write_json(args.json, result.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lineguard.demo import run_demo
+
+    return run_demo(Path(args.bundle), Path(args.workdir))
+
+
+# -- parser -----------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lineguard", description="Anomaly detection at the production line.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens inside")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    export = sub.add_parser("export", help="workstation side: build deployable artifacts")
+    export_sub = export.add_subparsers(dest="what", required=True)
+    vision = export_sub.add_parser("vision", help="image encoder + trained decoder -> ONNX bundle")
+    vision.add_argument("--out", default=str(DEFAULT_BUNDLE), help="bundle folder to write (default %(default)s)")
+    vision.add_argument("--encoder", default="efficientnet-lite0",
+                        choices=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "clip"])
+    vision.add_argument("--weights", help="local weights: a Hugging Face CLIP folder for --encoder clip")
+    vision.add_argument("--normals", action="append", metavar="DIR",
+                        help="folder of normal images to simulate anomalies from (repeatable); default: generated")
+    vision.add_argument("--input-size", type=int, help="square input size (default: the encoder's own)")
+    vision.add_argument("--steps", type=int, default=400, help="decoder training steps (default %(default)s)")
+    vision.add_argument("--samples", type=int, default=320, help="simulated training images (default %(default)s)")
+    vision.add_argument("--seed", type=int, default=0)
+    vision.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    vision.set_defaults(func=cmd_export_vision)
+
+    enroll = sub.add_parser("enroll", help="few-shot enrolment of a product from normal images")
+    enroll.add_argument("bundle")
+    enroll.add_argument("--product", required=True)
+    enroll.add_argument("--normals", required=True, metavar="DIR")
+    enroll.add_argument("--shots", type=int, help="use K images drawn from DIR (default: all)")
+    enroll.add_argument("--seed", type=int, default=0)
+    enroll.set_defaults(func=cmd_enroll)
+
+    inspect = sub.add_parser("inspect", help="inspect image files and print verdicts")
+    inspect.add_argument("bundle")
+    inspect.add_argument("images", nargs="+")
+    inspect.add_argument("--product", help="enrolled product (omit for the zero-shot decoder verdict)")
+    inspect.add_argument("--budget", type=float, default=0.01, help="false-reject budget (default %(default)s)")
+    inspect.add_argument("--json", action="store_true", help="one Verdict JSON per line")
+    inspect.set_defaults(func=cmd_inspect)
+
+    ev = sub.add_parser("eval", help="AUROC and verdict accuracy on an MVTec-AD-style folder")
+    ev.add_argument("bundle")
+    ev.add_argument("--data", required=True, help="dataset root holding CATEGORY/")
+    ev.add_argument("--category", required=True)
+    ev.add_argument("--shots", type=int, default=4)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", metavar="OUT")
+    ev.set_defaults(func=cmd_eval)
+
+    bench = sub.add_parser("bench", help="benchmarks written as JSON")
+    bench_sub = bench.add_subparsers(dest="what", required=True)
+    bv = bench_sub.add_parser("vision", help="ONNX Runtime chain vs PyTorch eager, batch 1 and 8")
+    bv.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    bv.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    bv.add_argument("--rounds", type=int, default=30)
+    bv.add_argument("--json", metavar="OUT", default="artifacts/bench-vision.json")
+    bv.set_defaults(func=cmd_bench_vision)
+
+    demo = sub.add_parser("demo", help="export, enrol and inspect a generated product end to end")
+    demo.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    demo.add_argument("--workdir", default="artifacts/demo")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except _user_errors() as exc:
+        print(f"lineguard: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

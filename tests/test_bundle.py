@@ -1,0 +1,97 @@
+"""Bundle round trip, integrity checks and the export's parity report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lineguard.runtime.bundle import (
+    Bundle,
+    BundleIncompatibleError,
+    BundleIntegrityError,
+    BundleNotFoundError,
+)
+from lineguard.runtime.chain import VisionChain
+
+
+def test_manifest_describes_the_bundle(bundle_dir: Path) -> None:
+    bundle = Bundle.open(bundle_dir)
+    m = bundle.manifest
+    assert m.schema_version == 1
+    assert [s.name for s in m.encoder.stages] == ["s1", "s2", "s3", "s4"]
+    assert [s.stride for s in m.encoder.stages] == [4, 8, 16, 32]
+    assert m.preprocessing.input_size == (224, 224)
+    assert set(m.files) >= {"encoder.onnx", "decoder.onnx", "prototypes.npz", "parity.json"}
+    normal, abnormal = bundle.prototypes()
+    assert normal.shape == abnormal.shape == (384,)
+    assert abs(float(normal @ abnormal)) < 0.999  # two different prototypes
+    parity = json.loads((bundle_dir / "parity.json").read_text())
+    assert parity["passed"] and parity["max_abs_diff"]["encoder"] <= parity["tolerance"]
+
+
+def test_onnx_chain_matches_pytorch(bundle_dir: Path, weave_parts: list[np.ndarray]) -> None:
+    from lineguard.export.reference_chain import TorchVisionChain
+    from lineguard.export.vision import PARITY_TOLERANCE
+
+    bundle = Bundle.open(bundle_dir)
+    ort_chain, torch_chain = VisionChain(bundle), TorchVisionChain(bundle)
+    batch = ort_chain.preprocessor(weave_parts[:3])
+    a, b = ort_chain.run(batch), torch_chain.run(batch)
+    for name in a.features:
+        assert a.features[name].shape == b.features[name].shape
+        assert np.abs(a.features[name] - b.features[name]).max() < PARITY_TOLERANCE
+    assert a.decoder_map.shape == (3, 224, 224)
+    assert np.abs(a.decoder_map - b.decoder_map).max() < PARITY_TOLERANCE
+
+
+def test_dynamic_batch(bundle_dir: Path, weave_parts: list[np.ndarray]) -> None:
+    chain = VisionChain(Bundle.open(bundle_dir))
+    one = chain.run(chain.preprocessor(weave_parts[:1]))
+    five = chain.run(chain.preprocessor(weave_parts[:5]))
+    assert np.allclose(one.decoder_map[0], five.decoder_map[0], atol=1e-4)
+
+
+def test_tampered_file_is_refused(bundle_copy: Path) -> None:
+    data = bytearray((bundle_copy / "decoder.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle_copy / "decoder.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match="decoder.onnx.*sha256"):
+        Bundle.open(bundle_copy)
+
+
+def test_truncated_file_is_refused(bundle_copy: Path) -> None:
+    path = bundle_copy / "encoder.onnx"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(BundleIntegrityError, match="encoder.onnx.*truncated"):
+        Bundle.open(bundle_copy)
+
+
+def test_missing_file_is_refused(bundle_copy: Path) -> None:
+    (bundle_copy / "prototypes.npz").unlink()
+    with pytest.raises(BundleIntegrityError, match="prototypes.npz.*missing"):
+        Bundle.open(bundle_copy)
+
+
+def test_missing_folder_and_manifest(tmp_path: Path) -> None:
+    with pytest.raises(BundleNotFoundError, match="does not exist"):
+        Bundle.open(tmp_path / "nope")
+    with pytest.raises(BundleNotFoundError, match="manifest.json is missing"):
+        Bundle.open(tmp_path)
+
+
+def test_other_schema_version_is_incompatible(bundle_copy: Path) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleIncompatibleError, match="schema_version 99"):
+        Bundle.open(bundle_copy)
+
+
+def test_manifest_paths_cannot_escape_the_bundle(bundle_copy: Path) -> None:
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["files"]["../outside.bin"] = {"sha256": "0" * 64, "size": 1}
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleIntegrityError, match="outside the bundle"):
+        Bundle.open(bundle_copy)

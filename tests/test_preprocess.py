@@ -1,0 +1,40 @@
+"""Preprocessing is read from the manifest and refuses what it cannot interpret."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from lineguard.runtime.bundle import Preprocessing
+from lineguard.runtime.preprocess import ImageFormatError, Preprocessor
+
+SPEC = Preprocessing(input_size=(32, 48), color_order="RGB", mean=(127, 127, 127), std=(128, 128, 128))
+
+
+def test_bgr_is_converted_to_rgb() -> None:
+    image = np.zeros((64, 96, 3), np.uint8)
+    image[..., 0] = 255  # blue in OpenCV order
+    x = Preprocessor(SPEC)([image])
+    assert x.shape == (1, 3, 32, 48) and x.dtype == np.float32
+    assert x[0, 2].mean() == pytest.approx(1.0) and x[0, 0].mean() == pytest.approx(-127 / 128)
+    rgb = Preprocessor(SPEC)([image], order="RGB")
+    assert rgb[0, 0].mean() == pytest.approx(1.0)
+
+
+def test_gray_and_alpha_inputs() -> None:
+    pre = Preprocessor(SPEC)
+    assert pre([np.full((40, 40), 127, np.uint8)]).std() == 0
+    assert pre([np.zeros((40, 40, 4), np.uint8)]).shape == (1, 3, 32, 48)
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((40, 40, 3), np.float32), "uint8"),
+        (np.zeros((40, 40, 2), np.uint8), "expected"),
+        (np.zeros((4, 4, 3), np.uint8), "too small"),
+        ("not an image", "numpy array"),
+    ],
+)
+def test_bad_images_are_refused(image, message: str) -> None:
+    with pytest.raises(ImageFormatError, match=message):
+        Preprocessor(SPEC)([image])
