@@ -102,6 +102,9 @@ def cut_paste_poisson(
     pasted[y0 : y0 + bh, x0 : x0 + bw][mask > 0] = patch.astype(np.uint8)[mask > 0]
     alpha = (full.astype(np.float32) * opacity)[..., None]
     image = (blended * (1 - alpha) + pasted * alpha).round().astype(np.uint8)
+    # OpenCV's solver may touch a pixel or two past the mask's rim: the label is the truth, so keep
+    # the target there
+    image[full == 0] = target[full == 0]
     return SyntheticAnomaly(image=image, mask=full, kind="cut-paste")
 
 
@@ -126,7 +129,9 @@ def stain(target: np.ndarray, rng: np.random.Generator) -> SyntheticAnomaly:
     centre = (int(rng.uniform(0.1, 0.9) * w), int(rng.uniform(0.1, 0.9) * h))
     axes = (int(rng.uniform(0.02, 0.12) * w) + 1, int(rng.uniform(0.02, 0.12) * h) + 1)
     cv2.ellipse(mask, centre, axes, rng.uniform(0, 180), 0, 360, 1, -1)
-    alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 1.5)[..., None] * rng.uniform(0.4, 0.8)
+    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 1.5)
+    mask = (soft > 0.05).astype(np.uint8)  # the label covers the stain's soft rim too
+    alpha = (soft * mask)[..., None] * rng.uniform(0.4, 0.8)
     colour = rng.uniform(0, 255, 3)
     out = (target * (1 - alpha) + colour * alpha).astype(np.uint8)
     return SyntheticAnomaly(image=out, mask=mask, kind="stain")

@@ -17,7 +17,7 @@ def test_locate_scales_boxes_to_the_original_image() -> None:
     score = np.zeros((100, 100), np.float32)
     score[10:20, 70:90] = 5.0
     score[15, 80] = 9.0
-    score[60:80, 40:60] = 3.0
+    score[70:90, 40:60] = 3.0
     regions = locate(score, score > 1.0, original_shape=(200, 400))
     assert [r.grid for r in regions] == ["top right", "bottom"]
     top = regions[0]
