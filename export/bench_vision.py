@@ -42,10 +42,16 @@ class BackendTiming(BaseModel):
 
 
 class BatchRun(BaseModel):
+    """One batch size. ``chain``: preprocess + encoder + decoder, the exported models (the headline
+    ratio). ``inspection``: the whole verdict, adding the few-shot scoring that both share (numpy)."""
+
     batch_size: int
     onnxruntime: BackendTiming
     pytorch_eager: BackendTiming
     speedup: float
+    inspection_onnxruntime: BackendTiming
+    inspection_pytorch_eager: BackendTiming
+    inspection_speedup: float
 
 
 class VisionBench(BaseModel):
@@ -77,20 +83,33 @@ def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), ro
         runs = []
         for batch in batch_sizes:
             images = frames[8 : 8 + batch]
-            timings: dict[str, list[float]] = {"onnxruntime": [], "pytorch": []}
             inspectors = {"onnxruntime": ort_inspector, "pytorch": torch_inspector}
+
+            def chain_only(inspector: Inspector, images=images) -> None:
+                inspector.chain.run(inspector.chain.preprocessor(images))
+
+            def inspection(inspector: Inspector, images=images) -> None:
+                inspector.analyze(images, BENCH_PRODUCT)
+
+            timings: dict[tuple[str, str], list[float]] = {}
             for _ in range(warmup):
                 for inspector in inspectors.values():
-                    inspector.analyze(images, BENCH_PRODUCT)
+                    inspection(inspector)
             for _ in tqdm(range(rounds), desc=f"bench vision batch {batch}", unit="round"):
-                for name, inspector in inspectors.items():
-                    start = time.perf_counter()
-                    inspector.analyze(images, BENCH_PRODUCT)
-                    timings[name].append(time.perf_counter() - start)
-            ort_t = _timing("onnxruntime-" + ",".join(ort_inspector.chain.providers), timings["onnxruntime"], batch)
-            torch_t = _timing("pytorch-eager", timings["pytorch"], batch)
-            runs.append(BatchRun(batch_size=batch, onnxruntime=ort_t, pytorch_eager=torch_t,
-                                 speedup=ort_t.frames_per_s / torch_t.frames_per_s))
+                for what, work in (("chain", chain_only), ("inspection", inspection)):
+                    for name, inspector in inspectors.items():
+                        start = time.perf_counter()
+                        work(inspector)
+                        timings.setdefault((what, name), []).append(time.perf_counter() - start)
+            ort_name = "onnxruntime-" + ",".join(ort_inspector.chain.providers)
+            t = {key: _timing(ort_name if key[1] == "onnxruntime" else "pytorch-eager", v, batch) for key, v in timings.items()}
+            runs.append(BatchRun(
+                batch_size=batch,
+                onnxruntime=t["chain", "onnxruntime"], pytorch_eager=t["chain", "pytorch"],
+                speedup=t["chain", "onnxruntime"].frames_per_s / t["chain", "pytorch"].frames_per_s,
+                inspection_onnxruntime=t["inspection", "onnxruntime"], inspection_pytorch_eager=t["inspection", "pytorch"],
+                inspection_speedup=t["inspection", "onnxruntime"].frames_per_s / t["inspection", "pytorch"].frames_per_s,
+            ))
         return VisionBench(
             bundle_id=bundle.manifest.bundle_id, threads=threads,
             machine=f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),

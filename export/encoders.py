@@ -36,6 +36,15 @@ class StageEncoder(nn.Module):
     family: str
     preprocessing: Preprocessing
 
+    def stage_specs(self, input_size: tuple[int, int]) -> list[StageSpec]:
+        with torch.no_grad():
+            feats = self(torch.zeros(1, 3, *input_size))
+        return [
+            StageSpec(name=name, channels=int(f.shape[1]), stride=input_size[0] // int(f.shape[2]),
+                      grid=(int(f.shape[2]), int(f.shape[3])))
+            for name, f in zip(STAGE_NAMES, feats, strict=True)
+        ]
+
 
 class ReflectPadded(StageEncoder):
     """Runs a CNN encoder on a reflect-padded image and crops every stage back to the image's grid.
@@ -61,15 +70,6 @@ class ReflectPadded(StageEncoder):
             border = self.PAD * feats.shape[-1] // padded.shape[-1]
             out.append(feats[:, :, border:-border, border:-border])
         return tuple(out)
-
-    def stage_specs(self, input_size: tuple[int, int]) -> list[StageSpec]:
-        with torch.no_grad():
-            feats = self(torch.zeros(1, 3, *input_size))
-        return [
-            StageSpec(name=name, channels=int(f.shape[1]), stride=input_size[0] // int(f.shape[2]),
-                      grid=(int(f.shape[2]), int(f.shape[3])))
-            for name, f in zip(STAGE_NAMES, feats, strict=True)
-        ]
 
 
 class EfficientNetLiteEncoder(StageEncoder):

@@ -128,7 +128,9 @@ def cmd_bench_vision(args: argparse.Namespace) -> int:
     for run in result.runs:
         print(f"batch {run.batch_size}: onnxruntime {run.onnxruntime.ms_per_frame:.1f} ms/frame "
               f"({run.onnxruntime.frames_per_s:.1f} fps), pytorch eager {run.pytorch_eager.ms_per_frame:.1f} ms/frame "
-              f"({run.pytorch_eager.frames_per_s:.1f} fps): {run.speedup:.2f}x")
+              f"({run.pytorch_eager.frames_per_s:.1f} fps): {run.speedup:.2f}x; whole inspection "
+              f"{run.inspection_onnxruntime.ms_per_frame:.1f} vs {run.inspection_pytorch_eager.ms_per_frame:.1f} ms/frame "
+              f"({run.inspection_speedup:.2f}x)")
     _write_json(args.json, result.model_dump_json(indent=2))
     return 0
 

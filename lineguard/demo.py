@@ -68,7 +68,7 @@ def run_demo(bundle_dir: Path, workdir: Path) -> int:
     print(f"[2/3] enrolling product {PRODUCT!r} from {SHOTS} normal images in {normals_dir} ...")
     enroll_product(bundle, PRODUCT, read_images(image_paths(normals_dir)), chain=inspector.chain)
     print(f"[3/3] inspecting {len(tests)} parts (threshold-free, false-reject budget 1%):")
-    print(f"{'part':<28} {'verdict':<3} {'score':>13} {'p-value':<10} location   [expected]")
+    print("  (each line: part, verdict, score, p-value, where the anomaly is, [where it was put])")
     for path, expected in tests:
         verdict = inspector.inspect(read_image(path), PRODUCT)
         print(f"{format_verdict(path.name, verdict)}   [{expected}]")

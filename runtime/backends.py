@@ -40,6 +40,8 @@ class OnnxRuntimeBackend:
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # No busy-waiting after a run: the scoring that follows (numpy/BLAS) needs those cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = providers or select_providers()
         self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=self.providers)
         self.input_names = [i.name for i in self.session.get_inputs()]

@@ -95,3 +95,12 @@ def test_manifest_paths_cannot_escape_the_bundle(bundle_copy: Path) -> None:
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleIntegrityError, match="outside the bundle"):
         Bundle.open(bundle_copy)
+
+
+def test_provider_order_prefers_tensorrt_then_cuda_then_cpu() -> None:
+    from lineguard.runtime.backends import select_providers
+
+    assert select_providers(["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]) == [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert select_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert select_providers(["CPUExecutionProvider", "OpenVINOExecutionProvider"]) == ["CPUExecutionProvider"]
