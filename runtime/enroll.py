@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from lineguard.runtime.anomaly_maps import component_maps
-from lineguard.runtime.bundle import Bundle, ProductCalibration, ProductEntry, utc_now
+from lineguard.runtime.bundle import Bundle, ProductCalibration, ProductEntry, ScoringSpec, utc_now
 from lineguard.runtime.calibration import BorderProfile, GumbelFit, component_norms, fuse_maps, image_scores
 from lineguard.runtime.chain import ChainOutput, VisionChain
 from lineguard.runtime.patch_scoring import PatchMemory
@@ -62,7 +62,7 @@ def _subset(out: ChainOutput, index: np.ndarray) -> ChainOutput:
 
 
 def held_out_maps(
-    out: ChainOutput, image_of_view: np.ndarray, memory_spec, input_size: tuple[int, int], seed: int
+    out: ChainOutput, image_of_view: np.ndarray, memory_spec: ScoringSpec, input_size: tuple[int, int], seed: int
 ) -> tuple[dict[str, np.ndarray], str]:
     """Component maps of every view, each pixel scored by a memory that never saw it."""
     shots = int(image_of_view.max()) + 1
