@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
+from pydantic import BaseModel
+from tqdm import tqdm
+
 from lineguard.export.reference_chain import TorchVisionChain
 from lineguard.export.textures import texture_variants
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.enroll import enroll_product
 from lineguard.runtime.inspector import Inspector
-from pydantic import BaseModel
-from tqdm import tqdm
 
 BENCH_PRODUCT = "bench-weave"
 

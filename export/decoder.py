@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lineguard.runtime.bundle import StageSpec
 from torch import nn
+
+from lineguard.runtime.bundle import StageSpec
 
 HIDDEN = 64
 LOGIT_SCALE = 1 / 0.07  # CLIP's temperature

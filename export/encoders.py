@@ -14,8 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from lineguard.runtime.bundle import Preprocessing, StageSpec
 from torch import nn
+
+from lineguard.runtime.bundle import Preprocessing, StageSpec
 
 STAGE_NAMES = ("s1", "s2", "s3", "s4")
 # Block indices whose outputs are the last of strides 4/8/16/32 in EfficientNet-Lite0/1/2.

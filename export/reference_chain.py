@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from lineguard.export.decoder import AnomalyDecoder
 from lineguard.export.encoders import build_encoder
 from lineguard.runtime.bundle import Bundle

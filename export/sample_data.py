@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from lineguard.export.synthesis import synthesize
 from lineguard.export.textures import texture_variants
 

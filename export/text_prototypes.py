@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import torch
+
 from lineguard.runtime.bundle import PrototypeSpec
 
 OBJECTS = ("product", "part", "surface")

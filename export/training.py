@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
 from lineguard.export.decoder import AnomalyDecoder
 from lineguard.export.encoders import StageEncoder
 from lineguard.export.synthesis import synthesize
 from lineguard.runtime.bundle import Preprocessing
 from lineguard.runtime.preprocess import Preprocessor, resize_to
-from tqdm import tqdm
 
 ANOMALOUS_SHARE = 0.75
 

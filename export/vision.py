@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
+
+import lineguard
 from lineguard.export.decoder import LOGIT_SCALE, AnomalyDecoder
 from lineguard.export.encoders import STAGE_NAMES, build_encoder
 from lineguard.export.onnx_export import OPSET, export_onnx, onnx_parity
@@ -41,8 +43,6 @@ from lineguard.runtime.bundle import (
 )
 from lineguard.runtime.image_io import image_paths, read_images
 from lineguard.runtime.preprocess import Preprocessor
-
-import lineguard
 
 # Max abs difference allowed between ONNX Runtime (CPU, FP32) and PyTorch eager, per graph output.
 # FP32 reorderings in fused convolutions stay around 1e-4 on stage features; 1e-2 leaves room for

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
 from lineguard.runtime.chain import ChainOutput
 from lineguard.runtime.patch_scoring import PatchMemory
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from lineguard.runtime.bundle import ComponentNorm
 
 EULER_GAMMA = 0.5772156649015329

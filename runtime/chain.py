@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from lineguard.runtime.backends import OnnxRuntimeBackend
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.preprocess import Preprocessor

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from lineguard.runtime.anomaly_maps import component_maps
 from lineguard.runtime.bundle import Bundle, ProductCalibration, ProductEntry, ScoringSpec, utc_now
 from lineguard.runtime.calibration import BorderProfile, GumbelFit, component_norms, fuse_maps, image_scores

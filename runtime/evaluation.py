@@ -19,12 +19,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pydantic import BaseModel
+from sklearn.metrics import roc_auc_score
+
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.enroll import enroll_product
 from lineguard.runtime.image_io import ImageReadError, image_paths, read_image
 from lineguard.runtime.inspector import Inspector
-from pydantic import BaseModel
-from sklearn.metrics import roc_auc_score
 
 
 class EvalReport(BaseModel):

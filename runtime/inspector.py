@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+
 from lineguard.runtime.anomaly_maps import component_maps
 from lineguard.runtime.bundle import Bundle, ProductCalibration
 from lineguard.runtime.calibration import BorderProfile, GumbelFit, fuse_maps, image_scores, smooth

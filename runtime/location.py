@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
 from lineguard.runtime.messages import GridCell, Region
 
 GRID_WORDS: tuple[tuple[GridCell, ...], ...] = (

@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from lineguard.runtime.bundle import ScoringSpec
 from sklearn.covariance import LedoitWolf
+
+from lineguard.runtime.bundle import ScoringSpec
 
 
 def local_average(features: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+
 from lineguard.runtime.bundle import Preprocessing
 
 ChannelOrder = Literal["BGR", "RGB"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from lineguard.runtime.bundle import ComponentNorm
 from lineguard.runtime.calibration import GumbelFit, fuse_maps, image_scores
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lineguard.export.sample_data import write_category
-
 from lineguard.cli import main
+from lineguard.export.sample_data import write_category
 
 
 def test_eval_writes_the_report(bundle_dir: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lineguard.export.synthesis import cut_paste_poisson
 from lineguard.export.textures import texture_variants
 from lineguard.runtime.inspector import Inspector

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from lineguard.runtime.location import GRID_WORDS, grid_cell, locate
 
 

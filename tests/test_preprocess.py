@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from lineguard.runtime.bundle import Preprocessing
 from lineguard.runtime.preprocess import ImageFormatError, Preprocessor
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+
 from lineguard.export.synthesis import cut_paste_poisson, scratch, stain, synthesize, texture_change
 from lineguard.export.textures import FAMILIES, generate_texture
 
