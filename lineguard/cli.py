@@ -31,13 +31,16 @@ class CliError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from lineguard.runtime.bundle import BundleError
+    from lineguard.runtime.camera import CameraError
     from lineguard.runtime.enroll import EnrollmentError
     from lineguard.runtime.image_io import ImageReadError
     from lineguard.runtime.inspector import UnknownProductError
+    from lineguard.runtime.line_config import LineConfigError
     from lineguard.runtime.preprocess import ImageFormatError
+    from lineguard.runtime.server import ServerError
 
     return (CliError, BundleError, EnrollmentError, ImageReadError, UnknownProductError, ImageFormatError,
-            FileExistsError, FileNotFoundError)
+            LineConfigError, ServerError, CameraError, FileExistsError, FileNotFoundError)
 
 
 def _write_json(path: str | None, payload: str) -> None:
@@ -135,6 +138,74 @@ def cmd_bench_vision(args: argparse.Namespace) -> int:
     return 0
 
 
+def line_config_from_args(args: argparse.Namespace):
+    from lineguard.runtime.line_config import LineConfig
+
+    if args.config:
+        return LineConfig.from_yaml(args.config)
+    return LineConfig(
+        line=args.line,
+        endpoints={"frames": args.frames, "verdicts": args.verdicts, "inspect": args.inspect},
+        deadline_ms=args.deadline_ms,
+        batching={"max_batch": args.max_batch, "max_queue_delay_ms": args.max_queue_delay_ms},
+        archive={"dir": args.archive} if args.archive else {},
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    from lineguard.runtime.server import LineServer
+
+    config = line_config_from_args(args)
+    server = LineServer.from_bundle(args.bundle, config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: server.request_stop())
+    print(f"serving line {config.line!r} from bundle {server.bundle_id}: frames {config.endpoints.frames}, "
+          f"verdicts {config.endpoints.verdicts}, inspect {config.endpoints.inspect} (Ctrl-C or SIGTERM drains and stops)",
+          file=sys.stderr)
+    server.run()
+    return 0
+
+
+def cmd_camera(args: argparse.Namespace) -> int:
+    from lineguard.runtime.camera import CameraPusher
+
+    with CameraPusher(args.connect, args.camera_id, args.source, product=args.product, fps=args.fps,
+                      encoding=args.encoding, count=args.count, loop=args.loop) as pusher:
+        sent = pusher.run()
+        print(f"camera {args.camera_id}: sent {sent} frames, dropped {pusher.dropped}", file=sys.stderr)
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from lineguard.runtime.watch import VerdictWatcher, format_event
+
+    with VerdictWatcher(args.connect, prefix=args.topic) as watcher:
+        for event in watcher.events(duration_s=args.duration):
+            if event.kind == "heartbeat" and not args.heartbeats:
+                continue
+            if args.json and event.kind == "verdict" and event.verdict is not None:
+                print(event.verdict.model_dump_json(), flush=True)
+            else:
+                print(format_event(event), flush=True)
+    return 0
+
+
+def cmd_bench_line(args: argparse.Namespace) -> int:
+    from lineguard.runtime.bench_line import bench_line
+
+    result = bench_line(args.bundle, frames=args.frames, batch_sizes=args.batch)
+    for run in result.runs:
+        print(f"{run.mode:<7} max_batch {run.max_batch}: {run.frames_per_s:6.1f} frames/s, "
+              f"latency p50 {run.latency_p50_ms:6.1f} ms, p99 {run.latency_p99_ms:6.1f} ms")
+    print("zeromq / direct throughput: " + ", ".join(f"batch {b}: {r:.2f}" for b, r in result.zeromq_vs_direct.items()))
+    if result.microbatch_gain is not None:
+        print(f"micro-batching gain over batch 1 (zeromq): {result.microbatch_gain:.2f}x")
+    _write_json(args.json, result.model_dump_json(indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lineguard.demo import run_demo
 
@@ -197,6 +268,46 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--rounds", type=int, default=30)
     bv.add_argument("--json", metavar="OUT", default="artifacts/bench-vision.json")
     bv.set_defaults(func=cmd_bench_vision)
+
+    serve = sub.add_parser("serve", help="run the line service: frames in (PULL), verdicts out (PUB), inspect (ROUTER)")
+    serve.add_argument("bundle")
+    serve.add_argument("--config", metavar="LINE.yaml", help="line config (see deploy/line.example.yaml); "
+                       "overrides the flags below")
+    serve.add_argument("--line", default="line1")
+    serve.add_argument("--frames", default="tcp://*:5555")
+    serve.add_argument("--verdicts", default="tcp://*:5556")
+    serve.add_argument("--inspect", default="tcp://*:5558")
+    serve.add_argument("--deadline-ms", type=float, default=200.0)
+    serve.add_argument("--max-batch", type=int, default=8)
+    serve.add_argument("--max-queue-delay-ms", type=float, default=5.0)
+    serve.add_argument("--archive", metavar="DIR", help="keep NG frames with their maps here")
+    serve.set_defaults(func=cmd_serve)
+
+    camera = sub.add_parser("camera", help="push frames from a folder, video or device to a line")
+    camera.add_argument("--connect", default="tcp://localhost:5555")
+    camera.add_argument("--source", required=True, help="image folder, video file or device index")
+    camera.add_argument("--camera-id", required=True)
+    camera.add_argument("--product")
+    camera.add_argument("--fps", type=float, default=5.0)
+    camera.add_argument("--encoding", choices=["raw", "jpeg", "png"], default="raw")
+    camera.add_argument("--count", type=int, help="stop after N frames")
+    camera.add_argument("--loop", action="store_true", help="start a folder or video over at its end")
+    camera.set_defaults(func=cmd_camera)
+
+    watch = sub.add_parser("watch", help="subscribe to verdicts; reports seq gaps and missed heartbeats")
+    watch.add_argument("--connect", default="tcp://localhost:5556")
+    watch.add_argument("--topic", default="verdict.", help="topic prefix, e.g. verdict.press3.cam0")
+    watch.add_argument("--json", action="store_true", help="verdicts as JSON lines")
+    watch.add_argument("--heartbeats", action="store_true", help="print heartbeats too")
+    watch.add_argument("--duration", type=float, help="stop after S seconds")
+    watch.set_defaults(func=cmd_watch)
+
+    bl = bench_sub.add_parser("line", help="line service over loopback ZeroMQ vs direct calls, batch 1 and 8")
+    bl.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    bl.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    bl.add_argument("--frames", type=int, default=120)
+    bl.add_argument("--json", metavar="OUT", default="artifacts/bench-line.json")
+    bl.set_defaults(func=cmd_bench_line)
 
     demo = sub.add_parser("demo", help="export, enrol and inspect a generated product end to end")
     demo.add_argument("--bundle", default=str(DEFAULT_BUNDLE))

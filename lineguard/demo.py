@@ -1,8 +1,9 @@
-"""``lineguard demo`` / ``make demo``: export the default bundle, enrol a generated product, inspect.
+"""``lineguard demo`` / ``make demo``: export the default bundle, enrol a generated product, run a line.
 
-A first-time user sees the whole chain on this machine in a few minutes, with nothing downloaded:
-generated "weave" fabric parts, four normal shots enrolled, then normal parts and parts with a defect
-pasted into a known 3x3 cell, each printed with its verdict and where the anomaly is.
+A first-time user sees the whole system on this machine in a few minutes, with nothing downloaded:
+generated "weave" fabric parts, four normal shots enrolled, then the line service started on
+loopback, a camera pushing normal parts and parts with a defect pasted into a known 3x3 cell, and a
+subscriber printing each verdict with where the anomaly is, before a clean shutdown.
 """
 
 from __future__ import annotations
@@ -48,28 +49,59 @@ def make_demo_images(workdir: Path, seed: int = 7) -> tuple[Path, list[tuple[Pat
     return normals_dir, tests
 
 
-def run_demo(bundle_dir: Path, workdir: Path) -> int:
-    from lineguard.cli import format_verdict
+def run_demo(bundle_dir: Path, workdir: Path, timeout_s: float = 120.0) -> int:
+    """Export if needed, enrol, then run the real line: server, camera pusher and subscriber on loopback."""
+    import time
+
     from lineguard.runtime.bundle import Bundle
+    from lineguard.runtime.camera import CameraPusher
     from lineguard.runtime.enroll import enroll_product
     from lineguard.runtime.image_io import image_paths, read_image, read_images
     from lineguard.runtime.inspector import Inspector
+    from lineguard.runtime.line_config import LineConfig
+    from lineguard.runtime.server import LineServer
+    from lineguard.runtime.watch import VerdictWatcher, format_line
 
     if not (bundle_dir / "manifest.json").is_file():
         from lineguard.export.vision import export_vision
 
-        print(f"[1/3] exporting the default bundle to {bundle_dir} (trains the decoder, a few minutes) ...")
+        print(f"[1/4] exporting the default bundle to {bundle_dir} (trains the decoder, a few minutes) ...")
         export_vision(bundle_dir)
     else:
-        print(f"[1/3] using the bundle in {bundle_dir}")
+        print(f"[1/4] using the bundle in {bundle_dir}")
     normals_dir, tests = make_demo_images(workdir)
     bundle = Bundle.open(bundle_dir)
     inspector = Inspector(bundle)
-    print(f"[2/3] enrolling product {PRODUCT!r} from {SHOTS} normal images in {normals_dir} ...")
+    print(f"[2/4] enrolling product {PRODUCT!r} from {SHOTS} normal images in {normals_dir} ...")
     enroll_product(bundle, PRODUCT, read_images(image_paths(normals_dir)), chain=inspector.chain)
-    print(f"[3/3] inspecting {len(tests)} parts (threshold-free, false-reject budget 1%):")
-    print("  (each line: part, verdict, score, p-value, where the anomaly is, [where it was put])")
-    for path, expected in tests:
-        verdict = inspector.inspect(read_image(path), PRODUCT)
-        print(f"{format_verdict(path.name, verdict)}   [{expected}]")
-    return 0
+
+    loopback = "tcp://127.0.0.1:*"
+    config = LineConfig(line="demo", endpoints={"frames": loopback, "verdicts": loopback, "inspect": loopback},
+                        deadline_ms=5000, batching={"max_batch": 4},
+                        archive={"dir": str(workdir / "archive"), "max_bytes": 200 << 20})
+    print("[3/4] starting the line service (models load and warm up before it reports ready) ...")
+    expected = {path.stem: cell for path, cell in tests}
+    received = {}
+    with LineServer(inspector, config) as server, \
+            VerdictWatcher(server.endpoints.verdicts, prefix="verdict.demo.") as watcher, \
+            CameraPusher(server.endpoints.frames, "cam0", [], product=PRODUCT) as camera:
+        watcher_ready = time.monotonic() + 5
+        while time.monotonic() < watcher_ready and not any(e.kind == "heartbeat" for e in watcher.poll(0.2)):
+            pass  # a SUB socket only receives once subscribed: wait for the first heartbeat
+        print(f"[4/4] camera cam0 pushes {len(tests)} parts; verdicts as the PLC sees them "
+              f"(threshold-free, false-reject budget 1%; [where the defect was put]):")
+        for path, _ in tests:
+            camera.push(read_image(path), frame_id=path.stem)
+        deadline = time.monotonic() + timeout_s
+        while len(received) < len(tests) and time.monotonic() < deadline:
+            for event in watcher.poll(0.2):
+                if event.kind == "verdict" and event.verdict is not None:
+                    v = event.verdict
+                    received[v.frame_id] = v
+                    print(f"  {format_line(v)}   [{expected.get(v.frame_id, '?')}]")
+                elif event.kind in ("gap", "heartbeat_missed"):
+                    print(f"  !! {event.kind}: {event.message}")
+    ng = sum(v.verdict == "NG" for v in received.values())
+    print(f"done: {len(received)}/{len(tests)} verdicts ({ng} NG), service stopped cleanly; "
+          f"NG frames archived in {workdir / 'archive'}")
+    return 0 if len(received) == len(tests) else 1

@@ -1,0 +1,153 @@
+"""``lineguard bench line``: the line service over loopback ZeroMQ against direct in-process calls.
+
+Usage::
+
+    result = bench_line("bundles/default", frames=120, batch_sizes=(1, 8))
+    result.zeromq_vs_direct        # {"1": 0.97, "8": 0.95}: transport + service overhead
+    result.microbatch_gain         # ZeroMQ throughput at max_batch 8 over max_batch 1
+
+Both sides inspect the same raw 224x224 frames of a generated, enrolled product in the same run.
+Direct: ``Inspector.analyze`` on batches of ``b``. ZeroMQ: a ``LineServer`` with ``max_batch = b``;
+a camera PUSHes raw frames keeping a bounded number in flight (so the service is saturated but never
+overloaded) and a subscriber times each verdict from send to arrival.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import zmq
+from pydantic import BaseModel
+from tqdm import tqdm
+
+from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.enroll import enroll_product
+from lineguard.runtime.inspector import Inspector
+from lineguard.runtime.line_config import LineConfig
+from lineguard.runtime.messages import Verdict
+from lineguard.runtime.server import LineServer
+from lineguard.runtime.wire import HEARTBEAT_TOPIC, encode_frame, new_header
+
+BENCH_PRODUCT = "bench-line"
+
+
+class LineRun(BaseModel):
+    mode: str  # "direct" | "zeromq"
+    max_batch: int
+    frames: int
+    frames_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+
+
+class LineBench(BaseModel):
+    bundle_id: str
+    frame_shape: tuple[int, int, int]
+    runs: list[LineRun]
+    zeromq_vs_direct: dict[str, float]
+    microbatch_gain: float | None
+
+
+def bench_frames(count: int, size: int = 224, seed: int = 5) -> list[np.ndarray]:
+    """Raw camera frames of a generated product (numpy + OpenCV only, like the runtime)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(60, 200, (size * 2, size * 2, 3), dtype=np.uint8)
+    base = np.ascontiguousarray(np.repeat(np.repeat(base[::8, ::8], 8, 0), 8, 1)[: size * 2, : size * 2])
+    offsets = rng.integers(0, size, (count, 2))
+    return [np.ascontiguousarray(base[y : y + size, x : x + size]) for y, x in offsets]
+
+
+def _run(mode: str, batch: int, latencies: list[float], elapsed: float) -> LineRun:
+    ms = np.asarray(latencies) * 1e3
+    return LineRun(mode=mode, max_batch=batch, frames=len(latencies), frames_per_s=len(latencies) / elapsed,
+                   latency_p50_ms=float(np.percentile(ms, 50)), latency_p99_ms=float(np.percentile(ms, 99)))
+
+
+def direct_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int) -> LineRun:
+    latencies = []
+    start = time.perf_counter()
+    for i in range(0, len(frames), batch):
+        t0 = time.perf_counter()
+        chunk = frames[i : i + batch]
+        inspector.analyze(chunk, BENCH_PRODUCT)
+        latencies += [time.perf_counter() - t0] * len(chunk)
+    return _run("direct", batch, latencies, time.perf_counter() - start)
+
+
+def zeromq_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int, timeout_s: float = 300.0) -> LineRun:
+    loopback = "tcp://127.0.0.1:*"
+    config = LineConfig(
+        line="bench", endpoints={"frames": loopback, "verdicts": loopback, "inspect": loopback},
+        deadline_ms=60_000, batching={"max_batch": batch, "max_queue_delay_ms": 5.0, "max_queue": 256},
+        hwm={"frames_rcv": 256, "verdicts_snd": 10_000},
+    )
+    window = 2 * batch + 2  # enough queued to form full batches, never enough to overload
+    context = zmq.Context.instance()
+    with LineServer(inspector, config, context=context) as server:
+        sub = context.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(server.endpoints.verdicts)
+        push = context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.SNDHWM, 256)
+        push.connect(server.endpoints.frames)
+        try:
+            ready_by = time.monotonic() + 5
+            while time.monotonic() < ready_by:  # subscribed once the first heartbeat arrives
+                if sub.poll(200) and sub.recv_multipart()[0] == HEARTBEAT_TOPIC:
+                    break
+            payloads = [encode_frame(new_header("cam0", f"f{i}", BENCH_PRODUCT), f) for i, f in enumerate(frames)]
+            sent_at: dict[str, float] = {}
+            latencies: list[float] = []
+            start = time.perf_counter()
+            give_up = time.monotonic() + timeout_s
+            next_frame = 0
+            while len(latencies) < len(frames) and time.monotonic() < give_up:
+                while next_frame < len(frames) and len(sent_at) < window:
+                    sent_at[f"f{next_frame}"] = time.perf_counter()
+                    push.send_multipart(payloads[next_frame], copy=False)
+                    next_frame += 1
+                if not sub.poll(1000):
+                    continue
+                topic, body = sub.recv_multipart()
+                if topic == HEARTBEAT_TOPIC:
+                    continue
+                verdict = Verdict.model_validate_json(body)
+                if verdict.frame_id in sent_at:
+                    latencies.append(time.perf_counter() - sent_at.pop(verdict.frame_id))
+            elapsed = time.perf_counter() - start
+        finally:
+            sub.close()
+            push.close()
+    if len(latencies) < len(frames):
+        raise RuntimeError(f"only {len(latencies)} of {len(frames)} verdicts arrived over ZeroMQ")
+    return _run("zeromq", batch, latencies, elapsed)
+
+
+def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[int] = (1, 8)) -> LineBench:
+    images = bench_frames(frames + 4)
+    with tempfile.TemporaryDirectory(prefix="lineguard-bench-line-") as tmp:
+        copy = Path(tmp) / "bundle"
+        shutil.copytree(bundle_dir, copy)
+        bundle = Bundle.open(copy)
+        inspector = Inspector(bundle)
+        enroll_product(bundle, BENCH_PRODUCT, images[:4], chain=inspector.chain)
+        test_frames = images[4:]
+        inspector.analyze(test_frames[:2], BENCH_PRODUCT)  # warm-up
+        runs: list[LineRun] = []
+        for batch in tqdm(batch_sizes, desc="bench line", unit="batch size"):
+            runs.append(direct_run(inspector, test_frames, batch))
+            runs.append(zeromq_run(inspector, test_frames, batch))
+    by = {(r.mode, r.max_batch): r for r in runs}
+    ratios = {str(b): by["zeromq", b].frames_per_s / by["direct", b].frames_per_s for b in batch_sizes}
+    gain = None
+    if len(batch_sizes) > 1:
+        gain = by["zeromq", max(batch_sizes)].frames_per_s / by["zeromq", min(batch_sizes)].frames_per_s
+    return LineBench(bundle_id=bundle.manifest.bundle_id, frame_shape=tuple(images[0].shape), runs=runs,
+                     zeromq_vs_direct=ratios, microbatch_gain=gain)

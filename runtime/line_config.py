@@ -1,0 +1,149 @@
+"""Configuration of one production line's service, validated at load with errors that name the field.
+
+Usage::
+
+    from lineguard.runtime.line_config import LineConfig
+    config = LineConfig.from_yaml("deploy/line.example.yaml")
+    config.endpoints.frames, config.deadline_for("cam0"), config.batching.max_batch
+
+    LineConfig(line="press3", batching={"max_bach": 4})   # LineConfigError: batching.max_bach: ...
+
+Every section refuses unknown keys, so a misspelt option fails loudly instead of silently keeping
+its default. ``deploy/line.example.yaml`` documents every field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lineguard.runtime.wire import FrameLimits
+
+ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+
+class LineConfigError(ValueError):
+    """A line configuration that cannot be used; the message names the file and the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Endpoints(_Section):
+    """Where the service binds (DESIGN.md section 4)."""
+
+    frames: str = Field("tcp://*:5555", description="PULL: cameras PUSH [header, payload] here")
+    verdicts: str = Field("tcp://*:5556", description="PUB: [topic, Verdict JSON] and heartbeats")
+    inspect: str = Field("tcp://*:5558", description="ROUTER: one frame in, one Verdict back (REQ/DEALER)")
+
+    @field_validator("frames", "verdicts", "inspect")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not value.startswith(ENDPOINT_SCHEMES):
+            raise ValueError(f"{value!r} is not a ZeroMQ endpoint ({', '.join(ENDPOINT_SCHEMES)})")
+        return value
+
+
+class Batching(_Section):
+    """Dynamic batching, as Triton does it: same-product frames, up to max_batch or max_queue_delay_ms."""
+
+    max_batch: int = Field(8, ge=1, le=256)
+    max_queue_delay_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    max_queue: int = Field(64, ge=1, description="frames waiting beyond this are answered OVERLOADED")
+    workers: int = Field(1, ge=1, le=16, description="inference threads")
+
+
+class Watermarks(_Section):
+    """ZeroMQ high-water marks (messages) of each socket: the bounds on memory held by the sockets."""
+
+    frames_rcv: int = Field(64, ge=1)
+    inspect_rcv: int = Field(64, ge=1)
+    inspect_snd: int = Field(256, ge=1)
+    verdicts_snd: int = Field(1000, ge=1, description="per subscriber; beyond it PUB drops (seq gaps)")
+
+
+class CameraConfig(_Section):
+    deadline_ms: float | None = Field(None, gt=0.0, description="overrides the line's deadline_ms")
+    product: str | None = Field(None, description="used when a frame's header names no product")
+
+
+class Archive(_Section):
+    """Every NG frame (and one OK frame in ``ok_sample_every``) kept with its anomaly map, for audit and
+    explanations: a ring on disk, oldest evicted beyond ``max_bytes``. No ``dir``: nothing is kept."""
+
+    dir: Path | None = None
+    max_bytes: int = Field(2 * 1024**3, gt=0)
+    ok_sample_every: int = Field(0, ge=0, description="0: keep no OK frames")
+
+
+class LineConfig(_Section):
+    line: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="name; part of every verdict topic")
+    endpoints: Endpoints = Field(default_factory=Endpoints)
+    products: list[str] = Field(default_factory=list,
+                                description="products served (and warmed up); empty: every enrolled one")
+    zero_shot: bool = Field(True, description="frames naming no product are judged zero-shot; "
+                                              "false: they are refused UNKNOWN_PRODUCT")
+    deadline_ms: float = Field(200.0, gt=0.0, description="receipt to verdict; later verdicts are TIMEOUT")
+    cameras: dict[str, CameraConfig] = Field(default_factory=dict)
+    batching: Batching = Field(default_factory=Batching)
+    hwm: Watermarks = Field(default_factory=Watermarks)
+    linger_ms: int = Field(500, ge=0, description="how long closing sockets may flush pending messages")
+    heartbeat_interval_ms: float = Field(1000.0, gt=0.0)
+    drain_timeout_ms: float = Field(2000.0, ge=0.0, description="stop(): longest wait for in-flight frames")
+    false_reject_budget: float = Field(0.01, gt=0.0, lt=0.5)
+    archive: Archive = Field(default_factory=Archive)
+    limits: FrameLimits = Field(default_factory=FrameLimits)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise LineConfigError(describe(exc)) from None
+
+    def deadline_for(self, camera_id: str) -> float:
+        """The deadline of a camera's frames, in milliseconds."""
+        camera = self.cameras.get(camera_id)
+        return camera.deadline_ms if camera and camera.deadline_ms is not None else self.deadline_ms
+
+    def product_for(self, camera_id: str, product: str | None) -> str | None:
+        """The header's product, else the camera's configured one, else None (zero-shot)."""
+        if product is not None:
+            return product
+        camera = self.cameras.get(camera_id)
+        return camera.product if camera else None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> LineConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise LineConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise LineConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise LineConfigError(f"{path}: expected a mapping of fields at the top level")
+        try:
+            return cls(**data)
+        except LineConfigError as exc:
+            raise LineConfigError(f"{path}: {exc}") from None
+
+
+def describe(error: ValidationError) -> str:
+    """One line per problem, each led by the dotted field path (``batching.max_batch: ...``)."""
+    lines = []
+    for e in error.errors():
+        where = ".".join(str(x) for x in e["loc"]) or "config"
+        value = e.get("input")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown field")
+        elif e["type"] != "missing" and isinstance(value, str | int | float | bool | None):
+            lines.append(f"{where}: {e['msg']} (got {value!r})")
+        else:
+            lines.append(f"{where}: {e['msg']}")
+    return "; ".join(lines)

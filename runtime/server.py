@@ -1,0 +1,389 @@
+"""The line service: frames in over ZeroMQ, one verdict out per frame, heartbeats, graceful stop.
+
+Usage::
+
+    from lineguard.runtime.line_config import LineConfig
+    from lineguard.runtime.server import LineServer
+
+    server = LineServer.from_bundle("bundles/default", LineConfig.from_yaml("deploy/line.example.yaml"))
+    server.run()                      # foreground: warm up, bind, serve until Ctrl-C / request_stop()
+
+    server = LineServer(inspector, config).start()    # background thread; returns once ready
+    server.endpoints.frames           # the bound address (``tcp://127.0.0.1:*`` binds a free port)
+    server.stop()                     # stop intake, drain in-flight frames, close the sockets
+
+Sockets (DESIGN.md section 4), all owned by the one loop thread, each with explicit HWM and LINGER:
+
+* frames  PULL    ``[header JSON, payload]`` from cameras (PUSH);
+* inspect ROUTER  the same frame behind a REQ or DEALER envelope; the reply is the envelope as received
+  (``[identity, b"", verdict JSON]`` for REQ) followed by the Verdict JSON;
+* verdicts PUB    ``[verdict.<line>.<camera>, Verdict JSON]`` for every frame (inspect ones too) and
+  ``[heartbeat, Heartbeat JSON]`` every ``heartbeat_interval_ms``.
+
+Every message read gets exactly one verdict: inspection result, TIMEOUT (deadline counted from receipt),
+or ERROR with a stable code (bad input, OVERLOADED when the bounded queue is full, SHUTTING_DOWN while
+draining). Only a frame too broken to name its camera goes unanswered on PUB; it is counted as dropped
+(an inspect request always gets its reply). ``seq`` numbers every published verdict of this server
+from 1, without gaps. The loop only parses headers; decoding and inference run on the batcher's threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Sequence
+
+import numpy as np
+import zmq
+
+from lineguard.runtime.archive import FrameArchive
+from lineguard.runtime.batcher import BatcherClosed, FrameRequest, MicroBatcher
+from lineguard.runtime.inspector import Inspector, UnknownProductError
+from lineguard.runtime.line_config import Endpoints, LineConfig
+from lineguard.runtime.messages import Verdict
+from lineguard.runtime.wire import (
+    HEARTBEAT_TOPIC,
+    ErrorCode,
+    FrameError,
+    FrameIds,
+    Heartbeat,
+    decode_payload,
+    error_verdict,
+    parse_header,
+    verdict_topic,
+)
+
+log = logging.getLogger(__name__)
+
+READ_BURST = 64  # messages read from one socket before the loop looks at the others
+
+
+class ServerError(RuntimeError):
+    """The service could not start (bind failed, product not enrolled, warm-up failed)."""
+
+
+def split_envelope(parts: Sequence[zmq.Frame]) -> tuple[list[bytes], list[zmq.Frame]]:
+    """ROUTER message -> (envelope, body). The envelope runs up to and including the first empty frame
+    (REQ, and DEALERs that mimic it); without one it is the identity alone (bare DEALER)."""
+    for i, part in enumerate(parts):
+        if len(part) == 0:
+            return [p.bytes for p in parts[: i + 1]], list(parts[i + 1 :])
+    return [parts[0].bytes], list(parts[1:])
+
+
+class LineServer:
+    def __init__(self, inspector: Inspector, config: LineConfig, context: zmq.Context | None = None) -> None:
+        self.inspector = inspector
+        self.config = config
+        self.context = context or zmq.Context.instance()
+        self.bundle_id = inspector.bundle.manifest.bundle_id
+        if abs(inspector.false_reject_budget - config.false_reject_budget) > 1e-12:
+            log.warning("inspector false-reject budget %g differs from the line's %g; the inspector's is used",
+                        inspector.false_reject_budget, config.false_reject_budget)
+        self.served = set(config.products or inspector.products)
+        b = config.batching
+        a = config.archive
+        self.archive = FrameArchive(a.dir, a.max_bytes, a.ok_sample_every) if a.dir is not None else None
+        self.batcher = MicroBatcher(inspector, self._on_verdict, b.max_batch, b.max_queue_delay_ms,
+                                    b.max_queue, b.workers, self.bundle_id, archive=self.archive)
+        self.endpoints = config.endpoints.model_copy()  # replaced by the bound addresses at start
+        self.boot_id = uuid.uuid4().hex[:12]
+        self.seq = 0
+        self.heartbeat_seq = 0
+        self.frames_in = 0
+        self.replies_out = 0
+        self.dropped = 0
+        self.errors: Counter[str] = Counter()
+        self.verdicts: Counter[str] = Counter()
+        self._counting = threading.Lock()  # the loop adds keys; heartbeat() may copy from another thread
+        self._outbox: deque[tuple[Verdict, list[bytes] | None]] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._finished = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._draining = False
+        self._started_at = time.monotonic()
+
+    @classmethod
+    def from_bundle(cls, bundle: str | os.PathLike[str], config: LineConfig, **inspector_args: object) -> LineServer:
+        """Open the bundle with the line's false-reject budget."""
+        return cls(Inspector(bundle, false_reject_budget=config.false_reject_budget, **inspector_args), config)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True once the models are warmed up and the sockets bound; False again while stopping."""
+        return self._ready.is_set() and not self._stop.is_set()
+
+    def start(self, timeout_s: float = 120.0) -> LineServer:
+        """Serve on a background thread; returns once ready, raises ServerError if start-up failed."""
+        if self._thread is not None:
+            raise ServerError("this server has already been started")
+        self._thread = threading.Thread(target=self._run_guarded, name=f"line-{self.config.line}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._ready.wait(0.05):
+            if self._finished.is_set() or time.monotonic() > deadline:
+                self.stop()
+                if isinstance(self._failure, ServerError):
+                    raise self._failure
+                raise ServerError(f"line {self.config.line} did not start: {self._failure or 'timed out'}")
+        return self
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop (safe from signal handlers and other threads); returns at once."""
+        self._stop.set()
+        self._wake()
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop intake, drain in-flight frames (verdicts or TIMEOUT), close the sockets; wait for it."""
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout_s if timeout_s is not None else self.config.drain_timeout_ms / 1e3 + 5.0)
+        if self._failure is not None and not isinstance(self._failure, ServerError):
+            log.error("line %s loop ended with %r", self.config.line, self._failure)
+
+    def __enter__(self) -> LineServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def run(self) -> None:
+        """Warm up, bind, serve until request_stop() (or Ctrl-C), drain, close. Blocks."""
+        self._started_at = time.monotonic()
+        try:
+            self._warm_up()
+            sockets = self._bind()
+            self.batcher.start()
+            try:
+                self._ready.set()
+                log.info("line %s ready: frames %s, inspect %s, verdicts %s", self.config.line,
+                         self.endpoints.frames, self.endpoints.inspect, self.endpoints.verdicts)
+                self._serve(*sockets)
+            finally:
+                self._ready.clear()
+                self.batcher.close(timeout_s=0.0)  # no-op after a clean drain
+                for s in sockets:
+                    s.close()
+        finally:
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _run_guarded(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:
+            self._failure = exc
+            log.exception("line %s stopped on an error", self.config.line)
+        finally:
+            self._finished.set()
+
+    # -- start-up -----------------------------------------------------------------------------------
+
+    def _warm_up(self) -> None:
+        """Load every served product and run one inference per product, so the first frame is not slow."""
+        h, w = self.inspector.input_size
+        dummy = [np.full((h, w, 3), 127, np.uint8)]
+        for product in sorted(self.served) or [None]:
+            try:
+                self.inspector.analyze(dummy, product)
+            except UnknownProductError as exc:
+                raise ServerError(f"line {self.config.line}: {exc}") from None
+
+    def _socket(self, kind: int, rcvhwm: int | None = None, sndhwm: int | None = None) -> zmq.Socket:
+        s = self.context.socket(kind)
+        s.setsockopt(zmq.LINGER, self.config.linger_ms)
+        if rcvhwm is not None:
+            s.setsockopt(zmq.RCVHWM, rcvhwm)
+        if sndhwm is not None:
+            s.setsockopt(zmq.SNDHWM, sndhwm)
+        return s
+
+    def _bind(self) -> tuple[zmq.Socket, zmq.Socket, zmq.Socket]:
+        hwm = self.config.hwm
+        frames = self._socket(zmq.PULL, rcvhwm=hwm.frames_rcv)
+        inspect = self._socket(zmq.ROUTER, rcvhwm=hwm.inspect_rcv, sndhwm=hwm.inspect_snd)
+        verdicts = self._socket(zmq.PUB, sndhwm=hwm.verdicts_snd)
+        bound = {}
+        try:
+            for name, sock in (("frames", frames), ("inspect", inspect), ("verdicts", verdicts)):
+                endpoint = getattr(self.config.endpoints, name)
+                try:
+                    sock.bind(endpoint)
+                except zmq.ZMQError as exc:
+                    raise ServerError(f"line {self.config.line}: cannot bind {name} to {endpoint}: {exc}") from None
+                bound[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        except BaseException:
+            for s in (frames, inspect, verdicts):
+                s.close(linger=0)
+            raise
+        self.endpoints = Endpoints(**bound)
+        return frames, inspect, verdicts
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def _serve(self, frames: zmq.Socket, inspect: zmq.Socket, verdicts: zmq.Socket) -> None:
+        self._pub, self._router = verdicts, inspect
+        poller = zmq.Poller()
+        poller.register(frames, zmq.POLLIN)
+        poller.register(inspect, zmq.POLLIN)
+        poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        interval = self.config.heartbeat_interval_ms / 1e3
+        next_beat = time.monotonic()
+        drain_until: float | None = None
+        while True:
+            try:
+                now = time.monotonic()
+                wait_ms = max(0.0, (next_beat - now) * 1e3)
+                if drain_until is not None:
+                    wait_ms = min(wait_ms, 10.0)
+                events = dict(poller.poll(wait_ms))
+                if frames in events:
+                    self._read(frames, routed=False)
+                if inspect in events:
+                    self._read(inspect, routed=True)
+                if self._wake_r.fileno() in events:
+                    with contextlib.suppress(BlockingIOError):
+                        self._wake_r.recv(4096)
+                self._flush()
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._heartbeat()
+                    next_beat = max(next_beat + interval, now)
+                if self._stop.is_set():
+                    if drain_until is None:
+                        drain_until = now + self.config.drain_timeout_ms / 1e3
+                        self._draining = True
+                        self.batcher.stop_intake()
+                        log.info("line %s draining %d frames", self.config.line,
+                                 self.batcher.queued + self.batcher.in_flight)
+                    if (self.batcher.idle and not self._outbox) or now >= drain_until:
+                        break
+            except KeyboardInterrupt:
+                self._stop.set()
+        self.batcher.close(timeout_s=0.0)  # whatever is still waiting: TIMEOUT
+        self._flush()
+        self._heartbeat()
+        log.info("line %s stopped: %d frames in, %d verdicts, %d dropped", self.config.line,
+                 self.frames_in, self.seq, self.dropped)
+
+    def _read(self, sock: zmq.Socket, routed: bool) -> None:
+        for _ in range(READ_BURST):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.frames_in += 1
+            envelope: list[bytes] | None = None
+            try:
+                if routed:
+                    envelope, parts = split_envelope(parts)
+                self._accept(parts, envelope)
+            except Exception as exc:  # a bug in handling one message must not stop the line
+                log.exception("could not handle a message")
+                self._deliver(error_verdict(FrameIds(), ErrorCode.INTERNAL, repr(exc), self.bundle_id), envelope)
+
+    def _accept(self, parts: list[zmq.Frame], envelope: list[bytes] | None) -> None:
+        received = time.monotonic()
+        limits = self.config.limits
+        try:
+            header = parse_header(parts, limits)
+            product = self.config.product_for(header.camera_id, header.product)
+            header = header.model_copy(update={"product": product})
+            if product is None and not self.config.zero_shot:
+                raise FrameError(ErrorCode.UNKNOWN_PRODUCT, "the frame names no product and the line "
+                                 "does not judge zero-shot", header)
+            if product is not None and product not in self.served:
+                raise FrameError(ErrorCode.UNKNOWN_PRODUCT, f"product {product!r} is not served on line "
+                                 f"{self.config.line}; served: {sorted(self.served)}", header)
+            if self._draining:
+                raise FrameError(ErrorCode.SHUTTING_DOWN, "the line is shutting down", header)
+            request = FrameRequest(
+                header.camera_id, header.frame_id, product,
+                deadline=received + self.config.deadline_for(header.camera_id) / 1e3,
+                load=functools.partial(decode_payload, header, parts[1], limits),
+                received=received, context=envelope,
+            )
+            try:
+                accepted = self.batcher.submit(request)
+            except BatcherClosed:
+                raise FrameError(ErrorCode.SHUTTING_DOWN, "the line is shutting down", header) from None
+            if not accepted:
+                raise FrameError(ErrorCode.OVERLOADED,
+                                 f"{self.batcher.max_queue} frames already waiting for inference", header)
+        except FrameError as exc:
+            verdict = error_verdict(exc.ids, exc.code, exc.message, self.bundle_id)
+            verdict.latency_ms.total = (time.monotonic() - received) * 1e3
+            self._deliver(verdict, envelope)
+
+    def _on_verdict(self, request: FrameRequest, verdict: Verdict) -> None:
+        """Batcher threads hand verdicts to the loop thread (the only one that touches sockets)."""
+        self._outbox.append((verdict, request.context))
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):  # full: the loop is woken already; closed: done
+            self._wake_w.send(b"\0")
+
+    def _flush(self) -> None:
+        while self._outbox:
+            verdict, envelope = self._outbox.popleft()
+            self._deliver(verdict, envelope)
+
+    def _deliver(self, verdict: Verdict, envelope: list[bytes] | None) -> None:
+        """Publish (when the camera is known) and reply (inspect requests); count a frame neither can reach."""
+        with self._counting:
+            if verdict.error is not None:
+                self.errors[verdict.error.code] += 1
+            if not verdict.camera_id and envelope is None:
+                self.dropped += 1
+            else:
+                self.verdicts[verdict.verdict] += 1
+        if not verdict.camera_id and envelope is None:
+            log.warning("dropped a frame too broken to address: %s", verdict.error.message if verdict.error else "")
+            return
+        if verdict.camera_id:
+            self.seq += 1
+            verdict = verdict.model_copy(update={"seq": self.seq})
+        body = verdict.model_dump_json().encode()
+        if verdict.camera_id:
+            with contextlib.suppress(zmq.Again):  # PUB does not block; a full subscriber just misses it
+                self._pub.send_multipart([verdict_topic(self.config.line, verdict.camera_id), body], zmq.NOBLOCK)
+        if envelope is not None:
+            try:
+                self._router.send_multipart([*envelope, body], zmq.NOBLOCK)
+                self.replies_out += 1
+            except zmq.ZMQError as exc:  # client gone or its queue full: ROUTER cannot deliver
+                log.warning("inspect reply for %s/%s not delivered: %s", verdict.camera_id, verdict.frame_id, exc)
+
+    def _heartbeat(self) -> None:
+        self.heartbeat_seq += 1
+        beat = self.heartbeat()
+        with contextlib.suppress(zmq.Again):
+            self._pub.send_multipart([HEARTBEAT_TOPIC, beat.model_dump_json().encode()], zmq.NOBLOCK)
+
+    def heartbeat(self) -> Heartbeat:
+        """The service's health now (what the next heartbeat message carries). Safe from any thread."""
+        with self._counting:
+            verdicts, errors = dict(self.verdicts), dict(self.errors)
+        return Heartbeat(
+            line=self.config.line, boot_id=self.boot_id, seq=self.heartbeat_seq, timestamp_ns=time.time_ns(),
+            interval_ms=self.config.heartbeat_interval_ms, uptime_s=time.monotonic() - self._started_at,
+            ready=self.ready, draining=self._draining, queue_depth=self.batcher.queued,
+            in_flight=self.batcher.in_flight, frames_in=self.frames_in, verdicts_out=self.seq,
+            replies_out=self.replies_out, last_verdict_seq=self.seq, dropped=self.dropped,
+            verdicts=verdicts, errors=errors,
+        )

@@ -1,0 +1,232 @@
+"""MicroBatcher: same-product batches, queue delay, bounded queue, deadlines, errors; one verdict per request.
+
+A scripted analyzer makes timing deterministic; one test runs the real Inspector.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lineguard.runtime.batcher import BatcherClosed, FrameRequest, MicroBatcher
+from lineguard.runtime.inspector import Inspection, Inspector, UnknownProductError
+from lineguard.runtime.messages import Verdict
+from lineguard.runtime.wire import ErrorCode, FrameError
+
+IMAGE = np.zeros((16, 16, 3), np.uint8)
+
+
+class ScriptedAnalyzer:
+    """Records batches; ``gate`` holds inference until set; ``fail`` raises for chosen products."""
+
+    def __init__(self, delay_s: float = 0.0, fail: dict[str | None, Exception] | None = None) -> None:
+        self.batches: list[tuple[str | None, int]] = []
+        self.delay_s = delay_s
+        self.fail = fail or {}
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def analyze(self, images: Sequence[np.ndarray], product: str | None) -> list[Inspection]:
+        self.entered.set()
+        self.batches.append((product, len(images)))
+        assert self.gate.wait(10)
+        time.sleep(self.delay_s)
+        if product in self.fail:
+            raise self.fail[product]
+        return [Inspection(Verdict(product=product or "", verdict="OK", score=1.0), np.zeros((4, 4), np.float32),
+                           image) for image in images]
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.verdicts: dict[str, list[Verdict]] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, request: FrameRequest, verdict: Verdict) -> None:
+        with self.lock:
+            self.verdicts.setdefault(request.frame_id, []).append(verdict)
+
+    def wait(self, n: int, timeout_s: float = 10.0) -> None:
+        end = time.monotonic() + timeout_s
+        while len(self.verdicts) < n and time.monotonic() < end:
+            time.sleep(0.005)
+        assert len(self.verdicts) >= n, f"{len(self.verdicts)} of {n} verdicts"
+
+    def one(self, frame_id: str) -> Verdict:
+        assert len(self.verdicts[frame_id]) == 1, self.verdicts[frame_id]
+        return self.verdicts[frame_id][0]
+
+
+def request(frame_id: str, product: str | None = "a", deadline_s: float = 10.0,
+            load: Callable[[], np.ndarray] = lambda: IMAGE) -> FrameRequest:
+    return FrameRequest("cam0", frame_id, product, deadline=time.monotonic() + deadline_s, load=load)
+
+
+@pytest.fixture
+def make() -> Callable[..., tuple[MicroBatcher, Collector]]:
+    made: list[MicroBatcher] = []
+
+    def build(analyzer: ScriptedAnalyzer, **options: object) -> tuple[MicroBatcher, Collector]:
+        sink = Collector()
+        batcher = MicroBatcher(analyzer, sink, bundle_id="test", **options).start()
+        made.append(batcher)
+        return batcher, sink
+
+    yield build
+    for b in made:
+        b.close(timeout_s=1.0)
+
+
+def test_batches_hold_one_product_and_at_most_max_batch(make) -> None:
+    analyzer = ScriptedAnalyzer()
+    analyzer.gate.clear()
+    batcher, sink = make(analyzer, max_batch=4, max_queue_delay_ms=50)
+    assert batcher.submit(request("warm", "a"))  # occupies the worker while the others queue up
+    assert analyzer.entered.wait(5)
+    products = ["a", "b"] * 5
+    for i, p in enumerate(products):
+        assert batcher.submit(request(f"f{i}", p))
+    analyzer.gate.set()
+    sink.wait(11)
+    assert analyzer.batches == [("a", 1), ("a", 4), ("b", 4), ("a", 1), ("b", 1)]
+    assert all(sink.one(f"f{i}").verdict == "OK" and sink.one(f"f{i}").product == p for i, p in enumerate(products))
+
+
+def test_a_lone_request_waits_only_the_queue_delay(make) -> None:
+    analyzer = ScriptedAnalyzer()
+    batcher, sink = make(analyzer, max_batch=8, max_queue_delay_ms=30)
+    start = time.monotonic()
+    batcher.submit(request("f"))
+    sink.wait(1)
+    assert 0.025 <= time.monotonic() - start < 1.0
+    assert analyzer.batches == [("a", 1)]
+    verdict = sink.one("f")
+    assert verdict.camera_id == "cam0" and verdict.frame_id == "f" and verdict.latency_ms.total >= 25
+
+
+def test_full_queue_refuses(make) -> None:
+    analyzer = ScriptedAnalyzer()
+    analyzer.gate.clear()
+    batcher, sink = make(analyzer, max_batch=1, max_queue=3, max_queue_delay_ms=0)
+    batcher.submit(request("busy"))
+    assert analyzer.entered.wait(5)
+    assert [batcher.submit(request(f"q{i}")) for i in range(5)] == [True, True, True, False, False]
+    assert batcher.queued == 3
+    analyzer.gate.set()
+    sink.wait(4)
+    assert sorted(sink.verdicts) == ["busy", "q0", "q1", "q2"]
+
+
+def test_deadline_passed_in_the_queue_is_timeout_without_inference(make) -> None:
+    analyzer = ScriptedAnalyzer()
+    analyzer.gate.clear()
+    batcher, sink = make(analyzer, max_batch=8, max_queue_delay_ms=0)
+    batcher.submit(request("busy", "b"))
+    assert analyzer.entered.wait(5)
+    batcher.submit(request("late", deadline_s=0.05))
+    batcher.submit(request("fine", deadline_s=10))
+    sink.wait(1, timeout_s=2)  # the deadline watch answers while the worker is still busy
+    assert sink.one("late").verdict == "TIMEOUT"
+    analyzer.gate.set()
+    sink.wait(3)
+    assert sink.one("fine").verdict == "OK"
+    assert ("a", 1) in analyzer.batches and ("a", 2) not in analyzer.batches
+
+
+def test_deadline_passing_during_inference_is_timeout_once(make) -> None:
+    analyzer = ScriptedAnalyzer(delay_s=0.3)
+    batcher, sink = make(analyzer, max_queue_delay_ms=0)
+    start = time.monotonic()
+    batcher.submit(request("f", deadline_s=0.05))
+    sink.wait(1)
+    assert time.monotonic() - start < 0.25  # answered at the deadline, not when inference returned
+    time.sleep(0.4)  # the late result arrives and is discarded
+    assert sink.one("f").verdict == "TIMEOUT"
+
+
+def test_inference_error_answers_each_frame_and_the_worker_goes_on(make) -> None:
+    analyzer = ScriptedAnalyzer(fail={"bad": RuntimeError("onnx exploded"), "gone": UnknownProductError("gone")})
+    analyzer.gate.clear()
+    batcher, sink = make(analyzer, max_batch=4, max_queue_delay_ms=0)
+    batcher.submit(request("hold", "x"))
+    assert analyzer.entered.wait(5)
+    for i in range(3):
+        batcher.submit(request(f"bad{i}", "bad"))
+    batcher.submit(request("gone", "gone"))
+    batcher.submit(request("ok", "a"))
+    analyzer.gate.set()
+    sink.wait(6)
+    for i in range(3):
+        verdict = sink.one(f"bad{i}")
+        assert verdict.verdict == "ERROR" and verdict.error.code == "INTERNAL" and "onnx exploded" in verdict.error.message
+    assert sink.one("gone").error.code == ErrorCode.UNKNOWN_PRODUCT
+    assert sink.one("ok").verdict == "OK"
+
+
+def test_decode_error_answers_that_frame_only(make) -> None:
+    def broken() -> np.ndarray:
+        raise FrameError(ErrorCode.BAD_PAYLOAD, "jpeg stream is corrupt")
+
+    def crashing() -> np.ndarray:
+        raise MemoryError("no room")
+
+    analyzer = ScriptedAnalyzer()
+    analyzer.gate.clear()
+    batcher, sink = make(analyzer, max_batch=8, max_queue_delay_ms=0)
+    batcher.submit(request("hold", "x"))
+    assert analyzer.entered.wait(5)
+    batcher.submit(request("good1"))
+    batcher.submit(request("broken", load=broken))
+    batcher.submit(request("crashing", load=crashing))
+    batcher.submit(request("good2"))
+    analyzer.gate.set()
+    sink.wait(5)
+    assert sink.one("broken").error.code == "BAD_PAYLOAD"
+    assert sink.one("crashing").error.code == "INTERNAL"
+    assert sink.one("good1").verdict == sink.one("good2").verdict == "OK"
+    assert analyzer.batches[-1] == ("a", 2)
+
+
+def test_close_drains_and_refuses_new_requests(make) -> None:
+    analyzer = ScriptedAnalyzer(delay_s=0.02)
+    batcher, sink = make(analyzer, max_batch=2, max_queue_delay_ms=1000)
+    for i in range(5):
+        batcher.submit(request(f"f{i}"))
+    batcher.close(timeout_s=5)
+    assert {f: sink.one(f).verdict for f in sink.verdicts} == {f"f{i}": "OK" for i in range(5)}
+    with pytest.raises(BatcherClosed):
+        batcher.submit(request("after"))
+
+
+def test_close_timeout_answers_what_is_left(make) -> None:
+    analyzer = ScriptedAnalyzer()
+    analyzer.gate.clear()  # inference hangs
+    batcher, sink = make(analyzer, max_batch=1, max_queue_delay_ms=0)
+    for i in range(3):
+        batcher.submit(request(f"f{i}"))
+    assert analyzer.entered.wait(5)
+    batcher.close(timeout_s=0.1)
+    assert {f: sink.one(f).verdict for f in sink.verdicts} == {f"f{i}": "TIMEOUT" for i in range(3)}
+    analyzer.gate.set()  # the stuck worker returns; its result is discarded
+    time.sleep(0.05)
+    assert all(len(v) == 1 for v in sink.verdicts.values())
+
+
+def test_with_the_real_inspector(enrolled_dir: Path, weave_parts: list[np.ndarray]) -> None:
+    sink = Collector()
+    batcher = MicroBatcher(Inspector(enrolled_dir), sink, max_batch=4, max_queue_delay_ms=20).start()
+    try:
+        for i, part in enumerate(weave_parts[4:8]):
+            batcher.submit(FrameRequest("cam0", f"p{i}", "weave", time.monotonic() + 30, load=lambda p=part: p))
+        sink.wait(4, timeout_s=30)
+    finally:
+        batcher.close()
+    verdicts = [sink.one(f"p{i}") for i in range(4)]
+    assert [v.verdict for v in verdicts] == ["OK"] * 4
+    assert all(v.decided_by == "few-shot" and v.bundle_id and v.latency_ms.encoder > 0 for v in verdicts)

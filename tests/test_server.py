@@ -1,0 +1,343 @@
+"""The line service on loopback with the real bundle: one verdict per frame, whatever comes in.
+
+Every receive is bounded by a timeout; servers bind ``tcp://127.0.0.1:*`` (a free port each).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from lineguard.runtime.inspector import Inspector
+from lineguard.runtime.line_config import LineConfig
+from lineguard.runtime.messages import Verdict
+from lineguard.runtime.server import LineServer, ServerError
+from lineguard.runtime.watch import VerdictWatcher, WatchEvent
+from lineguard.runtime.wire import FrameHeader, encode_frame
+
+CTX = zmq.Context.instance()
+LOOPBACK = {"frames": "tcp://127.0.0.1:*", "verdicts": "tcp://127.0.0.1:*", "inspect": "tcp://127.0.0.1:*"}
+
+
+@pytest.fixture(scope="module")
+def inspector(enrolled_dir: Path) -> Inspector:
+    return Inspector(enrolled_dir)
+
+
+@pytest.fixture
+def serve(inspector: Inspector) -> Iterator[Callable[..., LineServer]]:
+    servers: list[LineServer] = []
+    sockets: list[zmq.Socket] = []
+
+    def start(**options: object) -> LineServer:
+        fields = {"line": "l1", "endpoints": LOOPBACK, "deadline_ms": 30_000, "heartbeat_interval_ms": 100,
+                  "products": ["weave"], **options}
+        server = LineServer(inspector, LineConfig(**fields)).start(timeout_s=60)
+        servers.append(server)
+        return server
+
+    start.sockets = sockets  # type: ignore[attr-defined]
+    yield start
+    for s in sockets:
+        s.close(linger=0)
+    for server in servers:
+        server.stop(timeout_s=10)
+
+
+def socket(serve: Callable[..., LineServer], kind: int, endpoint: str) -> zmq.Socket:
+    sock = CTX.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    serve.sockets.append(sock)  # type: ignore[attr-defined]
+    return sock
+
+
+def watch(server: LineServer, **options: object) -> VerdictWatcher:
+    """A watcher whose subscription is live (it has seen a heartbeat)."""
+    watcher = VerdictWatcher(server.endpoints.verdicts, **options)
+    until(watcher, lambda events: any(e.kind == "heartbeat" for e in events))
+    return watcher
+
+
+def until(watcher: VerdictWatcher, done: Callable[[list[WatchEvent]], bool], timeout_s: float = 30.0,
+          settle_s: float = 0.0) -> list[WatchEvent]:
+    """Events until ``done(events)``, then ``settle_s`` more (to catch duplicates); bounded by timeout_s."""
+    events: list[WatchEvent] = []
+    end = time.monotonic() + timeout_s
+    while not done(events):
+        assert time.monotonic() < end, f"timed out; {len(events)} events: {Counter(e.kind for e in events)}"
+        events += watcher.poll(0.05)
+    settle_end = time.monotonic() + settle_s
+    while time.monotonic() < settle_end:
+        events += watcher.poll(0.05)
+    return events
+
+
+def verdicts_of(events: list[WatchEvent]) -> list[Verdict]:
+    return [e.verdict for e in events if e.kind == "verdict" and e.verdict is not None]
+
+
+def frame(camera: str, frame_id: str, image: np.ndarray, product: str | None = "weave",
+          encoding: str = "raw") -> list[bytes]:
+    return encode_frame(FrameHeader(camera_id=camera, frame_id=frame_id, product=product, encoding=encoding), image)
+
+
+def header_json(**fields: object) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.005)
+
+
+def test_mixed_stream_gets_exactly_one_verdict_per_frame(serve, weave_parts) -> None:
+    server = serve(cameras={"cam2": {"product": "weave"}},
+                   limits={"max_height": 1024, "max_width": 1024})
+    watcher = watch(server)
+    part = weave_parts[4]
+    jpeg_bytes = cv2.imencode(".jpg", part)[1].tobytes()
+    # (camera socket, message, expected verdict or error code); None camera: too broken to address
+    stream = [
+        ("cam0", frame("cam0", "ok-raw", part), "OK"),
+        ("cam1", frame("cam1", "ok-png", weave_parts[5], encoding="png"), "OK"),
+        ("cam1", frame("cam1", "ok-jpeg", weave_parts[6], encoding="jpeg"), "judged"),
+        ("cam2", frame("cam2", "camera-product", weave_parts[7], product=None), "OK"),
+        ("cam0", frame("cam0", "zero-shot", part, product=None), "judged"),
+        ("cam0", [header_json(camera_id="cam0", frame_id="bad-header", gain=2), b"x"], "BAD_HEADER"),
+        ("cam1", [*frame("cam1", "bad-parts", part), b"extra"], "BAD_PARTS"),
+        ("cam1", [frame("cam1", "bad-shape", part)[0], part.tobytes()[:-3]], "BAD_SHAPE"),
+        ("cam2", frame("cam2", "too-small", np.zeros((4, 4, 3), np.uint8)), "BAD_SHAPE"),
+        ("cam0", [header_json(camera_id="cam0", frame_id="bad-payload", product="weave", encoding="jpeg"),
+                  jpeg_bytes[: len(jpeg_bytes) // 2]], "BAD_PAYLOAD"),
+        ("cam2", frame("cam2", "unknown-product", part, product="gear"), "UNKNOWN_PRODUCT"),
+        ("cam0", frame("cam0", "oversize", np.zeros((2000, 8), np.uint8)), "OVERSIZE"),
+        ("cam1", frame("cam1", "ok-after-bad", weave_parts[8]), "OK"),
+        (None, [b"\x00garbage", b"x"], None),
+        (None, [b'{"frame_id": "no-camera"}'], None),
+    ]
+    pushers = {cam: socket(serve, zmq.PUSH, server.endpoints.frames) for cam in ("cam0", "cam1", "cam2")}
+    pushers[None] = pushers["cam0"]
+    for cam, message, _ in stream:
+        pushers[cam].send_multipart(message)
+    expected = {json.loads(m[0]).get("frame_id"): e for c, m, e in stream if c is not None}
+
+    events = until(watcher, lambda ev: {v.frame_id for v in verdicts_of(ev)} >= set(expected), settle_s=0.5)
+    verdicts = verdicts_of(events)
+    assert Counter(v.frame_id for v in verdicts) == Counter(set(expected))  # exactly one each
+    for v in verdicts:
+        want = expected[v.frame_id]
+        if want == "judged":
+            assert v.verdict in ("OK", "NG") and v.score is not None, v
+        elif want in ("OK", "NG"):
+            assert v.verdict == want and v.bundle_id and v.latency_ms.total > 0, v
+        else:
+            assert v.verdict == "ERROR" and v.error.code == want, v
+    by_id = {v.frame_id: v for v in verdicts}
+    assert by_id["zero-shot"].decided_by == "zero-shot"
+    assert by_id["camera-product"].product == "weave" and by_id["camera-product"].decided_by == "few-shot"
+    assert by_id["ok-raw"].latency_ms.encoder > 0
+    assert sorted(v.seq for v in verdicts) == list(range(1, len(verdicts) + 1))
+    assert "gap" not in [e.kind for e in events]
+
+    wait_for(lambda: server.heartbeat().dropped == 2)
+    beat = server.heartbeat()
+    assert beat.frames_in == len(stream) and beat.dropped == 2 and beat.verdicts_out == len(expected)
+    assert beat.errors["BAD_SHAPE"] == 2 and beat.errors["BAD_HEADER"] == 2  # one of them dropped
+    assert beat.ready and beat.queue_depth == 0
+    watcher.close()
+
+
+def test_deadline_turns_into_timeout(serve, weave_parts) -> None:
+    server = serve(cameras={"rushed": {"deadline_ms": 0.001}})
+    watcher = watch(server)
+    push = socket(serve, zmq.PUSH, server.endpoints.frames)
+    for i in range(3):
+        push.send_multipart(frame("rushed", f"r{i}", weave_parts[4 + i]))
+        push.send_multipart(frame("calm", f"c{i}", weave_parts[4 + i]))
+    verdicts = verdicts_of(until(watcher, lambda ev: len(verdicts_of(ev)) >= 6, settle_s=0.2))
+    assert {v.frame_id: v.verdict for v in verdicts} == {**{f"r{i}": "TIMEOUT" for i in range(3)},
+                                                          **{f"c{i}": "OK" for i in range(3)}}
+    watcher.close()
+
+
+def test_overload_is_answered_not_queued(serve, weave_parts) -> None:
+    server = serve(batching={"max_batch": 1, "max_queue": 2, "max_queue_delay_ms": 0})
+    watcher = watch(server)
+    push = socket(serve, zmq.PUSH, server.endpoints.frames)
+    n = 30
+    for i in range(n):
+        push.send_multipart(frame("cam0", f"f{i}", weave_parts[4 + i % 4]))
+    verdicts = verdicts_of(until(watcher, lambda ev: len(verdicts_of(ev)) >= n, settle_s=0.3))
+    assert sorted(v.frame_id for v in verdicts) == sorted(f"f{i}" for i in range(n))
+    kinds = Counter(v.error.code if v.error else v.verdict for v in verdicts)
+    assert kinds["OVERLOADED"] >= n // 2 and kinds["OK"] >= 2, kinds  # at least the queue's worth inspected
+    assert set(kinds) <= {"OVERLOADED", "OK"}, kinds
+    assert server.heartbeat().errors["OVERLOADED"] == kinds["OVERLOADED"]
+    watcher.close()
+
+
+def test_inspect_handshake_with_req_and_dealer(serve, weave_parts) -> None:
+    server = serve()
+    watcher = watch(server)
+    req = socket(serve, zmq.REQ, server.endpoints.inspect)
+    req.send_multipart(frame("plc", "trigger-1", weave_parts[4]))
+    assert req.poll(30_000)
+    reply = Verdict.model_validate_json(req.recv())
+    assert (reply.frame_id, reply.camera_id, reply.verdict) == ("trigger-1", "plc", "OK")
+    published = verdicts_of(until(watcher, lambda ev: len(verdicts_of(ev)) >= 1))
+    assert published[0].frame_id == "trigger-1" and published[0].seq == reply.seq >= 1
+
+    req.send_multipart([b"\x00garbage", b"x"])  # too broken to publish, but a REQ always gets its answer
+    assert req.poll(5000)
+    broken = Verdict.model_validate_json(req.recv())
+    assert broken.verdict == "ERROR" and broken.error.code == "BAD_HEADER" and broken.camera_id == ""
+
+    dealer = socket(serve, zmq.DEALER, server.endpoints.inspect)
+    for i in range(2):  # pipelined, with the REQ-style empty delimiter
+        dealer.send_multipart([b"", *frame("gateway", f"d{i}", weave_parts[5 + i])])
+    replies = []
+    for _ in range(2):
+        assert dealer.poll(30_000)
+        empty, body = dealer.recv_multipart()
+        assert empty == b""
+        replies.append(Verdict.model_validate_json(body))
+    assert sorted(r.frame_id for r in replies) == ["d0", "d1"]
+
+    dealer.send_multipart(frame("gateway", "bare", weave_parts[7]))  # no delimiter: none comes back
+    assert dealer.poll(30_000)
+    (body,) = dealer.recv_multipart()
+    assert Verdict.model_validate_json(body).frame_id == "bare"
+    wait_for(lambda: server.heartbeat().replies_out == 5)  # counted just after the send
+    assert server.heartbeat().dropped == 0
+    watcher.close()
+
+
+def test_restarted_subscriber_sees_the_gap(serve, weave_parts) -> None:
+    server = serve()
+    req = socket(serve, zmq.REQ, server.endpoints.inspect)
+
+    def inspect(frame_id: str) -> Verdict:
+        req.send_multipart(frame("plc", frame_id, weave_parts[4], product=None))
+        assert req.poll(30_000)
+        return Verdict.model_validate_json(req.recv())
+
+    watcher = watch(server)
+    for i in range(2):
+        inspect(f"seen{i}")
+    until(watcher, lambda ev: len(verdicts_of(ev)) >= 2)
+    watcher.close()  # the subscriber goes away ...
+    missed = [inspect(f"missed{i}").seq for i in range(3)]
+    watcher.reconnect()  # ... and comes back: the next heartbeat tells it what it missed
+    events = until(watcher, lambda ev: any(e.kind == "gap" for e in ev), timeout_s=10)
+    gap = next(e for e in events if e.kind == "gap")
+    assert gap.missing == 3 and missed == [3, 4, 5]
+    inspect("after")
+    events = until(watcher, lambda ev: len(verdicts_of(ev)) >= 1)
+    assert [v.seq for v in verdicts_of(events)] == [6] and "gap" not in [e.kind for e in events]
+    watcher.close()
+
+
+def test_stop_drains_in_flight_frames(serve, weave_parts) -> None:
+    server = serve(batching={"max_batch": 1, "max_queue_delay_ms": 0}, drain_timeout_ms=30_000)
+    watcher = watch(server)
+    push = socket(serve, zmq.PUSH, server.endpoints.frames)
+    n = 12
+    for i in range(n):
+        push.send_multipart(frame("cam0", f"f{i}", weave_parts[4 + i % 4]))
+    wait_for(lambda: server.frames_in == n)
+    server.request_stop()
+    wait_for(lambda: server.heartbeat().draining)
+    req = socket(serve, zmq.REQ, server.endpoints.inspect)
+    req.send_multipart(frame("plc", "late", weave_parts[4]))
+    assert req.poll(10_000)
+    refused = Verdict.model_validate_json(req.recv())
+    assert refused.verdict == "ERROR" and refused.error.code == "SHUTTING_DOWN"
+    assert not server.ready
+    server.stop(timeout_s=30)
+    events = until(watcher, lambda ev: len(verdicts_of(ev)) >= n + 1, timeout_s=10, settle_s=0.2)
+    verdicts = {v.frame_id: v.verdict for v in verdicts_of(events)}
+    assert verdicts == {**{f"f{i}": "OK" for i in range(n)}, "late": "ERROR"}
+    watcher.close()
+
+
+def test_drain_timeout_answers_the_rest_timeout(serve, weave_parts) -> None:
+    server = serve(batching={"max_batch": 1, "max_queue_delay_ms": 0}, drain_timeout_ms=50)
+    watcher = watch(server)
+    push = socket(serve, zmq.PUSH, server.endpoints.frames)
+    n = 10
+    for i in range(n):
+        push.send_multipart(frame("cam0", f"f{i}", weave_parts[4 + i % 4]))
+    wait_for(lambda: server.frames_in == n)
+    server.stop(timeout_s=10)
+    verdicts = verdicts_of(until(watcher, lambda ev: len(verdicts_of(ev)) >= n, timeout_s=10, settle_s=0.2))
+    kinds = Counter(v.verdict for v in verdicts)
+    assert sorted(v.frame_id for v in verdicts) == sorted(f"f{i}" for i in range(n))
+    assert kinds["TIMEOUT"] >= 1 and set(kinds) <= {"OK", "TIMEOUT"}, kinds
+    watcher.close()
+
+
+def test_ready_only_while_serving_and_heartbeat_stops(inspector) -> None:
+    config = LineConfig(line="l1", endpoints=LOOPBACK, heartbeat_interval_ms=100)
+    server = LineServer(inspector, config)
+    assert not server.ready
+    server.start(timeout_s=60)
+    try:
+        assert server.ready
+        watcher = watch(server)
+        beat = next(e.heartbeat for e in until(watcher, lambda ev: any(e.kind == "heartbeat" for e in ev))
+                    if e.kind == "heartbeat")
+        assert beat.ready and beat.line == "l1" and beat.boot_id == server.boot_id
+    finally:
+        server.stop(timeout_s=10)
+    assert not server.ready
+    until(watcher, lambda ev: any(e.kind == "heartbeat_missed" for e in ev), timeout_s=5)
+    watcher.close()
+
+
+def test_start_fails_clearly(serve, inspector) -> None:
+    with pytest.raises(ServerError, match="gear"):
+        LineServer(inspector, LineConfig(line="l1", endpoints=LOOPBACK, products=["gear"])).start(timeout_s=30)
+    first = serve()
+    taken = {**LOOPBACK, "frames": first.endpoints.frames}
+    with pytest.raises(ServerError, match="cannot bind frames"):
+        LineServer(inspector, LineConfig(line="l2", endpoints=taken)).start(timeout_s=30)
+
+
+def test_ng_frames_are_archived_with_their_maps(enrolled_dir: Path, weave_parts, tmp_path: Path) -> None:
+    """An NG frame lands in the archive ring with its anomaly map; OK frames are not kept by default."""
+    from lineguard.export.synthesis import cut_paste_poisson
+    from lineguard.export.textures import texture_variants
+    from lineguard.runtime.archive import FrameArchive
+    from lineguard.runtime.wire import new_header
+
+    config = LineConfig(line="t", endpoints={"frames": "tcp://127.0.0.1:*", "verdicts": "tcp://127.0.0.1:*",
+                                              "inspect": "tcp://127.0.0.1:*"},
+                        deadline_ms=5000, archive={"dir": str(tmp_path / "ring"), "max_bytes": 50_000_000})
+    defect = cut_paste_poisson(weave_parts[12], texture_variants("wood", 1, seed=2)[0], np.random.default_rng(1),
+                               0.12, 0.15, opacity=0.5).image
+    with LineServer.from_bundle(enrolled_dir, config) as server:
+        req = zmq.Context.instance().socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        req.setsockopt(zmq.RCVTIMEO, 20_000)
+        req.connect(server.endpoints.inspect)
+        replies = []
+        for frame_id, image in (("ng-1", defect), ("ok-1", weave_parts[13])):
+            req.send_multipart(encode_frame(new_header("cam0", frame_id, "weave"), image))
+            replies.append(Verdict.model_validate_json(req.recv()))
+        req.close()
+    assert [v.verdict for v in replies] == ["NG", "OK"]
+    archive = FrameArchive(tmp_path / "ring", max_bytes=50_000_000)
+    kept = archive.load("cam0", "ng-1")
+    assert kept is not None and kept.verdict.verdict == "NG" and kept.anomaly_map.shape == (224, 224)
+    assert archive.load("cam0", "ok-1") is None
