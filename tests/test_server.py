@@ -248,14 +248,19 @@ def test_restarted_subscriber_sees_the_gap(serve, weave_parts) -> None:
     watcher.close()
 
 
+def queue_frames(serve, server: LineServer, parts: list[np.ndarray], n: int) -> None:
+    """Push n frames of cam0 and wait until the service has taken them all in."""
+    push = socket(serve, zmq.PUSH, server.endpoints.frames)
+    for i in range(n):
+        push.send_multipart(frame("cam0", f"f{i}", parts[4 + i % 4]))
+    wait_for(lambda: server.frames_in == n)
+
+
 def test_stop_drains_in_flight_frames(serve, weave_parts) -> None:
     server = serve(batching={"max_batch": 1, "max_queue_delay_ms": 0}, drain_timeout_ms=30_000)
     watcher = watch(server)
-    push = socket(serve, zmq.PUSH, server.endpoints.frames)
     n = 12
-    for i in range(n):
-        push.send_multipart(frame("cam0", f"f{i}", weave_parts[4 + i % 4]))
-    wait_for(lambda: server.frames_in == n)
+    queue_frames(serve, server, weave_parts, n)
     server.request_stop()
     wait_for(lambda: server.heartbeat().draining)
     req = socket(serve, zmq.REQ, server.endpoints.inspect)
@@ -274,11 +279,8 @@ def test_stop_drains_in_flight_frames(serve, weave_parts) -> None:
 def test_drain_timeout_answers_the_rest_timeout(serve, weave_parts) -> None:
     server = serve(batching={"max_batch": 1, "max_queue_delay_ms": 0}, drain_timeout_ms=50)
     watcher = watch(server)
-    push = socket(serve, zmq.PUSH, server.endpoints.frames)
     n = 10
-    for i in range(n):
-        push.send_multipart(frame("cam0", f"f{i}", weave_parts[4 + i % 4]))
-    wait_for(lambda: server.frames_in == n)
+    queue_frames(serve, server, weave_parts, n)
     server.stop(timeout_s=10)
     verdicts = verdicts_of(until(watcher, lambda ev: len(verdicts_of(ev)) >= n, timeout_s=10, settle_s=0.2))
     kinds = Counter(v.verdict for v in verdicts)
