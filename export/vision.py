@@ -69,8 +69,8 @@ def export_vision(
     weights: str | Path | None = None,
     normals_dirs: Sequence[str | Path] = (),
     input_size: int | None = None,
-    steps: int = 600,
-    samples: int = 480,
+    steps: int = 400,
+    samples: int = 320,
     seed: int = 0,
     overwrite: bool = False,
 ) -> Bundle:
