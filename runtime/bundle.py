@@ -128,6 +128,18 @@ class ParitySummary(_Strict):
     passed: bool
 
 
+class LlmSpec(_Strict):
+    """The chat model that explains verdicts (``lineguard export llm``); its checksum is in ``files``."""
+
+    file: str = "llm.gguf"
+    architecture: str
+    name: str
+    quantization: str
+    context_length: int
+    chat_template: str
+    source: str = Field(description="where it came from: the packaged default or the original path")
+
+
 class BundleManifest(_Strict):
     schema_version: int
     bundle_id: str
@@ -141,6 +153,7 @@ class BundleManifest(_Strict):
     exporter: dict[str, str] = Field(description="versions of the tools that wrote this bundle")
     files: dict[str, FileEntry] = Field(default_factory=dict)
     products: dict[str, ProductEntry] = Field(default_factory=dict)
+    llm: LlmSpec | None = None
 
     @field_validator("schema_version")
     @classmethod
@@ -230,6 +243,8 @@ class Bundle:
         required = {self.manifest.encoder.file, self.manifest.decoder.file, self.manifest.prototypes.file}
         for product in self.manifest.products.values():
             required |= {product.memory_file, product.calibration_file}
+        if self.manifest.llm is not None:
+            required.add(self.manifest.llm.file)
         missing_entries = required - set(self.manifest.files)
         if missing_entries:
             raise BundleIntegrityError(f"manifest has no checksum for {sorted(missing_entries)}")

@@ -40,8 +40,9 @@ class Endpoints(_Section):
     frames: str = Field("tcp://*:5555", description="PULL: cameras PUSH [header, payload] here")
     verdicts: str = Field("tcp://*:5556", description="PUB: [topic, Verdict JSON] and heartbeats")
     inspect: str = Field("tcp://*:5558", description="ROUTER: one frame in, one Verdict back (REQ/DEALER)")
+    explanations: str = Field("tcp://*:5557", description="ROUTER: ExplainRequest in, streamed ExplainReply out")
 
-    @field_validator("frames", "verdicts", "inspect")
+    @field_validator("frames", "verdicts", "inspect", "explanations")
     @classmethod
     def _endpoint(cls, value: str) -> str:
         if not value.startswith(ENDPOINT_SCHEMES):
@@ -81,6 +82,17 @@ class Archive(_Section):
     ok_sample_every: int = Field(0, ge=0, description="0: keep no OK frames")
 
 
+class Explanations(_Section):
+    """LLM explanations of archived frames (needs an LLM in the bundle and ``archive.dir``)."""
+
+    enabled: bool = True
+    max_pending: int = Field(4, ge=1, description="queued requests beyond this are answered BUSY")
+    max_tokens: int = Field(160, ge=1, le=4096)
+    max_seconds: float = Field(60.0, gt=0.0, description="wall-time bound of one answer")
+    context_tokens: int = Field(2048, ge=256)
+    threads: int = Field(1, ge=1, description="LLM threads; keep low: verdicts share these cores")
+
+
 class LineConfig(_Section):
     line: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="name; part of every verdict topic")
     endpoints: Endpoints = Field(default_factory=Endpoints)
@@ -97,6 +109,7 @@ class LineConfig(_Section):
     drain_timeout_ms: float = Field(2000.0, ge=0.0, description="stop(): longest wait for in-flight frames")
     false_reject_budget: float = Field(0.01, gt=0.0, lt=0.5)
     archive: Archive = Field(default_factory=Archive)
+    explanations: Explanations = Field(default_factory=Explanations)
     limits: FrameLimits = Field(default_factory=FrameLimits)
 
     def __init__(self, **data: Any) -> None:

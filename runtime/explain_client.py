@@ -1,0 +1,34 @@
+"""Ask the explanation port about a frame and read the streamed answer (what ``lineguard explain`` does).
+
+Usage::
+
+    for reply in ask("tcp://localhost:5557", "cam0-3f2a1c-0000123", "Why was it rejected?"):
+        print(reply.text, end="", flush=True)      # chunks; the last reply is "final" or "error"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import zmq
+
+from lineguard.runtime.messages import ExplainReply, ExplainRequest
+
+
+def ask(endpoint: str, frame_id: str, question: str | None = None, idle_timeout_s: float = 120.0,
+        context: zmq.Context | None = None) -> Iterator[ExplainReply]:
+    """Yield replies until the final (or error) one; TimeoutError when the service says nothing for a while."""
+    sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        sock.send(ExplainRequest(frame_id=frame_id, question=question).model_dump_json().encode())
+        while True:
+            if not sock.poll(int(idle_timeout_s * 1e3)):
+                raise TimeoutError(f"no answer from {endpoint} for {idle_timeout_s:.0f} s")
+            reply = ExplainReply.model_validate_json(sock.recv())
+            yield reply
+            if reply.type != "chunk":
+                return
+    finally:
+        sock.close()
