@@ -68,7 +68,7 @@ class FrameArchive:
             return True
         if verdict.verdict == "OK" and self.ok_sample_every > 0:
             self._ok_seen += 1
-            return self._ok_seen % self.ok_sample_every == 1
+            return (self._ok_seen - 1) % self.ok_sample_every == 0  # the first, then every n-th
         return False
 
     def store(self, verdict: Verdict, anomaly_map: np.ndarray, image_rgb: np.ndarray) -> Path | None:

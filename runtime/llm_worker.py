@@ -100,11 +100,19 @@ class LlmWorker:
         self._process = self._ctx.Process(target=_child, name="lineguard-llm", daemon=True,
                                           args=(str(self.model_path), self.settings, self._jobs, self._events))
         self._process.start()
-        try:
-            kind, _, detail = self._events.get(timeout=timeout_s)
-        except queue.Empty:
-            self.close()
-            raise LlmWorkerError(f"the LLM process did not load {self.model_path} within {timeout_s:.0f} s") from None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                kind, _, detail = self._events.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self._process.is_alive():
+                    code = self._process.exitcode
+                    self.close()
+                    raise LlmWorkerError(f"the LLM process exited ({code}) while loading {self.model_path}") from None
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise LlmWorkerError(f"the LLM process did not load {self.model_path} within {timeout_s:.0f} s") from None
         if kind != "ready":
             self.close()
             raise LlmWorkerError(f"the LLM process could not load {self.model_path}: {detail}")

