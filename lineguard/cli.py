@@ -144,7 +144,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from lineguard.runtime.evaluation import evaluate
 
-    report = evaluate(args.bundle, args.data, args.category, args.shots, seed=args.seed)
+    report = evaluate(args.bundle, args.data, args.category, args.shots, seed=args.seed, verdict_mode=args.verdict)
     payload = report.model_dump_json(indent=2)
     print(payload)
     _write_json(args.json, payload)
@@ -236,6 +236,20 @@ def cmd_bench_line(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_llm(args: argparse.Namespace) -> int:
+    from lineguard.runtime.bench_llm import bench_llm
+
+    try:
+        result = bench_llm(args.bundle, rounds=args.rounds, threads=args.threads)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"{result.model} ({result.quantization}, {result.threads} threads): loaded in {result.load_s:.1f} s, "
+          f"time to first token p50 {result.time_to_first_token_ms_p50:.0f} ms (max {result.time_to_first_token_ms_max:.0f}), "
+          f"{result.tokens_per_s:.1f} tokens/s over {result.answers} answers")
+    _write_json(args.json, result.model_dump_json(indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lineguard.demo import run_demo
 
@@ -294,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--shots", type=int, default=4)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--json", metavar="OUT")
+    ev.add_argument("--verdict", choices=["vision", "llm"], default="vision",
+                    help="llm: also ask the bundle's LLM yes/no per image and report its accuracy")
     ev.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser("bench", help="benchmarks written as JSON")
@@ -352,6 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--question")
     explain.add_argument("--timeout", type=float, default=120.0, help="give up after S silent seconds")
     explain.set_defaults(func=cmd_explain)
+
+    bm = bench_sub.add_parser("llm", help="time to first token and tokens/s of the bundle's LLM")
+    bm.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    bm.add_argument("--rounds", type=int, default=3)
+    bm.add_argument("--threads", type=int, default=2)
+    bm.add_argument("--json", metavar="OUT", default="artifacts/bench-llm.json")
+    bm.set_defaults(func=cmd_bench_llm)
 
     demo = sub.add_parser("demo", help="export, enrol and inspect a generated product end to end")
     demo.add_argument("--bundle", default=str(DEFAULT_BUNDLE))

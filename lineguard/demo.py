@@ -69,6 +69,11 @@ def run_demo(bundle_dir: Path, workdir: Path, timeout_s: float = 120.0) -> int:
         export_vision(bundle_dir)
     else:
         print(f"[1/4] using the bundle in {bundle_dir}")
+    if Bundle.open(bundle_dir).manifest.llm is None:
+        from lineguard.export.llm import export_llm
+
+        print("      adding the packaged LLM (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M) for explanations ...")
+        export_llm(bundle_dir)
     normals_dir, tests = make_demo_images(workdir)
     bundle = Bundle.open(bundle_dir)
     inspector = Inspector(bundle)
@@ -76,7 +81,8 @@ def run_demo(bundle_dir: Path, workdir: Path, timeout_s: float = 120.0) -> int:
     enroll_product(bundle, PRODUCT, read_images(image_paths(normals_dir)), chain=inspector.chain)
 
     loopback = "tcp://127.0.0.1:*"
-    config = LineConfig(line="demo", endpoints={"frames": loopback, "verdicts": loopback, "inspect": loopback},
+    config = LineConfig(line="demo", endpoints={"frames": loopback, "verdicts": loopback, "inspect": loopback,
+                                                "explanations": loopback},
                         deadline_ms=5000, batching={"max_batch": 4},
                         archive={"dir": str(workdir / "archive"), "max_bytes": 200 << 20})
     print("[3/4] starting the line service (models load and warm up before it reports ready) ...")
@@ -101,7 +107,29 @@ def run_demo(bundle_dir: Path, workdir: Path, timeout_s: float = 120.0) -> int:
                     print(f"  {format_line(v)}   [{expected.get(v.frame_id, '?')}]")
                 elif event.kind in ("gap", "heartbeat_missed"):
                     print(f"  !! {event.kind}: {event.message}")
+        explained = explain_one(server, received)
     ng = sum(v.verdict == "NG" for v in received.values())
     print(f"done: {len(received)}/{len(tests)} verdicts ({ng} NG), service stopped cleanly; "
           f"NG frames archived in {workdir / 'archive'}")
-    return 0 if len(received) == len(tests) else 1
+    return 0 if len(received) == len(tests) and explained else 1
+
+
+def explain_one(server, received: dict) -> bool:
+    """Ask the line's LLM why the first NG part was rejected, streaming the answer as a technician would."""
+    from lineguard.runtime.explain_client import ask
+
+    ng = [v for v in received.values() if v.verdict == "NG"]
+    if not ng or server.explanations is None:
+        print("  (no NG part or no LLM: nothing to explain)")
+        return not ng
+    frame_id = ng[0].frame_id
+    print(f"technician asks: why was {frame_id} rejected?\n  LLM: ", end="", flush=True)
+    for reply in ask(server.endpoints.explanations, frame_id, "Why was this part rejected?"):
+        if reply.type == "chunk":
+            print(reply.text, end="", flush=True)
+        elif reply.type == "final":
+            print(f"\n  [{reply.completion_tokens} tokens, first after {reply.time_to_first_token_ms:.0f} ms]")
+            return True
+        else:
+            print(f"\n  !! {reply.error.code}: {reply.error.message}")
+    return False

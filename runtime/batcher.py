@@ -300,10 +300,11 @@ class MicroBatcher:
                 update={"frame_id": r.frame_id, "camera_id": r.camera_id, "latency_ms": latency})
             if now >= r.deadline:
                 verdict = verdict.model_copy(update={"verdict": "TIMEOUT"})
-            self._finish(r, verdict)
-            # after the verdict is on its way: the archive's disk never delays a PLC
-            if self.archive is not None and self.archive.wants(verdict):
+            # archived before the verdict goes out, so any frame a client has a verdict for can be explained
+            # (costs an NG frame ~3 ms of PNG encoding; a failing disk is counted, never raised)
+            if self.archive is not None and verdict.verdict in ("OK", "NG") and self.archive.wants(verdict):
                 self.archive.store(verdict, result.anomaly_map, result.model_rgb)
+            self._finish(r, verdict)
 
     def _watch_deadlines(self) -> None:
         """Answer TIMEOUT at the deadline, queued or in flight; restart a worker that died."""

@@ -22,10 +22,12 @@ import numpy as np
 from pydantic import BaseModel
 from sklearn.metrics import roc_auc_score
 
-from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.bundle import Bundle, BundleError
 from lineguard.runtime.enroll import enroll_product
 from lineguard.runtime.image_io import ImageReadError, image_paths, read_image
 from lineguard.runtime.inspector import Inspector
+from lineguard.runtime.llm_judge import LlmJudge
+from lineguard.runtime.llm_worker import LlmSettings, LlmWorker
 
 
 class EvalReport(BaseModel):
@@ -38,6 +40,9 @@ class EvalReport(BaseModel):
     ms_per_image: float
     false_reject_rate: float
     miss_rate: float
+    verdict_mode: str = "vision"
+    llm_accuracy: float | None = None
+    llm_fallbacks: int | None = None
 
 
 def _test_set(category_dir: Path) -> list[tuple[Path, int, Path | None]]:
@@ -56,7 +61,8 @@ def _test_set(category_dir: Path) -> list[tuple[Path, int, Path | None]]:
 
 
 def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots: int, seed: int = 0,
-             batch_size: int = 8) -> EvalReport:
+             batch_size: int = 8, verdict_mode: str = "vision", llm_timeout_s: float = 30.0) -> EvalReport:
+    """``verdict_mode="llm"`` also asks the bundle's LLM for each image and reports its accuracy."""
     category_dir = Path(data_root) / category
     train = image_paths(category_dir / "train" / "good")
     if len(train) < shots:
@@ -69,7 +75,8 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
         bundle = Bundle.open(copy)
         inspector = Inspector(bundle)
         enroll_product(bundle, category, [read_image(p) for p in chosen], seed=seed, chain=inspector.chain)
-        scores, predictions, pixel_scores, pixel_labels = [], [], [], []
+        judge = _llm_judge(bundle) if verdict_mode == "llm" else None
+        scores, predictions, pixel_scores, pixel_labels, llm_predictions = [], [], [], [], []
         start = time.perf_counter()
         for b in range(0, len(items), batch_size):
             batch = items[b : b + batch_size]
@@ -77,6 +84,8 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
             for (_, label, mask_path), result in zip(batch, inspector.analyze(images, category), strict=True):
                 scores.append(result.verdict.score)
                 predictions.append(int(result.verdict.verdict == "NG"))
+                if judge is not None:
+                    llm_predictions.append(int(judge.decide(result.verdict, llm_timeout_s).verdict == "NG"))
                 if mask_path is not None or label == 0:
                     h, w = result.anomaly_map.shape
                     mask = (cv2.resize(read_image(mask_path, cv2.IMREAD_GRAYSCALE), (w, h), interpolation=cv2.INTER_NEAREST) > 127
@@ -84,6 +93,8 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
                     pixel_scores.append(result.anomaly_map[::2, ::2].ravel())
                     pixel_labels.append(mask[::2, ::2].ravel())
         elapsed = time.perf_counter() - start
+        if judge is not None:
+            judge.worker.close()
     labels = np.array([label for _, label, _ in items])
     preds = np.array(predictions)
     both = len(set(labels.tolist())) == 2
@@ -103,4 +114,13 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
         ms_per_image=elapsed * 1e3 / len(items),
         false_reject_rate=float(preds[labels == 0].mean()) if (labels == 0).any() else 0.0,
         miss_rate=float(1 - preds[labels == 1].mean()) if (labels == 1).any() else 0.0,
+        verdict_mode=verdict_mode,
+        llm_accuracy=float((np.array(llm_predictions) == labels).mean()) if judge is not None else None,
+        llm_fallbacks=judge.fallbacks if judge is not None else None,
     )
+
+
+def _llm_judge(bundle: Bundle) -> LlmJudge:
+    if bundle.manifest.llm is None:
+        raise BundleError("--verdict llm needs an LLM in the bundle: run `lineguard export llm BUNDLE` first")
+    return LlmJudge(LlmWorker(bundle.path(bundle.manifest.llm.file), LlmSettings(n_threads=2, nice=0)).start())

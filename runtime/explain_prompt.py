@@ -23,30 +23,44 @@ SYSTEM = (
 DEFAULT_QUESTION = "What did the inspection find on this part, and where?"
 
 
+def confidence_words(p_value: float | None) -> str:
+    """Small models misread raw p-values: say how sure the inspector is in words."""
+    if p_value is None:
+        return "not calibrated (zero-shot)"
+    if p_value < 1e-6:
+        return "very high"
+    if p_value < 1e-3:
+        return "high"
+    if p_value < 0.05:
+        return "moderate"
+    return "low (the part looks like the enrolled normal parts)"
+
+
 def describe(verdict: Verdict) -> str:
-    """The findings in plain words: product, verdict, regions on the grid, area, scores."""
-    lines = [f"Product: {verdict.product or 'unknown'}."]
+    """The findings in plain words: product, verdict, where on the 3x3 grid, how large, how sure."""
+    product = verdict.product or "unknown product"
+    lines = [f"Product: {product}."]
     if verdict.verdict == "NG":
-        lines.append("Verdict: NG (anomalous, rejected).")
+        lines.append(f"Verdict: NG. The {product} part was rejected because the vision inspector found an anomaly.")
     elif verdict.verdict == "OK":
-        lines.append("Verdict: OK (normal, no anomaly found).")
+        lines.append(f"Verdict: OK. The {product} part is normal; no anomaly was found.")
     else:
-        lines.append(f"Verdict: {verdict.verdict} (no judgement was made).")
-    if verdict.score is not None:
-        p = f", p-value {verdict.p_value:.2g}" if verdict.p_value is not None else ""
-        lines.append(f"Anomaly score {verdict.score:.1f}{p}.")
+        lines.append(f"Verdict: {verdict.verdict}. No judgement was made for this part.")
     if verdict.regions:
-        parts = [f"{r.grid} ({r.area_fraction:.1%} of the image, peak {r.peak:.1f})" for r in verdict.regions]
-        lines.append("Anomalous regions: " + "; ".join(parts) + ".")
+        where = "; ".join(f"{r.grid} of the image, {r.area_fraction:.1%} of its area" for r in verdict.regions)
+        lines.append(f"Where the anomaly is: {where}.")
     else:
-        lines.append("Anomalous regions: none.")
+        lines.append("Where the anomaly is: nowhere.")
+    if verdict.verdict in ("OK", "NG"):
+        lines.append(f"Confidence of the anomaly finding: {confidence_words(verdict.p_value)}.")
     return " ".join(lines)
 
 
 def explanation_messages(verdict: Verdict, question: str | None = None) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"Inspection findings: {describe(verdict)}\nQuestion: {question or DEFAULT_QUESTION}"},
+        {"role": "user", "content": f"Inspection findings: {describe(verdict)}\nQuestion: {question or DEFAULT_QUESTION}\n"
+                                    "In your answer, name the product and say where the anomaly is, if there is one."},
     ]
 
 
