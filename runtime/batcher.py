@@ -43,6 +43,7 @@ import numpy as np
 
 from lineguard.runtime.archive import FrameArchive
 from lineguard.runtime.inspector import Inspection, UnknownProductError
+from lineguard.runtime.llm_judge import LlmJudge
 from lineguard.runtime.messages import Verdict
 from lineguard.runtime.wire import ErrorCode, FrameError, FrameIds, error_verdict
 
@@ -98,6 +99,8 @@ class MicroBatcher:
         workers: int = 1,
         bundle_id: str | None = None,
         archive: FrameArchive | None = None,
+        judge: LlmJudge | None = None,
+        judged_products: frozenset[str] = frozenset(),
     ) -> None:
         if max_batch < 1 or max_queue < 1 or workers < 1:
             raise ValueError("max_batch, max_queue and workers must be at least 1")
@@ -111,6 +114,8 @@ class MicroBatcher:
             bundle_id = bundle.manifest.bundle_id if bundle is not None else ""
         self.bundle_id = bundle_id
         self.archive = archive
+        self.judge = judge  # AnomalyGPT's yes/no decision for judged_products, within each frame's deadline
+        self.judged_products = judged_products
         self._cond = threading.Condition()
         self._queue: deque[FrameRequest] = deque()
         self._in_flight: set[FrameRequest] = set()
@@ -300,6 +305,9 @@ class MicroBatcher:
                 update={"frame_id": r.frame_id, "camera_id": r.camera_id, "latency_ms": latency})
             if now >= r.deadline:
                 verdict = verdict.model_copy(update={"verdict": "TIMEOUT"})
+            if self.judge is not None and r.product in self.judged_products:
+                verdict = self.judge.decide(verdict, timeout_s=max(0.0, r.deadline - time.monotonic() - 0.005))
+                verdict.latency_ms.total = (time.monotonic() - r.received) * 1e3
             # archived before the verdict goes out, so any frame a client has a verdict for can be explained
             # (costs an NG frame ~3 ms of PNG encoding; a failing disk is counted, never raised)
             if self.archive is not None and verdict.verdict in ("OK", "NG") and self.archive.wants(verdict):

@@ -110,6 +110,8 @@ class LineConfig(_Section):
     false_reject_budget: float = Field(0.01, gt=0.0, lt=0.5)
     archive: Archive = Field(default_factory=Archive)
     explanations: Explanations = Field(default_factory=Explanations)
+    llm_verdict: list[str] = Field(default_factory=list, description="products whose verdict the LLM decides "
+                                   "(yes/no, AnomalyGPT style) within the deadline; vision verdict as fallback")
     limits: FrameLimits = Field(default_factory=FrameLimits)
 
     def __init__(self, **data: Any) -> None:

@@ -48,6 +48,7 @@ from lineguard.runtime.batcher import BatcherClosed, FrameRequest, MicroBatcher
 from lineguard.runtime.explain_server import ExplanationServer
 from lineguard.runtime.inspector import Inspector, UnknownProductError
 from lineguard.runtime.line_config import Endpoints, LineConfig
+from lineguard.runtime.llm_judge import LlmJudge
 from lineguard.runtime.llm_worker import LlmSettings, LlmWorker, LlmWorkerError
 from lineguard.runtime.messages import Verdict
 from lineguard.runtime.wire import (
@@ -93,8 +94,10 @@ class LineServer:
         b = config.batching
         a = config.archive
         self.archive = FrameArchive(a.dir, a.max_bytes, a.ok_sample_every) if a.dir is not None else None
+        self.judge = self._llm_judge()
         self.batcher = MicroBatcher(inspector, self._on_verdict, b.max_batch, b.max_queue_delay_ms,
-                                    b.max_queue, b.workers, self.bundle_id, archive=self.archive)
+                                    b.max_queue, b.workers, self.bundle_id, archive=self.archive,
+                                    judge=self.judge, judged_products=frozenset(config.llm_verdict))
         self.endpoints = config.endpoints.model_copy()  # replaced by the bound addresses at start
         self.boot_id = uuid.uuid4().hex[:12]
         self.seq = 0
@@ -182,6 +185,8 @@ class LineServer:
                 self.batcher.close(timeout_s=0.0)  # no-op after a clean drain
                 if self.explanations is not None:
                     self.explanations.stop()
+                if self.judge is not None:
+                    self.judge.worker.close()
                 for s in sockets:
                     s.close()
         finally:
@@ -208,6 +213,19 @@ class LineServer:
                 self.inspector.analyze(dummy, product)
             except UnknownProductError as exc:
                 raise ServerError(f"line {self.config.line}: {exc}") from None
+
+    def _llm_judge(self) -> LlmJudge | None:
+        """A model process of its own for ``llm_verdict`` products (explanations never queue ahead of it)."""
+        if not self.config.llm_verdict:
+            return None
+        llm = self.inspector.bundle.manifest.llm
+        if llm is None:
+            raise ServerError(f"line {self.config.line}: llm_verdict needs an LLM in the bundle (lineguard export llm)")
+        settings = LlmSettings(n_threads=self.config.explanations.threads, max_tokens=4, nice=0)
+        try:
+            return LlmJudge(LlmWorker(self.inspector.bundle.path(llm.file), settings).start())
+        except LlmWorkerError as exc:
+            raise ServerError(f"line {self.config.line}: {exc}") from None
 
     def _start_explanations(self) -> None:
         """The LLM port, in its own thread with the model in its own process, when the bundle has one."""

@@ -118,3 +118,30 @@ def test_llm_killed_mid_answer_then_next_request_works(line: LineServer) -> None
         time.sleep(0.2)
     text, final = answer(line, "ng-top-left")
     assert final.type == "final" and text
+
+
+def test_eval_reports_the_llm_verdict_beside_the_vision_one(llm_bundle: Path, tmp_path: Path) -> None:
+    import json
+
+    from lineguard.cli import main
+    from lineguard.export.sample_data import write_category
+
+    write_category(tmp_path / "data", "cells", family="cells", seed=4, train=4, test_good=3, test_defect=3)
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(llm_bundle), "--data", str(tmp_path / "data"), "--category", "cells", "--shots", "2",
+                 "--verdict", "llm", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["verdict_mode"] == "llm" and 0.0 <= report["llm_accuracy"] <= 1.0
+    assert 0 <= report["llm_fallbacks"] <= report["n_images"] == 6
+
+
+def test_llm_verdict_mode_on_the_line(llm_bundle: Path, weave_parts) -> None:
+    """Products listed in llm_verdict are decided by the LLM's yes/no, and the verdict says so."""
+    config = LineConfig(line="j", endpoints={"frames": LOOPBACK, "verdicts": LOOPBACK, "inspect": LOOPBACK},
+                        deadline_ms=20_000, llm_verdict=["weave"], explanations={"enabled": False})
+    part = weave_parts[14]
+    defect = cut_paste_poisson(part, texture_variants("wood", 1, seed=3)[0], np.random.default_rng(2), 0.11, 0.14,
+                               opacity=0.5).image
+    with LineServer.from_bundle(llm_bundle, config) as server:
+        verdict = inspect(server, "judged-1", defect)
+    assert verdict.decided_by == "llm" and verdict.verdict == "NG"
