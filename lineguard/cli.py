@@ -225,13 +225,19 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_bench_line(args: argparse.Namespace) -> int:
     from lineguard.runtime.bench_line import bench_line
 
-    result = bench_line(args.bundle, frames=args.frames, batch_sizes=args.batch)
+    try:
+        result = bench_line(args.bundle, frames=args.frames, batch_sizes=args.batch,
+                            with_explanations=args.with_explanations)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     for run in result.runs:
         print(f"{run.mode:<7} max_batch {run.max_batch}: {run.frames_per_s:6.1f} frames/s, "
               f"latency p50 {run.latency_p50_ms:6.1f} ms, p99 {run.latency_p99_ms:6.1f} ms")
     print("zeromq / direct throughput: " + ", ".join(f"batch {b}: {r:.2f}" for b, r in result.zeromq_vs_direct.items()))
     if result.microbatch_gain is not None:
         print(f"micro-batching gain over batch 1 (zeromq): {result.microbatch_gain:.2f}x")
+    if result.p99_with_explanations_ratio is not None:
+        print(f"verdict p99 while explanations stream / without: {result.p99_with_explanations_ratio:.2f}")
     _write_json(args.json, result.model_dump_json(indent=2))
     return 0
 
@@ -359,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
     bl.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     bl.add_argument("--frames", type=int, default=120)
+    bl.add_argument("--with-explanations", action="store_true",
+                    help="also measure verdict latency while explanations stream continuously")
     bl.add_argument("--json", metavar="OUT", default="artifacts/bench-line.json")
     bl.set_defaults(func=cmd_bench_line)
 

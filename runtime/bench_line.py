@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.enroll import enroll_product
+from lineguard.runtime.explain_client import ask
 from lineguard.runtime.inspector import Inspector
 from lineguard.runtime.line_config import LineConfig
 from lineguard.runtime.messages import Verdict
@@ -51,6 +53,7 @@ class LineBench(BaseModel):
     runs: list[LineRun]
     zeromq_vs_direct: dict[str, float]
     microbatch_gain: float | None
+    p99_with_explanations_ratio: float | None = None  # verdict p99 while explanations stream / without
 
 
 def bench_frames(count: int, size: int = 224, seed: int = 5) -> list[np.ndarray]:
@@ -79,12 +82,19 @@ def direct_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int) -
     return _run("direct", batch, latencies, time.perf_counter() - start)
 
 
-def zeromq_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int, timeout_s: float = 300.0) -> LineRun:
+def zeromq_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int, timeout_s: float = 300.0,
+               explain_archive: Path | None = None) -> LineRun:
+    """``explain_archive``: also run the explanation port and keep asking it for answers while measuring."""
     loopback = "tcp://127.0.0.1:*"
+    extra = {}
+    if explain_archive is not None:
+        extra = {"archive": {"dir": str(explain_archive)},
+                 "explanations": {"enabled": True, "max_pending": 2}}
     config = LineConfig(
-        line="bench", endpoints={"frames": loopback, "verdicts": loopback, "inspect": loopback},
+        line="bench", endpoints={"frames": loopback, "verdicts": loopback, "inspect": loopback,
+                                 "explanations": loopback},
         deadline_ms=60_000, batching={"max_batch": batch, "max_queue_delay_ms": 5.0, "max_queue": 256},
-        hwm={"frames_rcv": 256, "verdicts_snd": 10_000},
+        hwm={"frames_rcv": 256, "verdicts_snd": 10_000}, **extra,
     )
     window = 2 * batch + 2  # enough queued to form full batches, never enough to overload
     context = zmq.Context.instance()
@@ -97,12 +107,21 @@ def zeromq_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int, t
         push.setsockopt(zmq.LINGER, 0)
         push.setsockopt(zmq.SNDHWM, 256)
         push.connect(server.endpoints.frames)
+        chatter: ExplanationLoad | None = None
         try:
             ready_by = time.monotonic() + 5
             while time.monotonic() < ready_by:  # subscribed once the first heartbeat arrives
                 if sub.poll(200) and sub.recv_multipart()[0] == HEARTBEAT_TOPIC:
                     break
             payloads = [encode_frame(new_header("cam0", f"f{i}", BENCH_PRODUCT), f) for i, f in enumerate(frames)]
+            if explain_archive is not None:
+                chatter = ExplanationLoad(server, "warm-0")
+                defect = frames[0].copy()
+                defect[80:130, 90:140] = 255  # an NG frame: archived, so it can be explained
+                push.send_multipart(encode_frame(new_header("cam0", "warm-0", BENCH_PRODUCT), defect))
+                while not (sub.poll(30_000) and sub.recv_multipart()[0] != HEARTBEAT_TOPIC):
+                    pass  # the frame the explanations are about is judged and archived
+                chatter.start()
             sent_at: dict[str, float] = {}
             latencies: list[float] = []
             start = time.perf_counter()
@@ -123,6 +142,8 @@ def zeromq_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int, t
                     latencies.append(time.perf_counter() - sent_at.pop(verdict.frame_id))
             elapsed = time.perf_counter() - start
         finally:
+            if chatter is not None:
+                chatter.stop()
             sub.close()
             push.close()
     if len(latencies) < len(frames):
@@ -130,7 +151,30 @@ def zeromq_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int, t
     return _run("zeromq", batch, latencies, elapsed)
 
 
-def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[int] = (1, 8)) -> LineBench:
+class ExplanationLoad:
+    """Asks for explanations back to back on a thread: the load a busy touch panel puts on the line."""
+
+    def __init__(self, server: LineServer, frame_id: str) -> None:
+        self.server, self.frame_id = server, frame_id
+        self.answers = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="explanation-load", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            replies = list(ask(self.server.endpoints.explanations, self.frame_id, idle_timeout_s=60))
+            self.answers += replies[-1].type == "final"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(90)
+
+
+def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[int] = (1, 8),
+               with_explanations: bool = False) -> LineBench:
     images = bench_frames(frames + 4)
     with tempfile.TemporaryDirectory(prefix="lineguard-bench-line-") as tmp:
         copy = Path(tmp) / "bundle"
@@ -144,10 +188,21 @@ def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[
         for batch in tqdm(batch_sizes, desc="bench line", unit="batch size"):
             runs.append(direct_run(inspector, test_frames, batch))
             runs.append(zeromq_run(inspector, test_frames, batch))
+        explained = None
+        if with_explanations:
+            if bundle.manifest.llm is None:
+                raise ValueError("--with-explanations needs an LLM in the bundle: lineguard export llm BUNDLE")
+            batch = min(batch_sizes)
+            explained = zeromq_run(inspector, test_frames, batch, explain_archive=Path(tmp) / "archive")
+            explained = explained.model_copy(update={"mode": "zeromq+explanations"})
+            runs.append(explained)
     by = {(r.mode, r.max_batch): r for r in runs}
     ratios = {str(b): by["zeromq", b].frames_per_s / by["direct", b].frames_per_s for b in batch_sizes}
     gain = None
     if len(batch_sizes) > 1:
         gain = by["zeromq", max(batch_sizes)].frames_per_s / by["zeromq", min(batch_sizes)].frames_per_s
+    p99_ratio = None
+    if explained is not None:
+        p99_ratio = explained.latency_p99_ms / by["zeromq", explained.max_batch].latency_p99_ms
     return LineBench(bundle_id=bundle.manifest.bundle_id, frame_shape=tuple(images[0].shape), runs=runs,
-                     zeromq_vs_direct=ratios, microbatch_gain=gain)
+                     zeromq_vs_direct=ratios, microbatch_gain=gain, p99_with_explanations_ratio=p99_ratio)
