@@ -145,3 +145,12 @@ def test_llm_verdict_mode_on_the_line(llm_bundle: Path, weave_parts) -> None:
     with LineServer.from_bundle(llm_bundle, config) as server:
         verdict = inspect(server, "judged-1", defect)
     assert verdict.decided_by == "llm" and verdict.verdict == "NG"
+
+
+def test_bench_line_with_explanations_reports_the_p99_ratio(llm_bundle: Path) -> None:
+    from lineguard.runtime.bench_line import bench_line
+
+    result = bench_line(llm_bundle, frames=10, batch_sizes=(1,), with_explanations=True)
+    modes = [r.mode for r in result.runs]
+    assert modes == ["direct", "zeromq", "zeromq+explanations"]
+    assert result.p99_with_explanations_ratio is not None and result.p99_with_explanations_ratio > 0
