@@ -211,3 +211,152 @@ def test_cli_export_llm_from_a_hugging_face_folder(bundle_copy: Path, tmp_path: 
     spec = Bundle.open(bundle_copy).manifest.llm
     assert spec.architecture == "qwen2" and spec.quantization == "Q8_0" and spec.chat_template
     assert str(folder.resolve()) in spec.source
+
+
+# --- Llama-1/2 (Vicuna) style SentencePiece vocabulary: tokenizer.ggml.model = "llama" -------------------
+
+SPM_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}USER: {{ m['content'] }} "
+                "{% else %}ASSISTANT: {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+                "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+SPM_TEXTS = ["the quick brown fox jumps over the lazy dog",
+             "Camera 3: scratch on bottle cap, défaut 🙂\nreject",
+             "two  spaces and a trailing space "]
+# Not a leading space: HF's Metaspace skips the dummy prefix when the text already starts with a space,
+# SentencePiece / llama.cpp always add it ("  two" -> HF ▁▁two, llama.cpp ▁▁▁two).
+
+
+def make_llama_spm_model(folder: Path) -> tuple[Path, object, object]:
+    """Tiny LlamaForCausalLM with a Llama-2 style fast tokenizer: BPE + byte_fallback, Metaspace, <0xNN>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=450, special_tokens=specials, show_progress=False)
+    rng = np.random.default_rng(0)
+    corpus = [" ".join(rng.choice(WORDS, 8)) for _ in range(300)]
+    tok.train_from_iterator(corpus, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B:1",
+                                                       special_tokens=[("<s>", 1)])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                                unk_token="<unk>")
+    fast.chat_template = SPM_TEMPLATE
+    fast.save_pretrained(folder)
+    config = transformers.LlamaConfig(vocab_size=len(fast), hidden_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=4, intermediate_size=128,
+                                      max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                                      bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(10.0) if p.ndim > 1 else p.add_(0.1 * torch.randn_like(p))
+    model.eval()
+    model.save_pretrained(folder)
+    return folder, model, transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+@pytest.fixture(scope="module")
+def spm_converted(tmp_path_factory):
+    folder, model, tok = make_llama_spm_model(tmp_path_factory.mktemp("llama_spm") / "hf")
+    out = convert_hf_to_gguf(folder, folder.parent / "model.f32.gguf", outtype="f32", name="tiny-vicuna")
+    return folder, model, tok, out
+
+
+def test_spm_metadata(spm_converted) -> None:
+    folder, model, tok, out = spm_converted
+    fields = gguf.GGUFReader(str(out)).fields
+    tokens = fields["tokenizer.ggml.tokens"].contents()
+    types = fields["tokenizer.ggml.token_type"].contents()
+    scores = fields["tokenizer.ggml.scores"].contents()
+    assert fields["tokenizer.ggml.model"].contents() == "llama"
+    assert "tokenizer.ggml.merges" not in fields
+    assert len(tokens) == len(types) == len(scores) == model.config.vocab_size
+    assert tokens[:3] == ["<unk>", "<s>", "</s>"]
+    assert types[:3] == [int(gguf.TokenType.UNKNOWN), int(gguf.TokenType.CONTROL), int(gguf.TokenType.CONTROL)]
+    assert tokens[3:259] == [f"<0x{b:02X}>" for b in range(256)]
+    assert set(types[3:259]) == {int(gguf.TokenType.BYTE)}
+    merged = [i for i, t in enumerate(tokens) if len(t) > 1 and i >= 259]
+    assert merged and len({scores[i] for i in merged}) == len(merged)  # distinct, merge-rank ordered scores
+    assert fields["tokenizer.ggml.add_space_prefix"].contents() is True
+    assert fields["tokenizer.ggml.bos_token_id"].contents() == 1
+    assert fields["tokenizer.ggml.eos_token_id"].contents() == 2
+    assert fields["tokenizer.chat_template"].contents() == SPM_TEMPLATE
+
+
+def test_spm_tokenization_matches_transformers(spm_converted) -> None:
+    folder, model, tok, out = spm_converted
+    llm = llama_cpp.Llama(model_path=str(out), n_ctx=64, n_threads=2, verbose=False, vocab_only=True)
+    try:
+        for text in SPM_TEXTS:
+            expected = tok.encode(text, add_special_tokens=False)
+            assert llm.tokenize(text.encode(), add_bos=False) == expected, text
+            assert llm.tokenize(text.encode(), add_bos=True) == tok.encode(text), text
+            # llama-cpp-python's detokenize keeps the SentencePiece dummy-prefix space that HF strips
+            assert llm.detokenize(expected).decode().removeprefix(" ") == tok.decode(expected), text
+    finally:
+        llm.close()
+
+
+def test_spm_logits_match_transformers(spm_converted) -> None:
+    folder, model, tok, out = spm_converted
+    ids = tok.encode(SPM_TEXTS[1])[:24]
+    assert len(ids) >= 8
+    expected = hf_logits(model, ids)
+    got = gguf_logits(out, ids)
+    diff = float(np.abs(expected - got).max())
+    print(f"llama-spm: F32 max abs logit diff {diff:.3g} over {len(ids)} tokens")
+    assert diff < F32_TOL, diff
+
+
+def test_spm_from_tokenizer_model(spm_converted, tmp_path: Path) -> None:
+    """A folder with only tokenizer.model (as Vicuna ships) gives the same vocabulary and tokenization."""
+    import shutil
+
+    from transformers.utils import sentencepiece_model_pb2_new as pb2
+
+    folder, model, tok, out = spm_converted
+    fields = gguf.GGUFReader(str(out)).fields
+    tokens, scores, types = (fields[f"tokenizer.ggml.{k}"].contents() for k in ("tokens", "scores", "token_type"))
+    proto = pb2.ModelProto()
+    proto.trainer_spec.model_type = 2  # BPE
+    proto.normalizer_spec.add_dummy_prefix = True
+    for piece, score, kind in zip(tokens, scores, types, strict=True):
+        entry = proto.pieces.add()
+        entry.piece, entry.score, entry.type = piece, score, kind  # gguf TokenType == sentencepiece Type
+    spm_dir = tmp_path / "spm"
+    shutil.copytree(folder, spm_dir)
+    (spm_dir / "tokenizer.json").unlink()
+    (spm_dir / "tokenizer.model").write_bytes(proto.SerializeToString())
+    result = gguf.GGUFReader(str(convert_hf_to_gguf(spm_dir, tmp_path / "m.gguf", outtype="f32"))).fields
+    assert result["tokenizer.ggml.model"].contents() == "llama"
+    assert result["tokenizer.ggml.tokens"].contents() == tokens
+    assert result["tokenizer.ggml.scores"].contents() == scores
+    assert result["tokenizer.ggml.token_type"].contents() == types
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=64, verbose=False, vocab_only=True)
+    try:
+        for text in SPM_TEXTS:
+            assert llm.tokenize(text.encode(), add_bos=False) == tok.encode(text, add_special_tokens=False), text
+    finally:
+        llm.close()
+
+
+def test_spm_unigram_is_refused(tmp_path: Path) -> None:
+    """llama.cpp's 'llama' tokenizer merges pairs by score; it cannot reproduce a Unigram segmentation."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    trainer = trainers.UnigramTrainer(vocab_size=120, special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>",
+                                      show_progress=False)
+    tok.train_from_iterator([" ".join(WORDS)] * 20, trainer)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>").save_pretrained(tmp_path)
+    config = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, intermediate_size=64)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path)
+    with pytest.raises(LlmExportError, match="Unigram"):
+        convert_hf_to_gguf(tmp_path, tmp_path / "out.gguf")
+    assert not (tmp_path / "out.gguf").exists()
