@@ -69,13 +69,14 @@ def run_demo(bundle_dir: Path, workdir: Path, timeout_s: float = 120.0) -> int:
         export_vision(bundle_dir)
     else:
         print(f"[1/4] using the bundle in {bundle_dir}")
-    if Bundle.open(bundle_dir).manifest.llm is None:
+    bundle = Bundle.open(bundle_dir)  # verifies every checksum: once
+    if bundle.manifest.llm is None:
         from lineguard.export.llm import export_llm
 
         print("      adding the packaged LLM (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M) for explanations ...")
         export_llm(bundle_dir)
+        bundle = Bundle.open(bundle_dir)
     normals_dir, tests = make_demo_images(workdir)
-    bundle = Bundle.open(bundle_dir)
     inspector = Inspector(bundle)
     print(f"[2/4] enrolling product {PRODUCT!r} from {SHOTS} normal images in {normals_dir} ...")
     enroll_product(bundle, PRODUCT, read_images(image_paths(normals_dir)), chain=inspector.chain)
