@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,10 +72,7 @@ def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), ro
                  warmup: int = 3, threads: int | None = None) -> VisionBench:
     threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     frames = texture_variants("weave", 8 + max(batch_sizes), seed=11)
-    with tempfile.TemporaryDirectory(prefix="lineguard-bench-") as tmp:
-        copy = Path(tmp) / "bundle"
-        shutil.copytree(bundle_dir, copy)
-        bundle = Bundle.open(copy)
+    with Bundle.scratch_copy(bundle_dir, prefix="lineguard-bench-") as bundle:
         ort_inspector = Inspector(bundle, threads=threads)
         enroll_product(bundle, BENCH_PRODUCT, frames[:4], chain=ort_inspector.chain)
         torch_inspector = Inspector(bundle, chain=TorchVisionChain(bundle, threads=threads))

@@ -109,20 +109,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from lineguard.runtime.bundle import Bundle
     from lineguard.runtime.enroll import enroll_product
-    from lineguard.runtime.image_io import image_paths, read_image
+    from lineguard.runtime.image_io import choose_shots, image_paths, read_image
 
     paths = image_paths(args.normals)
     if not paths:
         raise CliError(f"{args.normals} holds no images")
     if args.shots:
-        if args.shots > len(paths):
-            raise CliError(f"--shots {args.shots} but {args.normals} has only {len(paths)} images")
-        rng = np.random.default_rng(args.seed)
-        paths = [paths[i] for i in sorted(rng.choice(len(paths), args.shots, replace=False))]
+        paths = choose_shots(paths, args.shots, args.seed)
     bundle = Bundle.open(args.bundle)
     calibration = enroll_product(bundle, args.product, [read_image(p) for p in paths], seed=args.seed)
     print(f"enrolled {args.product!r} from {len(paths)} image(s), {calibration.views_per_shot} views each; "

@@ -14,8 +14,6 @@ overloaded) and a subscriber times each verdict from send to arrival.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -176,10 +174,7 @@ class ExplanationLoad:
 def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[int] = (1, 8),
                with_explanations: bool = False) -> LineBench:
     images = bench_frames(frames + 4)
-    with tempfile.TemporaryDirectory(prefix="lineguard-bench-line-") as tmp:
-        copy = Path(tmp) / "bundle"
-        shutil.copytree(bundle_dir, copy)
-        bundle = Bundle.open(copy)
+    with Bundle.scratch_copy(bundle_dir, prefix="lineguard-bench-line-") as bundle:
         inspector = Inspector(bundle)
         enroll_product(bundle, BENCH_PRODUCT, images[:4], chain=inspector.chain)
         test_frames = images[4:]
@@ -193,7 +188,7 @@ def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[
             if bundle.manifest.llm is None:
                 raise ValueError("--with-explanations needs an LLM in the bundle: lineguard export llm BUNDLE")
             batch = min(batch_sizes)
-            explained = zeromq_run(inspector, test_frames, batch, explain_archive=Path(tmp) / "archive")
+            explained = zeromq_run(inspector, test_frames, batch, explain_archive=bundle.root.parent / "archive")
             explained = explained.model_copy(update={"mode": "zeromq+explanations"})
             runs.append(explained)
     by = {(r.mode, r.max_batch): r for r in runs}

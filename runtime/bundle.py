@@ -25,8 +25,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -237,6 +240,16 @@ class Bundle:
         if verify:
             bundle.verify()
         return bundle
+
+    @classmethod
+    @contextmanager
+    def scratch_copy(cls, root: str | os.PathLike[str], prefix: str = "lineguard-") -> Iterator[Bundle]:
+        """A verified private copy in a temporary folder, removed afterwards: for eval and benchmarks,
+        which enrol products without touching the original bundle."""
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            copy = Path(tmp) / "bundle"
+            shutil.copytree(root, copy)
+            yield cls.open(copy)
 
     def verify(self) -> None:
         """Check every file the manifest lists against its size and sha256."""

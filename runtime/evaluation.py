@@ -12,8 +12,6 @@ The product is enrolled into a temporary copy of the bundle; the bundle itself i
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from lineguard.runtime.bundle import Bundle, BundleError
 from lineguard.runtime.enroll import enroll_product
-from lineguard.runtime.image_io import ImageReadError, image_paths, read_image
+from lineguard.runtime.image_io import ImageReadError, choose_shots, image_paths, read_image
 from lineguard.runtime.inspector import Inspector
 from lineguard.runtime.llm_judge import LlmJudge
 from lineguard.runtime.llm_worker import LlmSettings, LlmWorker
@@ -64,15 +62,9 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
              batch_size: int = 8, verdict_mode: str = "vision", llm_timeout_s: float = 30.0) -> EvalReport:
     """``verdict_mode="llm"`` also asks the bundle's LLM for each image and reports its accuracy."""
     category_dir = Path(data_root) / category
-    train = image_paths(category_dir / "train" / "good")
-    if len(train) < shots:
-        raise ImageReadError(f"{category_dir / 'train' / 'good'} has {len(train)} images, {shots} shots requested")
-    chosen = [train[i] for i in sorted(np.random.default_rng(seed).choice(len(train), shots, replace=False))]
+    chosen = choose_shots(image_paths(category_dir / "train" / "good"), shots, seed)
     items = _test_set(category_dir)
-    with tempfile.TemporaryDirectory(prefix="lineguard-eval-") as tmp:
-        copy = Path(tmp) / "bundle"
-        shutil.copytree(bundle_dir, copy)
-        bundle = Bundle.open(copy)
+    with Bundle.scratch_copy(bundle_dir, prefix="lineguard-eval-") as bundle:
         inspector = Inspector(bundle)
         enroll_product(bundle, category, [read_image(p) for p in chosen], seed=seed, chain=inspector.chain)
         judge = _llm_judge(bundle) if verdict_mode == "llm" else None

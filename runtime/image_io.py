@@ -29,6 +29,14 @@ def image_paths(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def choose_shots(paths: list[Path], shots: int, seed: int) -> list[Path]:
+    """``shots`` of ``paths`` drawn without replacement by ``seed``, in their original order."""
+    if not 1 <= shots <= len(paths):
+        folder = paths[0].parent if paths else "the folder"
+        raise ImageReadError(f"{shots} shots requested but {folder} has {len(paths)} images")
+    return [paths[i] for i in sorted(np.random.default_rng(seed).choice(len(paths), shots, replace=False))]
+
+
 def read_image(path: str | os.PathLike[str], flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     image = cv2.imread(str(path), flags)
     if image is None:
