@@ -19,6 +19,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lineguard.runtime.line_config import LineConfig
+    from lineguard.runtime.server import LineServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub: lines are air-gapped
 
@@ -30,17 +35,23 @@ class CliError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from lineguard.panel.settings import PanelSettingsError
+    from lineguard.runtime.backend_selection import BackendUnavailableError
     from lineguard.runtime.bundle import BundleError
+    from lineguard.runtime.bundle_signature import SigningKeyError
     from lineguard.runtime.camera import CameraError
+    from lineguard.runtime.curve import CurveError
     from lineguard.runtime.enroll import EnrollmentError
+    from lineguard.runtime.http_service import HttpServiceError
     from lineguard.runtime.image_io import ImageReadError
     from lineguard.runtime.inspector import UnknownProductError
     from lineguard.runtime.line_config import LineConfigError
     from lineguard.runtime.preprocess import ImageFormatError
     from lineguard.runtime.server import ServerError
 
-    return (CliError, BundleError, EnrollmentError, ImageReadError, UnknownProductError, ImageFormatError,
-            LineConfigError, ServerError, CameraError, FileExistsError, FileNotFoundError)
+    return (BackendUnavailableError, CliError, BundleError, EnrollmentError, ImageReadError, UnknownProductError, ImageFormatError,
+            LineConfigError, ServerError, CameraError, FileExistsError, FileNotFoundError, PanelSettingsError,
+            HttpServiceError, CurveError, SigningKeyError)
 
 
 def _write_json(path: str | None, payload: str) -> None:
@@ -91,11 +102,49 @@ def cmd_export_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_trt(args: argparse.Namespace) -> int:
+    from lineguard.export.tensorrt_engines import EngineBuildError, export_tensorrt
+    from lineguard.runtime.cuda_runtime import CudaError
+    from lineguard.runtime.tensorrt_backend import TensorRTError
+
+    if args.calib and not args.int8:
+        raise CliError("--calib is for INT8 calibration: add --int8")
+    precisions = ["fp32"] + (["fp16"] if args.fp16 else []) + (["int8"] if args.int8 else [])
+    try:
+        records = export_tensorrt(args.bundle, precisions, max_batch=args.max_batch, profiles=args.profiles,
+                                  workspace_mb=args.workspace, calib_dir=args.calib)
+    except (EngineBuildError, TensorRTError, CudaError, ImportError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    for r in records:
+        state = "ok" if r.parity_passed else "FAILED parity: the runtime will not select it"
+        print(f"{r.model} {r.precision} batch 1..{r.max_batch} -> {r.file} on {r.gpu_name} (sm {r.compute_capability}, "
+              f"TensorRT {r.tensorrt_version}, CUDA {r.cuda_version}); vs ONNX Runtime: max abs diff "
+              f"{r.parity_max_abs_diff:.3g}, relative {r.parity_relative_diff:.3g} (tolerance {r.parity_tolerance:g}) {state}")
+    return 0
+
+
+def cmd_export_triton(args: argparse.Namespace) -> int:
+    from lineguard.export.triton_repository import TritonExportError, export_triton_repository
+
+    try:
+        repo = export_triton_repository(args.bundle, args.out, model_format=args.format, precision=args.precision,
+                                        max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
+                                        instances=args.instances, kind=args.kind, trt_accelerator=args.trt_accelerator,
+                                        name=args.name, overwrite=args.overwrite)
+    except TritonExportError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"Triton repository in {repo.root}: ensemble {repo.ensemble} ({repo.encoder} -> {repo.decoder})")
+    print(f"  serve it: tritonserver --model-repository={repo.root.resolve()}")
+    print("  use it:   lineguard serve BUNDLE --backend triton --triton-url TRITON_HOST:8001")
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from lineguard.runtime.explain_client import ask
 
     try:
-        for reply in ask(args.connect, args.frame_id, args.question, idle_timeout_s=args.timeout):
+        for reply in ask(args.connect, args.frame_id, args.question, idle_timeout_s=args.timeout,
+                         curve=_curve_client(args)):
             if reply.type == "chunk":
                 print(reply.text, end="", flush=True)
             elif reply.type == "final":
@@ -148,6 +197,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_vision(args: argparse.Namespace) -> int:
+    if args.backend is not None:
+        return _bench_backend(args)
     try:
         from lineguard.export.bench_vision import bench_vision
     except ImportError as exc:
@@ -159,6 +210,20 @@ def cmd_bench_vision(args: argparse.Namespace) -> int:
               f"({run.pytorch_eager.frames_per_s:.1f} fps): {run.speedup:.2f}x; whole inspection "
               f"{run.inspection_onnxruntime.ms_per_frame:.1f} vs {run.inspection_pytorch_eager.ms_per_frame:.1f} ms/frame "
               f"({run.inspection_speedup:.2f}x)")
+    _write_json(args.json, result.model_dump_json(indent=2))
+    return 0
+
+
+def _bench_backend(args: argparse.Namespace) -> int:
+    from lineguard.runtime.bench_backends import bench_backends
+
+    result = bench_backends(args.bundle, args.backend, batch_sizes=args.batch, rounds=args.rounds,
+                            triton_url=args.triton_url)
+    print(f"candidate {result.candidate} ({result.selection}); reference {result.reference}")
+    for run in result.runs:
+        print(f"batch {run.batch_size}: {run.candidate.ms_per_frame:.2f} ms/frame ({run.candidate.frames_per_s:.1f} fps) "
+              f"vs {run.reference.ms_per_frame:.2f} ms/frame ({run.reference.frames_per_s:.1f} fps): {run.speedup:.2f}x; "
+              f"map max abs diff {run.max_abs_diff_map:.2g}")
     _write_json(args.json, result.model_dump_json(indent=2))
     return 0
 
@@ -175,22 +240,77 @@ def line_config_from_args(args: argparse.Namespace):
         deadline_ms=args.deadline_ms,
         batching={"max_batch": args.max_batch, "max_queue_delay_ms": args.max_queue_delay_ms},
         archive={"dir": args.archive} if args.archive else {},
+        http={"host": args.http_host, "port": max(args.http_port, 0), "enabled": args.http_port >= 0},
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import signal
-
+    from lineguard.runtime.http_service import RuntimeHttpService
     from lineguard.runtime.server import LineServer
 
     config = line_config_from_args(args)
-    server = LineServer.from_bundle(args.bundle, config)
+    # The HTTP port comes up first: /healthz answers and /readyz says 503 while the bundle loads.
+    http = RuntimeHttpService(config.http).start() if config.http.enabled else None
+    if http is not None:
+        print(f"health and metrics on {http.url} (/healthz /readyz /metrics)", file=sys.stderr)
+    try:
+        server = LineServer(_inspector_for_line(args, config), config)
+        if http is not None:
+            http.attach(server)
+        return _serve_until_stopped(server, config)
+    finally:
+        if http is not None:
+            http.stop()
+
+
+def _serve_until_stopped(server: LineServer, config: LineConfig) -> int:
+    import signal
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.request_stop())
     print(f"serving line {config.line!r} from bundle {server.bundle_id}: frames {config.endpoints.frames}, "
           f"verdicts {config.endpoints.verdicts}, inspect {config.endpoints.inspect} (Ctrl-C or SIGTERM drains and stops)",
           file=sys.stderr)
-    server.run()
+    from lineguard.runtime.systemd_notify import SystemdNotifier, WatchdogLoop
+
+    watchdog = WatchdogLoop(SystemdNotifier.from_environment(), healthy=lambda: server.ready,
+                            status=f"serving line {config.line}").start()  # no-op outside systemd Type=notify
+    try:
+        server.run()
+    finally:
+        watchdog.stop()
+    return 0
+
+
+def _inspector_for_line(args: argparse.Namespace, config: LineConfig):
+    """The line's Inspector on the backend the line config (or --backend/--triton-url) asks for."""
+    from lineguard.runtime.bundle import Bundle
+    from lineguard.runtime.chain import VisionChain
+    from lineguard.runtime.inspector import Inspector
+
+    inference = config.inference
+    backend = getattr(args, "backend", None) or inference.backend
+    triton_url = getattr(args, "triton_url", None) or inference.triton_url
+    bundle = Bundle.open(args.bundle, trusted_key=config.security.bundle_public_key)  # signature, if the line asks
+    chain = VisionChain(bundle, backend=backend, triton_url=triton_url, triton_model=inference.triton_model,
+                        engine_cache_dir=inference.engine_cache_dir)
+    print(f"inference backend {chain.backend.summary()}", file=sys.stderr)
+    return Inspector(bundle, false_reject_budget=config.false_reject_budget, chain=chain)
+
+
+def cmd_panel(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from lineguard.panel.app import create_app
+    from lineguard.panel.settings import PanelSettings
+
+    settings = PanelSettings.for_runtime(args.runtime, args.verdicts_port, args.explanations_port, args.runtime_http_port,
+                                         token_file=args.token_file, curve_client_key=args.curve_client_key,
+                                         curve_server_key=args.curve_server_key, host=args.host, port=args.port)
+    where = f"http://{'localhost' if args.host in ('127.0.0.1', '::1') else args.host}:{args.port}"
+    print(f"panel for the runtime on {args.runtime} at {where} (\"Why?\" "
+          f"{'needs the operator token' if settings.token else 'open: bound to this machine only'})", file=sys.stderr)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -198,7 +318,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
     from lineguard.runtime.camera import CameraPusher
 
     with CameraPusher(args.connect, args.camera_id, args.source, product=args.product, fps=args.fps,
-                      encoding=args.encoding, count=args.count, loop=args.loop) as pusher:
+                      encoding=args.encoding, count=args.count, loop=args.loop, curve=_curve_client(args)) as pusher:
         sent = pusher.run()
         print(f"camera {args.camera_id}: sent {sent} frames, dropped {pusher.dropped}", file=sys.stderr)
     return 0
@@ -207,7 +327,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from lineguard.runtime.watch import VerdictWatcher, format_event
 
-    with VerdictWatcher(args.connect, prefix=args.topic) as watcher:
+    with VerdictWatcher(args.connect, prefix=args.topic, curve=_curve_client(args)) as watcher:
         for event in watcher.events(duration_s=args.duration):
             if event.kind == "heartbeat" and not args.heartbeats:
                 continue
@@ -223,7 +343,7 @@ def cmd_bench_line(args: argparse.Namespace) -> int:
 
     try:
         result = bench_line(args.bundle, frames=args.frames, batch_sizes=args.batch,
-                            with_explanations=args.with_explanations)
+                            with_explanations=args.with_explanations, with_curve=args.curve)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     for run in result.runs:
@@ -234,6 +354,8 @@ def cmd_bench_line(args: argparse.Namespace) -> int:
         print(f"micro-batching gain over batch 1 (zeromq): {result.microbatch_gain:.2f}x")
     if result.p99_with_explanations_ratio is not None:
         print(f"verdict p99 while explanations stream / without: {result.p99_with_explanations_ratio:.2f}")
+    if result.curve_vs_plain is not None:
+        print("CURVE / plain throughput: " + ", ".join(f"batch {b}: {r:.2f}" for b, r in result.curve_vs_plain.items()))
     _write_json(args.json, result.model_dump_json(indent=2))
     return 0
 
@@ -249,6 +371,84 @@ def cmd_bench_llm(args: argparse.Namespace) -> int:
           f"time to first token p50 {result.time_to_first_token_ms_p50:.0f} ms (max {result.time_to_first_token_ms_max:.0f}), "
           f"{result.tokens_per_s:.1f} tokens/s over {result.answers} answers")
     _write_json(args.json, result.model_dump_json(indent=2))
+    return 0
+
+
+def _curve_client(args: argparse.Namespace):
+    from lineguard.runtime.curve import client_config
+
+    return client_config(args.curve_client_key, args.curve_server_key)
+
+
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    if not args.passphrase_env:
+        return None
+    value = os.environ.get(args.passphrase_env)
+    if not value:
+        raise CliError(f"environment variable {args.passphrase_env} (the key's passphrase) is not set")
+    return value.encode()
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    if args.signing:
+        from lineguard.runtime.bundle_signature import create_signing_key
+
+        private, public = create_signing_key(args.out, args.name, _passphrase(args))
+        print(f"bundle signing key: {private} (private: lineguard bundle sign BUNDLE --key {private})\n"
+              f"public key: {public} (lines trust it with security.bundle_public_key)")
+        return 0
+    from lineguard.runtime.curve import create_key_pair
+
+    public, secret = create_key_pair(args.out, args.name)
+    print(f"CURVE key pair: {secret} (secret: stays with {args.name})\n"
+          f"public key: {public} (a client's: copy into the server's security.curve.allowed_clients_dir; "
+          f"the server's: give to every client as --curve-server-key)")
+    return 0
+
+
+def cmd_bundle_sign(args: argparse.Namespace) -> int:
+    from lineguard.runtime.bundle_signature import sign_bundle
+
+    path = sign_bundle(args.bundle, args.key, _passphrase(args))
+    print(f"signed {args.bundle}: {path}")
+    return 0
+
+
+def cmd_bundle_verify(args: argparse.Namespace) -> int:
+    from lineguard.runtime.bundle import Bundle
+    from lineguard.runtime.bundle_signature import SIGNATURE_NAME, ManifestSignature
+
+    bundle = Bundle.open(args.bundle, trusted_key=args.key)
+    signature = ManifestSignature.model_validate_json((bundle.root / SIGNATURE_NAME).read_bytes())
+    print(f"bundle {bundle.manifest.bundle_id}: signature by key {signature.key_id} ({signature.signed_at}) "
+          f"valid; every file matches its sha256")
+    return 0
+
+
+def _curve_client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--curve-client-key", metavar="FILE", help="this client's NAME.key_secret, for a line with "
+                        "CURVE on (lineguard keys create)")
+    parser.add_argument("--curve-server-key", metavar="FILE", help="the server's public NAME.key (with --curve-client-key)")
+
+
+def cmd_bench_all(args: argparse.Namespace) -> int:
+    try:
+        from lineguard.bench_report import FULL, QUICK, bench_all
+    except ImportError as exc:
+        raise CliError("bench all needs the export side (PyTorch reference) and matplotlib: "
+                       f"pip install 'lineguard[export,dev]' ({exc})") from exc
+    bundle = Path(args.bundle)
+    if not (bundle / "manifest.json").is_file():
+        if bundle != DEFAULT_BUNDLE:
+            raise CliError(f"no bundle in {bundle}: export one with `lineguard export vision --out {bundle}`")
+        from lineguard.export.llm import export_llm
+        from lineguard.export.vision import export_vision
+
+        print(f"exporting the default bundle to {bundle} (trains the decoder, a few minutes) ...", file=sys.stderr)
+        export_vision(bundle)
+        export_llm(bundle)
+    report = bench_all(bundle, args.out, QUICK if args.quick else FULL)
+    print(f"wrote {Path(args.out) / 'report.md'} ({len(report.figures)} figures) in {report.wall_s / 60:.1f} min")
     return 0
 
 
@@ -292,6 +492,32 @@ def build_parser() -> argparse.ArgumentParser:
                      help="quantisation for --hf (default %(default)s)")
     llm.set_defaults(func=cmd_export_llm)
 
+    trt = export_sub.add_parser("trt", help="TensorRT engines for this GPU from the bundle's ONNX (FP32 always)")
+    trt.add_argument("bundle")
+    trt.add_argument("--fp16", action="store_true", help="also build FP16 engines")
+    trt.add_argument("--int8", action="store_true", help="also build INT8 engines (entropy calibration, --calib)")
+    trt.add_argument("--calib", metavar="DIR", help="normal images of the product for INT8 calibration")
+    trt.add_argument("--max-batch", type=int, default=8, help="optimisation profile batch 1..N (default %(default)s)")
+    trt.add_argument("--profiles", type=int, default=1,
+                     help="identical profiles, one per concurrent inference worker (default %(default)s)")
+    trt.add_argument("--workspace", type=int, default=2048, metavar="MB", help="builder workspace (default %(default)s)")
+    trt.set_defaults(func=cmd_export_trt)
+
+    triton = export_sub.add_parser("triton", help="a Triton model repository: encoder, decoder and their ensemble")
+    triton.add_argument("bundle")
+    triton.add_argument("--out", required=True, metavar="REPO")
+    triton.add_argument("--format", choices=["onnx", "plan"], default="onnx",
+                        help="plan: the bundle's TensorRT engines (Triton's TensorRT must match)")
+    triton.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="engines for --format plan")
+    triton.add_argument("--max-batch", type=int, default=8)
+    triton.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batching delay")
+    triton.add_argument("--instances", type=int, default=1, help="model instances per GPU (or CPU)")
+    triton.add_argument("--kind", choices=["gpu", "cpu"], default="gpu")
+    triton.add_argument("--trt-accelerator", choices=["fp16", "fp32"], help="ONNX on GPU via the TensorRT accelerator")
+    triton.add_argument("--name", help="ensemble name (default lineguard_<bundle_id>)")
+    triton.add_argument("--overwrite", action="store_true")
+    triton.set_defaults(func=cmd_export_triton)
+
     enroll = sub.add_parser("enroll", help="few-shot enrolment of a product from normal images")
     enroll.add_argument("bundle")
     enroll.add_argument("--product", required=True)
@@ -326,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     bv.add_argument("--rounds", type=int, default=30)
     bv.add_argument("--json", metavar="OUT", default="artifacts/bench-vision.json")
+    bv.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "triton"],
+                    help="compare this backend's chain with ONNX Runtime's (CUDA EP on a GPU) instead of PyTorch")
+    bv.add_argument("--triton-url", metavar="HOST:PORT", help="Triton gRPC endpoint for --backend triton")
     bv.set_defaults(func=cmd_bench_vision)
 
     serve = sub.add_parser("serve", help="run the line service: frames in (PULL), verdicts out (PUB), inspect (ROUTER)")
@@ -341,7 +570,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=int, default=8)
     serve.add_argument("--max-queue-delay-ms", type=float, default=5.0)
     serve.add_argument("--archive", metavar="DIR", help="keep NG frames with their maps here")
+    serve.add_argument("--http-host", default="127.0.0.1", help="health/metrics/archive HTTP interface")
+    serve.add_argument("--http-port", type=int, default=8081, help="health/metrics HTTP port (-1: off)")
+    serve.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "triton"],
+                       help="inference backend (default: the line config's inference.backend, else auto)")
+    serve.add_argument("--triton-url", metavar="HOST:PORT", help="Triton gRPC endpoint for --backend triton")
     serve.set_defaults(func=cmd_serve)
+
+    panel = sub.add_parser("panel", help="the technicians' touch panel (web page) for a running line")
+    panel.add_argument("--runtime", default="127.0.0.1", metavar="HOST", help="where `lineguard serve` runs")
+    panel.add_argument("--host", default="127.0.0.1", help="interface to bind (beyond loopback needs a token)")
+    panel.add_argument("--port", type=int, default=8080)
+    panel.add_argument("--token-file", metavar="FILE", help="operator token for \"Why?\" (or $LINEGUARD_PANEL_TOKEN)")
+    panel.add_argument("--verdicts-port", type=int, default=5556)
+    panel.add_argument("--explanations-port", type=int, default=5557)
+    panel.add_argument("--runtime-http-port", type=int, default=8081, help="the runtime's health/archive port")
+    panel.add_argument("--curve-client-key", metavar="NAME.key_secret", help="the panel's CURVE key pair "
+                       "(a line with security.curve on)")
+    panel.add_argument("--curve-server-key", metavar="SERVER.key", help="the runtime's public CURVE key")
+    panel.set_defaults(func=cmd_panel)
 
     camera = sub.add_parser("camera", help="push frames from a folder, video or device to a line")
     camera.add_argument("--connect", default="tcp://localhost:5555")
@@ -352,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     camera.add_argument("--encoding", choices=["raw", "jpeg", "png"], default="raw")
     camera.add_argument("--count", type=int, help="stop after N frames")
     camera.add_argument("--loop", action="store_true", help="start a folder or video over at its end")
+    _curve_client_flags(camera)
     camera.set_defaults(func=cmd_camera)
 
     watch = sub.add_parser("watch", help="subscribe to verdicts; reports seq gaps and missed heartbeats")
@@ -360,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--json", action="store_true", help="verdicts as JSON lines")
     watch.add_argument("--heartbeats", action="store_true", help="print heartbeats too")
     watch.add_argument("--duration", type=float, help="stop after S seconds")
+    _curve_client_flags(watch)
     watch.set_defaults(func=cmd_watch)
 
     bl = bench_sub.add_parser("line", help="line service over loopback ZeroMQ vs direct calls, batch 1 and 8")
@@ -368,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--frames", type=int, default=120)
     bl.add_argument("--with-explanations", action="store_true",
                     help="also measure verdict latency while explanations stream continuously")
+    bl.add_argument("--curve", action="store_true", help="also run with CURVE on every endpoint (its cost)")
     bl.add_argument("--json", metavar="OUT", default="artifacts/bench-line.json")
     bl.set_defaults(func=cmd_bench_line)
 
@@ -376,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--connect", default="tcp://localhost:5557")
     explain.add_argument("--question")
     explain.add_argument("--timeout", type=float, default=120.0, help="give up after S silent seconds")
+    _curve_client_flags(explain)
     explain.set_defaults(func=cmd_explain)
 
     bm = bench_sub.add_parser("llm", help="time to first token and tokens/s of the bundle's LLM")
@@ -384,6 +635,36 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--threads", type=int, default=2)
     bm.add_argument("--json", metavar="OUT", default="artifacts/bench-llm.json")
     bm.set_defaults(func=cmd_bench_llm)
+
+    ba = bench_sub.add_parser("all", help="every benchmark in one run: report.json, report.md and PNG plots")
+    ba.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="exported first (with the packaged LLM) "
+                    "when it is the default and missing")
+    ba.add_argument("--out", default="artifacts/bench", metavar="DIR")
+    ba.add_argument("--quick", action="store_true", help="small counts: proves the plumbing in about a minute")
+    ba.set_defaults(func=cmd_bench_all)
+
+    keys = sub.add_parser("keys", help="key pairs: CURVE for the line's endpoints, Ed25519 for signing bundles")
+    keys_sub = keys.add_subparsers(dest="what", required=True)
+    kc = keys_sub.add_parser("create", help="write NAME.key + NAME.key_secret (CURVE), or NAME.pem + NAME.pub.pem "
+                             "(--signing)")
+    kc.add_argument("name", help="who the key is for: server, cam0, panel, plant-a, ...")
+    kc.add_argument("--out", required=True, metavar="DIR")
+    kc.add_argument("--signing", action="store_true", help="an Ed25519 key for lineguard bundle sign")
+    kc.add_argument("--passphrase-env", metavar="VAR", help="--signing: encrypt the private key with the "
+                    "passphrase in this environment variable")
+    kc.set_defaults(func=cmd_keys_create)
+
+    bundle = sub.add_parser("bundle", help="sign a bundle's manifest, or check its signature")
+    bundle_sub = bundle.add_subparsers(dest="what", required=True)
+    bs = bundle_sub.add_parser("sign", help="check every file, then sign manifest.json (writes manifest.sig)")
+    bs.add_argument("bundle")
+    bs.add_argument("--key", required=True, metavar="PRIVATE.pem")
+    bs.add_argument("--passphrase-env", metavar="VAR", help="the private key's passphrase is in this variable")
+    bs.set_defaults(func=cmd_bundle_sign)
+    bv_ = bundle_sub.add_parser("verify", help="check the signature against a trusted public key, then every file")
+    bv_.add_argument("bundle")
+    bv_.add_argument("--key", required=True, metavar="PUBLIC.pem")
+    bv_.set_defaults(func=cmd_bundle_verify)
 
     demo = sub.add_parser("demo", help="export, enrol and inspect a generated product end to end")
     demo.add_argument("--bundle", default=str(DEFAULT_BUNDLE))

@@ -1,7 +1,9 @@
 """Bounded on-disk ring of inspected frames: every NG frame and a sample of OK frames, with their maps.
 
 For audit, the technician's panel and LLM explanations. Oldest entries are evicted when the ring
-exceeds its byte cap; a failing disk never stops verdicts (``store`` returns None and counts it).
+exceeds its byte cap; a failing disk never stops verdicts (``store`` returns None and counts it in
+``failures``, which the service's heartbeat carries as ``archive_failures``). The alarm is logged once
+when writes start failing (ERROR) and once when they work again, not once per frame.
 
 Usage::
 
@@ -49,6 +51,7 @@ class FrameArchive:
         self.max_bytes = max_bytes
         self.ok_sample_every = ok_sample_every
         self.failures = 0
+        self.failing = False  # the last write failed: the alarm is up
         self._ok_seen = 0
         self._lock = threading.Lock()
         # oldest first; rebuilt from disk so a restart keeps the ring
@@ -81,11 +84,19 @@ class FrameArchive:
             (folder / "image.png").write_bytes(png.tobytes())
             np.save(folder / "map.npy", anomaly_map.astype(np.float16), allow_pickle=False)
             (folder / "verdict.json").write_text(verdict.model_dump_json())
-        except OSError as exc:  # disk full, read-only, ...: verdicts go on, the caller raises an alarm
+        except OSError as exc:  # disk full, read-only, ...: verdicts go on, the alarm goes up
             self.failures += 1
-            log.warning("archive write failed for frame %s: %s", verdict.frame_id, exc)
+            if not self.failing:
+                log.error("ALARM archive %s: writes fail (%s); verdicts continue, frames are not being kept",
+                          self.root, exc)
+            else:
+                log.debug("archive write failed for frame %s: %s", verdict.frame_id, exc)
+            self.failing = True
             shutil.rmtree(folder, ignore_errors=True)
             return None
+        if self.failing:
+            self.failing = False
+            log.warning("archive %s: writes work again (%d failed in all)", self.root, self.failures)
         with self._lock:
             self._entries = [(p, s) for p, s in self._entries if p != folder]
             size = _folder_size(folder)
@@ -107,6 +118,25 @@ class FrameArchive:
             image_rgb=cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
             anomaly_map=np.load(folder / "map.npy", allow_pickle=False).astype(np.float32),
         )
+
+    def recent(self, limit: int = 24, verdict: str | None = "NG") -> list[tuple[Verdict, float]]:
+        """The newest archived verdicts first, each with when it was stored (Unix seconds); only those
+        of one class unless ``verdict`` is None."""
+        with self._lock:
+            folders = [p for p, _ in reversed(self._entries)]
+        found: list[tuple[Verdict, float]] = []
+        for folder in folders:
+            if len(found) >= limit:
+                break
+            try:
+                path = folder / "verdict.json"
+                archived = Verdict.model_validate_json(path.read_text())
+                stored_at = path.stat().st_mtime
+            except (OSError, ValueError):  # evicted meanwhile, or half-written: skip it
+                continue
+            if verdict is None or archived.verdict == verdict:
+                found.append((archived, stored_at))
+        return found
 
     def find(self, frame_id: str) -> ArchivedFrame | None:
         """Look a frame up by frame_id alone (newest first), as technicians know it."""

@@ -27,6 +27,12 @@ queued or already in inference (a late inference result is then discarded): a PL
 not stretch for a slow batch. Decoding (``request.load``) runs on the inference worker, off the
 caller's thread; a FrameError there answers that request alone with its code. An exception from
 inference answers each frame of the batch ERROR/INTERNAL (UNKNOWN_PRODUCT for an unknown product).
+
+Supervision: a fault that kills a worker outright (a BaseException escaping inference, e.g. a
+``MemoryError``-style abort or an injected fault) answers every frame of its batch ERROR/WORKER_FAILED
+that has no verdict yet; the worker ends, the deadline watch starts a replacement at once and counts
+it (``worker_restarts``), and the pool keeps serving. Only a crash of the whole process (a native
+segfault) is beyond this: then the service's supervisor (systemd, the container runtime) restarts it.
 """
 
 from __future__ import annotations
@@ -121,6 +127,7 @@ class MicroBatcher:
         self._in_flight: set[FrameRequest] = set()
         self._delivering = 0  # verdicts handed to the sink right now (neither queued nor in flight)
         self._workers: list[threading.Thread] = [self._thread(self._work, f"batcher-worker-{i}") for i in range(workers)]
+        self.worker_restarts = 0  # workers that died and were replaced
         self._watch = self._thread(self._watch_deadlines, "batcher-deadlines")
         self._closing = False  # no more submits; workers stop waiting for batches to fill
         self._closed = False  # threads exit
@@ -160,6 +167,11 @@ class MicroBatcher:
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
+
+    @property
+    def workers_alive(self) -> int:
+        """Inference threads running now (all of them once started, unless one just died)."""
+        return sum(t.is_alive() for t in self._workers)
 
     @property
     def idle(self) -> bool:
@@ -257,11 +269,19 @@ class MicroBatcher:
                 return
             try:
                 self._run(batch)
-            except BaseException as exc:  # never lose frames, even to a bug here
+            except Exception as exc:  # a bug outside inference: never lose frames to it; keep working
+                log.exception("batch of %d frames failed", len(batch))
                 for r in batch:
                     self._finish(r, self._error(r, ErrorCode.INTERNAL, f"worker failed: {exc!r}"))
-                if not isinstance(exc, Exception):
-                    raise
+            except BaseException as exc:  # the worker is being killed: answer its batch, then end
+                log.critical("inference worker %s killed mid-batch by %r; its %d frames are answered "
+                             "WORKER_FAILED and a new worker takes over", threading.current_thread().name,
+                             exc, len(batch))
+                for r in batch:
+                    self._finish(r, self._error(r, ErrorCode.WORKER_FAILED, f"inference worker died: {exc!r}"))
+                with self._cond:
+                    self._cond.notify_all()  # wake the watch: it starts the replacement
+                return
 
     def _run(self, batch: list[FrameRequest]) -> None:
         live: list[tuple[FrameRequest, np.ndarray, float]] = []
@@ -320,6 +340,7 @@ class MicroBatcher:
             with self._cond:
                 if self._closed:
                     return
+                self._revive_workers()
                 now = time.monotonic()
                 pending = [r for r in [*self._queue, *self._in_flight] if not r.done]
                 expired = [r for r in pending if r.deadline <= now]
@@ -327,7 +348,6 @@ class MicroBatcher:
                     gone = set(expired)
                     self._queue = deque(r for r in self._queue if r not in gone)
                 else:
-                    self._revive_workers()
                     wait = min((r.deadline for r in pending), default=now + 0.5) - now
                     self._cond.wait(min(max(wait, 0.0), 0.5))
                     continue
@@ -335,6 +355,7 @@ class MicroBatcher:
                 self._finish(r, self._timeout(r, "deadline passed"))
 
     def _revive_workers(self) -> None:
+        """Under the lock: replace every worker thread that has ended (it died: workers only end at close)."""
         if self._closing or not self._started:
             return
         for i, t in enumerate(self._workers):
@@ -342,3 +363,4 @@ class MicroBatcher:
                 log.error("batcher worker %s died; starting a new one", t.name)
                 self._workers[i] = self._thread(self._work, t.name)
                 self._workers[i].start()
+                self.worker_restarts += 1

@@ -5,6 +5,7 @@ Usage::
     result = bench_line("bundles/default", frames=120, batch_sizes=(1, 8))
     result.zeromq_vs_direct        # {"1": 0.97, "8": 0.95}: transport + service overhead
     result.microbatch_gain         # ZeroMQ throughput at max_batch 8 over max_batch 1
+    bench_line("bundles/default", with_curve=True).curve_vs_plain   # CURVE on every endpoint / off
 
 Both sides inspect the same raw 224x224 frames of a generated, enrolled product in the same run.
 Direct: ``Inspector.analyze`` on batches of ``b``. ZeroMQ: a ``LineServer`` with ``max_batch = b``;
@@ -14,6 +15,7 @@ overloaded) and a subscriber times each verdict from send to arrival.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +27,7 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.curve import CurveClientConfig, CurveServerConfig, create_key_pair
 from lineguard.runtime.enroll import enroll_product
 from lineguard.runtime.explain_client import ask
 from lineguard.runtime.inspector import Inspector
@@ -52,6 +55,7 @@ class LineBench(BaseModel):
     zeromq_vs_direct: dict[str, float]
     microbatch_gain: float | None
     p99_with_explanations_ratio: float | None = None  # verdict p99 while explanations stream / without
+    curve_vs_plain: dict[str, float] | None = None  # throughput with CURVE on every endpoint / without
 
 
 def bench_frames(count: int, size: int = 224, seed: int = 5) -> list[np.ndarray]:
@@ -80,14 +84,27 @@ def direct_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int) -
     return _run("direct", batch, latencies, time.perf_counter() - start)
 
 
+def bench_keys(folder: Path) -> tuple[CurveServerConfig, CurveClientConfig]:
+    """A server key pair and one allowed client key pair in ``folder``, for a run with CURVE on."""
+    create_key_pair(folder, "server")
+    public, secret = create_key_pair(folder, "bench-client")
+    allowed = folder / "allowed"
+    allowed.mkdir()
+    public.rename(allowed / public.name)
+    return (CurveServerConfig(server_secret_key_file=folder / "server.key_secret", allowed_clients_dir=allowed),
+            CurveClientConfig(client_secret_key_file=secret, server_public_key_file=folder / "server.key"))
+
+
 def zeromq_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int, timeout_s: float = 300.0,
-               explain_archive: Path | None = None) -> LineRun:
-    """``explain_archive``: also run the explanation port and keep asking it for answers while measuring."""
+               explain_archive: Path | None = None,
+               curve: tuple[CurveServerConfig, CurveClientConfig] | None = None) -> LineRun:
+    """``explain_archive``: also run the explanation port and keep asking it for answers while measuring;
+    ``curve``: CURVE on every endpoint (server and client keys, from :func:`bench_keys`)."""
     loopback = "tcp://127.0.0.1:*"
-    extra = {}
+    extra: dict[str, object] = {"security": {"curve": curve[0].model_dump()}} if curve is not None else {}
     if explain_archive is not None:
-        extra = {"archive": {"dir": str(explain_archive)},
-                 "explanations": {"enabled": True, "max_pending": 2}}
+        extra |= {"archive": {"dir": str(explain_archive)}, "explanations": {"enabled": True, "max_pending": 2}}
+    client = curve[1] if curve is not None else None
     config = LineConfig(
         line="bench", endpoints={"frames": loopback, "verdicts": loopback, "inspect": loopback,
                                  "explanations": loopback},
@@ -96,14 +113,18 @@ def zeromq_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int, t
     )
     window = 2 * batch + 2  # enough queued to form full batches, never enough to overload
     context = zmq.Context.instance()
-    with LineServer(inspector, config, context=context) as server:
+    # with CURVE the server gets a context of its own (one ZAP handler per context)
+    with LineServer(inspector, config, context=None if curve is not None else context) as server:
         sub = context.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(server.endpoints.verdicts)
         push = context.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 0)
         push.setsockopt(zmq.SNDHWM, 256)
+        if client is not None:
+            client.secure(sub)
+            client.secure(push)
+        sub.connect(server.endpoints.verdicts)
         push.connect(server.endpoints.frames)
         chatter: ExplanationLoad | None = None
         try:
@@ -113,7 +134,7 @@ def zeromq_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int, t
                     break
             payloads = [encode_frame(new_header("cam0", f"f{i}", BENCH_PRODUCT), f) for i, f in enumerate(frames)]
             if explain_archive is not None:
-                chatter = ExplanationLoad(server, "warm-0")
+                chatter = ExplanationLoad(server, "warm-0", client)
                 defect = frames[0].copy()
                 defect[80:130, 90:140] = 255  # an NG frame: archived, so it can be explained
                 push.send_multipart(encode_frame(new_header("cam0", "warm-0", BENCH_PRODUCT), defect))
@@ -152,15 +173,15 @@ def zeromq_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int, t
 class ExplanationLoad:
     """Asks for explanations back to back on a thread: the load a busy touch panel puts on the line."""
 
-    def __init__(self, server: LineServer, frame_id: str) -> None:
-        self.server, self.frame_id = server, frame_id
+    def __init__(self, server: LineServer, frame_id: str, curve: CurveClientConfig | None = None) -> None:
+        self.server, self.frame_id, self.curve = server, frame_id, curve
         self.answers = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="explanation-load", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            replies = list(ask(self.server.endpoints.explanations, self.frame_id, idle_timeout_s=60))
+            replies = list(ask(self.server.endpoints.explanations, self.frame_id, idle_timeout_s=60, curve=self.curve))
             self.answers += replies[-1].type == "final"
 
     def start(self) -> None:
@@ -172,7 +193,8 @@ class ExplanationLoad:
 
 
 def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[int] = (1, 8),
-               with_explanations: bool = False) -> LineBench:
+               with_explanations: bool = False, with_curve: bool = False) -> LineBench:
+    """``with_curve``: also run every batch size with CURVE on every endpoint (``zeromq+curve`` runs)."""
     images = bench_frames(frames + 4)
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-bench-line-") as bundle:
         inspector = Inspector(bundle)
@@ -183,6 +205,10 @@ def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[
         for batch in tqdm(batch_sizes, desc="bench line", unit="batch size"):
             runs.append(direct_run(inspector, test_frames, batch))
             runs.append(zeromq_run(inspector, test_frames, batch))
+            if with_curve:
+                with tempfile.TemporaryDirectory(prefix="lineguard-bench-keys-") as keys:
+                    secured = zeromq_run(inspector, test_frames, batch, curve=bench_keys(Path(keys)))
+                runs.append(secured.model_copy(update={"mode": "zeromq+curve"}))
         explained = None
         if with_explanations:
             if bundle.manifest.llm is None:
@@ -199,5 +225,9 @@ def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[
     p99_ratio = None
     if explained is not None:
         p99_ratio = explained.latency_p99_ms / by["zeromq", explained.max_batch].latency_p99_ms
+    curve_ratios = None
+    if with_curve:
+        curve_ratios = {str(b): by["zeromq+curve", b].frames_per_s / by["zeromq", b].frames_per_s for b in batch_sizes}
     return LineBench(bundle_id=bundle.manifest.bundle_id, frame_shape=tuple(images[0].shape), runs=runs,
-                     zeromq_vs_direct=ratios, microbatch_gain=gain, p99_with_explanations_ratio=p99_ratio)
+                     zeromq_vs_direct=ratios, microbatch_gain=gain, p99_with_explanations_ratio=p99_ratio,
+                     curve_vs_plain=curve_ratios)

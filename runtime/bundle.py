@@ -143,6 +143,33 @@ class LlmSpec(_Strict):
     source: str = Field(description="where it came from: the packaged default or the original path")
 
 
+class EngineRecord(_Strict):
+    """A TensorRT engine built from one of the bundle's ONNX graphs (``lineguard export trt``).
+
+    An engine runs only on the GPU model and TensorRT version it was built with; the runtime compares
+    these fields with the running device (lineguard.runtime.backend_selection) and otherwise falls back
+    to ONNX Runtime. ``onnx_sha256`` ties the engine to the exact graph it came from."""
+
+    model: Literal["encoder", "decoder"]
+    file: str
+    onnx_sha256: str
+    precision: Literal["fp32", "fp16", "int8"]
+    min_batch: int = Field(1, ge=1)
+    opt_batch: int = Field(ge=1)
+    max_batch: int = Field(ge=1)
+    profiles: int = Field(1, ge=1, description="identical optimisation profiles: one per concurrent worker")
+    gpu_name: str
+    compute_capability: str = Field(pattern=r"^\d+\.\d+$", description="major.minor, e.g. 8.7 (Orin)")
+    tensorrt_version: str
+    cuda_version: str
+    workspace_mb: int
+    built_at: str
+    parity_max_abs_diff: float = Field(description="vs ONNX Runtime CPU FP32 on sample inputs")
+    parity_relative_diff: float = Field(description="max abs diff / max abs reference value")
+    parity_tolerance: float = Field(description="on parity_relative_diff, by precision")
+    parity_passed: bool
+
+
 class BundleManifest(_Strict):
     schema_version: int
     bundle_id: str
@@ -157,6 +184,7 @@ class BundleManifest(_Strict):
     files: dict[str, FileEntry] = Field(default_factory=dict)
     products: dict[str, ProductEntry] = Field(default_factory=dict)
     llm: LlmSpec | None = None
+    engines: list[EngineRecord] = Field(default_factory=list, description="TensorRT engines; older bundles have none")
 
     @field_validator("schema_version")
     @classmethod
@@ -221,15 +249,23 @@ class Bundle:
         self.manifest = manifest
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str], verify: bool = True) -> Bundle:
+    def open(cls, root: str | os.PathLike[str], verify: bool = True,
+             trusted_key: str | os.PathLike[str] | None = None) -> Bundle:
+        """``trusted_key``: an Ed25519 public key (PEM); the manifest must carry a valid signature by it
+        (``manifest.sig``, see lineguard.runtime.bundle_signature), checked before the manifest is parsed."""
         root = Path(root).resolve()
         manifest_path = root / MANIFEST_NAME
         if not root.is_dir():
             raise BundleNotFoundError(f"bundle folder {root} does not exist")
         if not manifest_path.is_file():
             raise BundleNotFoundError(f"{manifest_path} is missing: not a lineguard bundle")
+        manifest_bytes = manifest_path.read_bytes()
+        if trusted_key is not None:
+            from lineguard.runtime.bundle_signature import verify_manifest
+
+            verify_manifest(root, manifest_bytes, trusted_key)
         try:
-            raw = json.loads(manifest_path.read_text())
+            raw = json.loads(manifest_bytes)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleIntegrityError(f"{manifest_path} is not valid JSON: {exc}") from exc
         try:
@@ -258,6 +294,7 @@ class Bundle:
             required |= {product.memory_file, product.calibration_file}
         if self.manifest.llm is not None:
             required.add(self.manifest.llm.file)
+        required |= {engine.file for engine in self.manifest.engines}
         missing_entries = required - set(self.manifest.files)
         if missing_entries:
             raise BundleIntegrityError(f"manifest has no checksum for {sorted(missing_entries)}")
@@ -275,8 +312,11 @@ class Bundle:
         return _inside(self.root, relative)
 
     def load_arrays(self, relative: str) -> dict[str, np.ndarray]:
-        with np.load(self.path(relative), allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        try:
+            with np.load(self.path(relative), allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        except ValueError as exc:  # object arrays need unpickling: refused, whatever the checksum says
+            raise BundleIntegrityError(f"{relative} cannot be loaded without unpickling ({exc}): refused") from None
 
     def prototypes(self) -> tuple[np.ndarray, np.ndarray]:
         arrays = self.load_arrays(self.manifest.prototypes.file)

@@ -15,7 +15,8 @@ or a sequence of uint8 BGR arrays. ``loop=True`` starts a folder, video or seque
 The PUSH socket connects and ZeroMQ reconnects by itself when the service restarts. It queues frames
 only on a live connection (``IMMEDIATE``) and at most ``hwm`` of them: a frame that cannot be handed
 over within ``send_timeout_ms`` is dropped and counted, so a service that comes back is never fed a
-backlog of stale frames.
+backlog of stale frames. On a line with CURVE on, a camera whose key is not allowed never connects:
+its frames are dropped and counted here, and the service never sees them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import cv2
 import numpy as np
 import zmq
 
+from lineguard.runtime.curve import CurveClientConfig
 from lineguard.runtime.image_io import image_paths, read_image
 from lineguard.runtime.wire import Encoding, encode_frame, new_header
 
@@ -60,8 +62,10 @@ class CameraPusher:
         linger_ms: int = 500,
         jpeg_quality: int = 90,
         context: zmq.Context | None = None,
+        curve: CurveClientConfig | None = None,
     ) -> None:
-        """``fps`` 0 pushes as fast as the socket takes frames; ``count`` None pushes until the source ends."""
+        """``fps`` 0 pushes as fast as the socket takes frames; ``count`` None pushes until the source ends;
+        ``curve``: this camera's key pair and the server's public key, for a line with CURVE on."""
         if fps < 0:
             raise ValueError(f"fps must be >= 0, got {fps}")
         self.endpoint = endpoint
@@ -81,6 +85,8 @@ class CameraPusher:
         self.socket.setsockopt(zmq.LINGER, linger_ms)
         self.socket.setsockopt(zmq.IMMEDIATE, 1)
         self.socket.setsockopt(zmq.SNDTIMEO, send_timeout_ms)
+        if curve is not None:
+            curve.secure(self.socket)
         self.socket.connect(endpoint)
 
     def frames(self) -> Iterator[np.ndarray]:

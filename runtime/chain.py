@@ -6,17 +6,21 @@ Usage::
     out = chain.run(chain.preprocessor(images))
     out.features["s2"].shape        # (B, 40, 28, 28)
     out.decoder_map.shape           # (B, 224, 224), abnormal probability
+    VisionChain(bundle, backend="tensorrt")   # or "onnxruntime", "triton" (with triton_url); default "auto"
+    chain.backend.summary()         # which backend runs the models, and why (runtime.backend_selection)
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from lineguard.runtime.backends import OnnxRuntimeBackend
+from lineguard.runtime.backend_selection import BackendChoice, RequestedBackend
 from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.chain_backends import open_chain_backends
 from lineguard.runtime.preprocess import Preprocessor
 
 
@@ -28,28 +32,36 @@ class ChainOutput:
 
 
 class VisionChain:
-    """Encoder and decoder sessions of one bundle, run back to back."""
+    """Encoder and decoder of one bundle, run back to back on the chosen backend (TensorRT engines,
+    ONNX Runtime, or a Triton ensemble that runs both in one call)."""
 
-    def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None) -> None:
+    def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None,
+                 backend: RequestedBackend = "auto", triton_url: str | None = None, triton_model: str | None = None,
+                 engine_cache_dir: Path | None = None) -> None:
         manifest = bundle.manifest
         self.bundle = bundle
         self.preprocessor = Preprocessor(manifest.preprocessing)
         self.stage_names = [s.name for s in manifest.encoder.stages]
-        self.encoder = OnnxRuntimeBackend(bundle.path(manifest.encoder.file), providers, threads)
-        self.decoder = OnnxRuntimeBackend(bundle.path(manifest.decoder.file), providers, threads)
+        models = open_chain_backends(bundle, backend, providers, threads, triton_url, triton_model, engine_cache_dir)
+        self.backend: BackendChoice = models.choice
+        self.encoder = models.encoder
+        self.decoder = models.decoder
         self.input_name = manifest.encoder.input_name
         self.output_name = manifest.decoder.output_name
 
     @property
     def providers(self) -> list[str]:
-        return self.encoder.session.get_providers()
+        return list(self.encoder.providers) if self.backend.backend != "onnxruntime" else list(self.backend.providers)
 
     def run(self, batch: np.ndarray) -> ChainOutput:
         t0 = time.perf_counter()
         features = self.encoder.run({self.input_name: batch})
         t1 = time.perf_counter()
-        decoder_inputs = {name: features[name] for name in self.decoder.input_names}
-        prob = self.decoder.run(decoder_inputs)[self.output_name]
+        if self.decoder is None:  # one call ran both (Triton ensemble): its time is reported as encoder time
+            prob = features[self.output_name]
+        else:
+            decoder_inputs = {name: features[name] for name in self.decoder.input_names}
+            prob = self.decoder.run(decoder_inputs)[self.output_name]
         t2 = time.perf_counter()
         return ChainOutput(
             features={name: features[name] for name in self.stage_names},

@@ -12,14 +12,18 @@ from collections.abc import Iterator
 
 import zmq
 
+from lineguard.runtime.curve import CurveClientConfig
 from lineguard.runtime.messages import ExplainReply, ExplainRequest
 
 
 def ask(endpoint: str, frame_id: str, question: str | None = None, idle_timeout_s: float = 120.0,
-        context: zmq.Context | None = None) -> Iterator[ExplainReply]:
-    """Yield replies until the final (or error) one; TimeoutError when the service says nothing for a while."""
+        context: zmq.Context | None = None, curve: CurveClientConfig | None = None) -> Iterator[ExplainReply]:
+    """Yield replies until the final (or error) one; TimeoutError when the service says nothing for a while.
+    ``curve``: key pair + server key for a line with CURVE on (without an allowed key nothing ever answers)."""
     sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.secure(sock)
     sock.connect(endpoint)
     try:
         sock.send(ExplainRequest(frame_id=frame_id, question=question).model_dump_json().encode())

@@ -10,18 +10,23 @@ Usage::
 Protocol (ROUTER; clients are DEALER sockets, which can receive several replies): the client sends
 one frame, an ``ExplainRequest`` JSON; the server answers ``ExplainReply`` JSON frames: ``chunk``
 messages as tokens arrive, then one ``final`` with token counts and timings, or one ``error``
-(``BAD_REQUEST``, ``UNKNOWN_FRAME`` for a frame not in the archive, ``BUSY`` when ``max_pending``
-requests are already queued, ``LLM_FAILED`` when the model process died; it is restarted).
+(``BAD_REQUEST``, ``OVERSIZE`` for a question beyond ``max_question_chars``, ``UNKNOWN_FRAME`` for a
+frame not in the archive, ``BUSY`` when ``max_pending`` requests are already queued, ``LLM_FAILED`` when
+the model process died; it is restarted). Frame ids are only compared with archived verdicts, never used
+as paths.
+A request with ``cancel: true`` stops that client's answer about the frame (a ``final`` with
+``finish_reason: "cancelled"`` follows); a client that disconnects mid-answer has its answer stopped too,
+so an abandoned question never holds the model.
 The model runs in its own process: this thread only moves messages.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 
 import zmq
 from pydantic import ValidationError
@@ -36,13 +41,21 @@ log = logging.getLogger(__name__)
 
 class ExplanationServer:
     def __init__(self, endpoint: str, archive: FrameArchive, worker: LlmWorker, max_pending: int = 4,
-                 max_tokens: int = 160, context: zmq.Context | None = None) -> None:
+                 max_tokens: int = 160, context: zmq.Context | None = None,
+                 on_reply: Callable[[ExplainReply], None] | None = None, max_question_chars: int = 500,
+                 max_request_bytes: int = 65536, secure: Callable[[zmq.Socket, str], object] | None = None) -> None:
+        """``max_question_chars``: longer questions are answered OVERSIZE; ``max_request_bytes``: ZeroMQ drops
+        larger messages (MAXMSGSIZE); ``secure(socket, name)``: CURVE set-up before bind (CurveAuthority.secure)."""
         self.endpoint = endpoint
+        self.max_question_chars = max_question_chars
+        self.max_request_bytes = max_request_bytes
+        self.secure = secure
         self.archive = archive
         self.worker = worker
         self.max_pending = max_pending
         self.max_tokens = max_tokens
         self.context = context or zmq.Context.instance()
+        self.on_reply = on_reply  # e.g. LineMetrics.observe_explanation
         self.counts: Counter[str] = Counter()
         self._jobs: dict[str, tuple[bytes, str]] = {}  # job id -> (client identity, frame id)
         self._stop = threading.Event()
@@ -68,6 +81,9 @@ class ExplanationServer:
         router.setsockopt(zmq.RCVHWM, 64)
         router.setsockopt(zmq.SNDHWM, 10_000)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a vanished client raises instead of silently dropping
+        router.setsockopt(zmq.MAXMSGSIZE, self.max_request_bytes)
+        if self.secure is not None:
+            self.secure(router, "explanations")
         router.bind(self.endpoint)
         self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._bound.set()
@@ -79,9 +95,15 @@ class ExplanationServer:
         finally:
             router.close()
 
-    def _reply(self, router: zmq.Socket, identity: bytes, reply: ExplainReply) -> None:
-        with contextlib.suppress(zmq.ZMQError):  # the client left: nothing to deliver to
+    def _reply(self, router: zmq.Socket, identity: bytes, reply: ExplainReply) -> bool:
+        """Send one reply; False when the client has gone (ROUTER_MANDATORY: EHOSTUNREACH)."""
+        if self.on_reply is not None:
+            self.on_reply(reply)
+        try:
             router.send_multipart([identity, reply.model_dump_json().encode()])
+        except zmq.ZMQError:
+            return False
+        return True
 
     def _error(self, router: zmq.Socket, identity: bytes, frame_id: str, code: str, message: str) -> None:
         self.counts[code] += 1
@@ -93,7 +115,20 @@ class ExplanationServer:
         try:
             request = ExplainRequest.model_validate_json(body)
         except ValidationError as exc:
-            self._error(router, identity, "", "BAD_REQUEST", f"not an ExplainRequest: {exc.errors()[0]['msg']}")
+            if all(e["loc"] == ("question",) and e["type"] == "string_too_long" for e in exc.errors()):
+                self._error(router, identity, "", "OVERSIZE", f"the question is longer than {self.max_question_chars} characters")
+            else:
+                self._error(router, identity, "", "BAD_REQUEST", f"not an ExplainRequest: {exc.errors()[0]['msg']}")
+            return
+        if request.question is not None and len(request.question) > self.max_question_chars:
+            self._error(router, identity, request.frame_id, "OVERSIZE",
+                        f"the question has {len(request.question)} characters; this line allows {self.max_question_chars}")
+            return
+        if request.cancel:
+            for job, (owner, frame_id) in self._jobs.items():
+                if owner == identity and frame_id == request.frame_id:
+                    self.worker.cancel(job)
+                    self.counts["cancelled"] += 1
             return
         if not self._jobs and not self.worker.alive:  # died while idle: bring it back before using it
             try:
@@ -121,7 +156,10 @@ class ExplanationServer:
                 continue
             identity, frame_id = self._jobs[job]
             if kind == "chunk":
-                self._reply(router, identity, ExplainReply(type="chunk", frame_id=frame_id, text=detail))
+                if not self._reply(router, identity, ExplainReply(type="chunk", frame_id=frame_id, text=detail)):
+                    del self._jobs[job]  # nobody is listening: free the model for the next question
+                    self.worker.cancel(job)
+                    self.counts["abandoned"] += 1
             elif kind == "final":
                 del self._jobs[job]
                 self._reply(router, identity, ExplainReply(type="final", frame_id=frame_id, **detail))

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lineguard.runtime.curve import CurveServerConfig
+from lineguard.runtime.messages import QUESTION_CHARS_CAP
 from lineguard.runtime.wire import FrameLimits
 
 ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
@@ -91,6 +93,44 @@ class Explanations(_Section):
     max_seconds: float = Field(60.0, gt=0.0, description="wall-time bound of one answer")
     context_tokens: int = Field(2048, ge=256)
     threads: int = Field(1, ge=1, description="LLM threads; keep low: verdicts share these cores")
+    max_question_chars: int = Field(500, ge=1, le=QUESTION_CHARS_CAP,
+                                    description="longer questions are answered with an OVERSIZE error")
+    max_request_bytes: int = Field(65536, ge=1024, description="ZeroMQ drops larger requests and "
+                                   "disconnects their sender (MAXMSGSIZE)")
+
+
+class Security(_Section):
+    """CURVE on every endpoint, and the key bundles must be signed with. Both off by default."""
+
+    curve: CurveServerConfig | None = Field(None, description="encryption + client allow-list; null: off")
+    bundle_public_key: Path | None = Field(None, description="Ed25519 public key (PEM) the bundle's "
+                                           "manifest must be signed with; null: signatures not checked")
+
+
+class HttpEndpoint(_Section):
+    """Where the runtime's HTTP port listens. Localhost by default; 0.0.0.0 for Kubernetes probes."""
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", description="interface to bind; 0.0.0.0 exposes it to the network")
+    port: int = Field(8081, ge=0, le=65535, description="0: any free port (tests)")
+
+
+class Inference(_Section):
+    """Which backend runs the models (lineguard.runtime.backend_selection): ``auto`` takes the bundle's
+    TensorRT engines when they match this GPU and TensorRT version, else ONNX Runtime (TensorRT EP,
+    CUDA EP or CPU); ``triton`` sends batches to a central Triton server (``export triton``)."""
+
+    backend: Literal["auto", "onnxruntime", "tensorrt", "triton"] = "auto"
+    triton_url: str | None = Field(None, description="host:port of Triton's gRPC endpoint (backend triton)")
+    triton_model: str | None = Field(None, description="ensemble name; default lineguard_<bundle_id>")
+    engine_cache_dir: Path | None = Field(None, description="ONNX Runtime TensorRT EP engine cache; "
+                                          "default ~/.cache/lineguard/ort-tensorrt/<bundle_id>")
+
+    @model_validator(mode="after")
+    def _triton_needs_url(self) -> Inference:
+        if self.backend == "triton" and not self.triton_url:
+            raise ValueError("backend triton needs triton_url (host:port of the server's gRPC endpoint)")
+        return self
 
 
 class LineConfig(_Section):
@@ -113,6 +153,11 @@ class LineConfig(_Section):
     llm_verdict: list[str] = Field(default_factory=list, description="products whose verdict the LLM decides "
                                    "(yes/no, AnomalyGPT style) within the deadline; vision verdict as fallback")
     limits: FrameLimits = Field(default_factory=FrameLimits)
+    security: Security = Field(default_factory=Security)
+    state_file: Path | None = Field(None, description="lifetime counters kept across restarts (JSON, replaced "
+                                    "atomically each heartbeat); None: counters start over with every boot")
+    http: HttpEndpoint = Field(default_factory=HttpEndpoint)
+    inference: Inference = Field(default_factory=Inference)
 
     def __init__(self, **data: Any) -> None:
         try:

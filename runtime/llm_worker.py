@@ -6,6 +6,7 @@ Usage::
     worker.submit("job-1", messages, max_tokens=128)
     for event in worker.events(timeout_s=0.1):                      # ("chunk", id, text) ...
         ...                                                          # ("final", id, stats) / ("error", id, msg)
+    worker.cancel("job-1")                                           # stops at the next token: final, "cancelled"
     worker.restart()                                                 # after it died (see .alive)
     worker.close()
 
@@ -15,6 +16,7 @@ The child runs at a lower CPU priority (``nice``) with few threads, generates de
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -41,7 +43,14 @@ class LlmSettings:
     seed: int = 0
 
 
-def _child(model_path: str, settings: LlmSettings, jobs: mp.Queue, events: mp.Queue) -> None:
+def _drain_cancels(cancels: mp.Queue, cancelled: set[str]) -> set[str]:
+    with contextlib.suppress(queue.Empty):
+        while True:
+            cancelled.add(cancels.get_nowait())
+    return cancelled
+
+
+def _child(model_path: str, settings: LlmSettings, jobs: mp.Queue, events: mp.Queue, cancels: mp.Queue) -> None:
     try:
         os.nice(settings.nice)
         from llama_cpp import Llama
@@ -52,11 +61,17 @@ def _child(model_path: str, settings: LlmSettings, jobs: mp.Queue, events: mp.Qu
         events.put(("failed", "", repr(exc)))
         return
     events.put(("ready", "", None))
+    cancelled: set[str] = set()
     while True:
         job = jobs.get()
         if job is None:
             return
         job_id, messages, max_tokens = job
+        if job_id in _drain_cancels(cancels, cancelled):  # cancelled while it waited in the queue
+            cancelled.discard(job_id)
+            events.put(("final", job_id, {"prompt_tokens": 0, "completion_tokens": 0, "finish_reason": "cancelled",
+                                          "time_to_first_token_ms": None, "total_ms": 0.0}))
+            continue
         try:
             start = time.perf_counter()
             first = None
@@ -76,6 +91,10 @@ def _child(model_path: str, settings: LlmSettings, jobs: mp.Queue, events: mp.Qu
                     finish = choice["finish_reason"]
                 if time.perf_counter() - start > settings.max_seconds:
                     finish = "time"
+                    break
+                if job_id in _drain_cancels(cancels, cancelled):
+                    cancelled.discard(job_id)
+                    finish = "cancelled"
                     break
             end = time.perf_counter()
             events.put(("final", job_id, {
@@ -97,8 +116,9 @@ class LlmWorker:
     def start(self, timeout_s: float = 120.0) -> LlmWorker:
         self._jobs: mp.Queue = self._ctx.Queue()
         self._events: mp.Queue = self._ctx.Queue()
+        self._cancels: mp.Queue = self._ctx.Queue()
         self._process = self._ctx.Process(target=_child, name="lineguard-llm", daemon=True,
-                                          args=(str(self.model_path), self.settings, self._jobs, self._events))
+                                          args=(str(self.model_path), self.settings, self._jobs, self._events, self._cancels))
         self._process.start()
         deadline = time.monotonic() + timeout_s
         while True:
@@ -128,6 +148,10 @@ class LlmWorker:
 
     def submit(self, job_id: str, messages: list[dict[str, str]], max_tokens: int | None = None) -> None:
         self._jobs.put((job_id, messages, max_tokens))
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a job at its next token (or skip it if still queued); it ends with finish_reason "cancelled"."""
+        self._cancels.put(job_id)
 
     def events(self, timeout_s: float = 0.0) -> Iterator[Event]:
         """Events that are ready now (waits up to ``timeout_s`` for the first)."""

@@ -20,6 +20,7 @@ GridCell = Literal[
 ]
 VerdictClass = Literal["OK", "NG", "ERROR", "TIMEOUT"]
 DecisionMode = Literal["zero-shot", "few-shot", "llm"]
+QUESTION_CHARS_CAP = 4000  # the longest explanation question any line may allow (explanations.max_question_chars)
 
 
 class _Message(BaseModel):
@@ -68,7 +69,9 @@ class ExplainRequest(_Message):
     """Explanation port (ROUTER, DEALER clients): explain an archived frame."""
 
     frame_id: str = Field(min_length=1, max_length=256)
-    question: str | None = Field(None, max_length=500)
+    question: str | None = Field(None, max_length=QUESTION_CHARS_CAP)  # the line sets a lower limit
+    cancel: bool = Field(False, description="stop this client's answer about frame_id; it ends with a final "
+                         "reply whose finish_reason is 'cancelled'")
 
 
 class ExplainReply(_Message):

@@ -24,7 +24,13 @@ Every message read gets exactly one verdict: inspection result, TIMEOUT (deadlin
 or ERROR with a stable code (bad input, OVERLOADED when the bounded queue is full, SHUTTING_DOWN while
 draining). Only a frame too broken to name its camera goes unanswered on PUB; it is counted as dropped
 (an inspect request always gets its reply). ``seq`` numbers every published verdict of this server
-from 1, without gaps. The loop only parses headers; decoding and inference run on the batcher's threads.
+from 1, without gaps; a restart is a new ``boot_id`` and seq starts over, while lifetime totals
+continue through ``state_file`` (lineguard.runtime.line_state). The loop only parses headers;
+decoding and inference run on the batcher's threads.
+
+With ``security.curve`` every socket (the explanation port too) is a CURVE server whose clients a ZAP
+allow-list checks (lineguard.runtime.curve_auth); the server then uses a ZeroMQ context of its own
+(one ZAP handler per context) and the heartbeat's ``auth_denied`` counts refused handshakes.
 """
 
 from __future__ import annotations
@@ -45,12 +51,17 @@ import zmq
 
 from lineguard.runtime.archive import FrameArchive
 from lineguard.runtime.batcher import BatcherClosed, FrameRequest, MicroBatcher
+from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.curve import CurveError
+from lineguard.runtime.curve_auth import CurveAuthority
 from lineguard.runtime.explain_server import ExplanationServer
 from lineguard.runtime.inspector import Inspector, UnknownProductError
 from lineguard.runtime.line_config import Endpoints, LineConfig
+from lineguard.runtime.line_state import BootRecord, LineState, LineStateError, LineStateFile, Totals
 from lineguard.runtime.llm_judge import LlmJudge
 from lineguard.runtime.llm_worker import LlmSettings, LlmWorker, LlmWorkerError
 from lineguard.runtime.messages import Verdict
+from lineguard.runtime.metrics import LineMetrics
 from lineguard.runtime.wire import (
     HEARTBEAT_TOPIC,
     ErrorCode,
@@ -85,7 +96,13 @@ class LineServer:
     def __init__(self, inspector: Inspector, config: LineConfig, context: zmq.Context | None = None) -> None:
         self.inspector = inspector
         self.config = config
-        self.context = context or zmq.Context.instance()
+        curve = config.security.curve
+        self._own_context = curve is not None and context is None  # one ZAP handler per context: its own
+        self.context = context or (zmq.Context() if curve is not None else zmq.Context.instance())
+        try:
+            self.curve = CurveAuthority(curve, self.context) if curve is not None else None
+        except CurveError as exc:
+            raise ServerError(f"line {config.line}: security.curve: {exc}") from None
         self.bundle_id = inspector.bundle.manifest.bundle_id
         if abs(inspector.false_reject_budget - config.false_reject_budget) > 1e-12:
             log.warning("inspector false-reject budget %g differs from the line's %g; the inspector's is used",
@@ -100,6 +117,10 @@ class LineServer:
                                     judge=self.judge, judged_products=frozenset(config.llm_verdict))
         self.endpoints = config.endpoints.model_copy()  # replaced by the bound addresses at start
         self.boot_id = uuid.uuid4().hex[:12]
+        self._started_ns = time.time_ns()
+        self.state_file = LineStateFile(config.state_file, config.line) if config.state_file is not None else None
+        self.before = self._load_state()  # the earlier boots: lifetime totals and the previous boot's record
+        self._state_failing = False
         self.seq = 0
         self.heartbeat_seq = 0
         self.frames_in = 0
@@ -120,11 +141,14 @@ class LineServer:
         self._draining = False
         self._started_at = time.monotonic()
         self.explanations: ExplanationServer | None = None
+        self.metrics = LineMetrics(self.heartbeat)
 
     @classmethod
     def from_bundle(cls, bundle: str | os.PathLike[str], config: LineConfig, **inspector_args: object) -> LineServer:
-        """Open the bundle with the line's false-reject budget."""
-        return cls(Inspector(bundle, false_reject_budget=config.false_reject_budget, **inspector_args), config)
+        """Open the bundle with the line's false-reject budget (and check its signature when the line names
+        a ``security.bundle_public_key``)."""
+        opened = Bundle.open(bundle, trusted_key=config.security.bundle_public_key)
+        return cls(Inspector(opened, false_reject_budget=config.false_reject_budget, **inspector_args), config)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -132,6 +156,25 @@ class LineServer:
     def ready(self) -> bool:
         """True once the models are warmed up and the sockets bound; False again while stopping."""
         return self._ready.is_set() and not self._stop.is_set()
+
+    def readiness(self) -> dict[str, bool]:
+        """What ``/readyz`` checks, each by name: ready only when every one is True."""
+        checks = {
+            "bundle_loaded": True,  # this object exists only once the inspector has opened the bundle
+            "sockets_bound": self._ready.is_set(),
+            "accepting_frames": self.ready and not self._draining,
+            "inference_workers": self.batcher.workers_alive == self.config.batching.workers,
+        }
+        if self.judge is not None:
+            checks["llm_judge"] = self.judge.worker.alive
+        if self.explanations is not None:
+            checks["explanations"] = self.explanations.worker.alive
+        return checks
+
+    @property
+    def loop_failed(self) -> bool:
+        """The serving loop ended on an error (liveness: the process should be restarted)."""
+        return self._finished.is_set() and self._failure is not None
 
     def start(self, timeout_s: float = 120.0) -> LineServer:
         """Serve on a background thread; returns once ready, raises ServerError if start-up failed."""
@@ -172,10 +215,12 @@ class LineServer:
         self._started_at = time.monotonic()
         try:
             self._warm_up()
+            if self.curve is not None:
+                self.curve.start()  # the ZAP handler answers before any socket is bound
             sockets = self._bind()
             self.batcher.start()
-            self._start_explanations()
             try:
+                self._start_explanations()
                 self._ready.set()
                 log.info("line %s ready: frames %s, inspect %s, verdicts %s", self.config.line,
                          self.endpoints.frames, self.endpoints.inspect, self.endpoints.verdicts)
@@ -190,6 +235,10 @@ class LineServer:
                 for s in sockets:
                     s.close()
         finally:
+            if self.curve is not None:
+                self.curve.stop()  # only after every secured socket is closed
+            if self._own_context:
+                self.context.term()
             self._wake_r.close()
             self._wake_w.close()
 
@@ -213,6 +262,31 @@ class LineServer:
                 self.inspector.analyze(dummy, product)
             except UnknownProductError as exc:
                 raise ServerError(f"line {self.config.line}: {exc}") from None
+
+    def _load_state(self) -> LineState:
+        if self.state_file is None:
+            return LineState(line=self.config.line)
+        try:
+            return self.state_file.load()
+        except LineStateError as exc:
+            raise ServerError(f"line {self.config.line}: {exc}") from None
+
+    def _save_state(self, clean_stop: bool = False) -> None:
+        """Lifetime totals and this boot's record to ``state_file`` (loop thread); a failure is logged once."""
+        if self.state_file is None:
+            return
+        beat = self.heartbeat()
+        boot = BootRecord(boot_id=self.boot_id, started_ns=self._started_ns, last_verdict_seq=self.seq,
+                          clean_stop=clean_stop)
+        try:
+            self.state_file.save(LineState(line=self.config.line, totals=beat.lifetime or Totals(), last_boot=boot))
+        except OSError as exc:
+            if not self._state_failing:
+                log.error("line %s: cannot write state file %s (%s); lifetime counters are not being kept",
+                          self.config.line, self.state_file.path, exc)
+            self._state_failing = True
+        else:
+            self._state_failing = False
 
     def _llm_judge(self) -> LlmJudge | None:
         """A model process of its own for ``llm_verdict`` products (explanations never queue ahead of it)."""
@@ -243,8 +317,12 @@ class LineServer:
             worker = LlmWorker(self.inspector.bundle.path(llm.file), settings).start()
         except LlmWorkerError as exc:
             raise ServerError(f"line {self.config.line}: {exc}") from None
-        self.explanations = ExplanationServer(self.config.endpoints.explanations, self.archive, worker, cfg.max_pending, cfg.max_tokens,
-                                              self.context).start()
+        self.explanations = ExplanationServer(self.config.endpoints.explanations, self.archive, worker, cfg.max_pending,
+                                              cfg.max_tokens, self.context,
+                                              on_reply=self.metrics.observe_explanation,
+                                              max_question_chars=cfg.max_question_chars,
+                                              max_request_bytes=cfg.max_request_bytes,
+                                              secure=self.curve.secure if self.curve is not None else None).start()
         self.endpoints = self.endpoints.model_copy(update={"explanations": self.explanations.endpoint})
 
     def _socket(self, kind: int, rcvhwm: int | None = None, sndhwm: int | None = None) -> zmq.Socket:
@@ -265,6 +343,8 @@ class LineServer:
         try:
             for name, sock in (("frames", frames), ("inspect", inspect), ("verdicts", verdicts)):
                 endpoint = getattr(self.config.endpoints, name)
+                if self.curve is not None:
+                    self.curve.secure(sock, name)
                 try:
                     sock.bind(endpoint)
                 except zmq.ZMQError as exc:
@@ -321,6 +401,7 @@ class LineServer:
         self.batcher.close(timeout_s=0.0)  # whatever is still waiting: TIMEOUT
         self._flush()
         self._heartbeat()
+        self._save_state(clean_stop=True)
         log.info("line %s stopped: %d frames in, %d verdicts, %d dropped", self.config.line,
                  self.frames_in, self.seq, self.dropped)
 
@@ -396,6 +477,7 @@ class LineServer:
                 self.dropped += 1
             else:
                 self.verdicts[verdict.verdict] += 1
+        self.metrics.observe_verdict(verdict)
         if not verdict.camera_id and envelope is None:
             log.warning("dropped a frame too broken to address: %s", verdict.error.message if verdict.error else "")
             return
@@ -418,16 +500,25 @@ class LineServer:
         beat = self.heartbeat()
         with contextlib.suppress(zmq.Again):
             self._pub.send_multipart([HEARTBEAT_TOPIC, beat.model_dump_json().encode()], zmq.NOBLOCK)
+        self._save_state()
 
     def heartbeat(self) -> Heartbeat:
         """The service's health now (what the next heartbeat message carries). Safe from any thread."""
         with self._counting:
             verdicts, errors = dict(self.verdicts), dict(self.errors)
+        archive_failures = self.archive.failures if self.archive is not None else 0
+        lifetime = None
+        if self.state_file is not None:
+            this_boot = Totals(boots=1, frames_in=self.frames_in, verdicts_out=self.seq, replies_out=self.replies_out,
+                               dropped=self.dropped, archive_failures=archive_failures, verdicts=verdicts,
+                               errors=errors)
+            lifetime = self.before.totals.plus(this_boot)
         return Heartbeat(
             line=self.config.line, boot_id=self.boot_id, seq=self.heartbeat_seq, timestamp_ns=time.time_ns(),
             interval_ms=self.config.heartbeat_interval_ms, uptime_s=time.monotonic() - self._started_at,
             ready=self.ready, draining=self._draining, queue_depth=self.batcher.queued,
             in_flight=self.batcher.in_flight, frames_in=self.frames_in, verdicts_out=self.seq,
             replies_out=self.replies_out, last_verdict_seq=self.seq, dropped=self.dropped,
-            verdicts=verdicts, errors=errors,
+            verdicts=verdicts, errors=errors, archive_failures=archive_failures,
+            worker_restarts=self.batcher.worker_restarts, auth_denied=self.curve.denied if self.curve else 0, lifetime=lifetime, previous_boot=self.before.last_boot,
         )

@@ -17,6 +17,8 @@ Events (``WatchEvent.kind``):
   is disconnected; the seq is per publisher, so the watcher subscribes to every verdict of the service
   and filters by ``prefix`` itself;
 * ``restart``  the service restarted (new ``boot_id``, or seq went back); seq counting starts over;
+  when the new boot's heartbeat names the boot this watcher followed (``previous_boot``, from the
+  line's state file), the verdicts that boot published after the last one seen here are a ``gap``;
 * ``heartbeat_missed`` no heartbeat for 2.5 heartbeat intervals (2.5 s before the first one arrives);
 * ``bad_message`` a message that is not a Verdict or Heartbeat.
 
@@ -34,6 +36,7 @@ from typing import Literal
 import zmq
 from pydantic import ValidationError
 
+from lineguard.runtime.curve import CurveClientConfig
 from lineguard.runtime.messages import Verdict
 from lineguard.runtime.wire import HEARTBEAT_TOPIC, Heartbeat
 
@@ -59,6 +62,7 @@ class VerdictWatcher:
         heartbeat_timeout_s: float | None = None,
         hwm: int = 10000,
         context: zmq.Context | None = None,
+        curve: CurveClientConfig | None = None,
     ) -> None:
         """``last_seq``: resume after this seq (a restarted watcher); ``heartbeat_timeout_s`` None:
         2.5 intervals of the service's announced heartbeat interval (2.5 s before the first)."""
@@ -69,6 +73,7 @@ class VerdictWatcher:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.hwm = hwm
         self.context = context or zmq.Context.instance()
+        self.curve = curve  # key pair + server key for a line with CURVE on
         self.lost = 0  # verdicts reported missing so far
         self._last_beat = time.monotonic()
         self._interval_s = 1.0
@@ -81,6 +86,8 @@ class VerdictWatcher:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, b"verdict.")
         sock.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
+        if self.curve is not None:
+            self.curve.secure(sock)
         sock.connect(self.endpoint)
         return sock
 
@@ -144,6 +151,19 @@ class VerdictWatcher:
         return [WatchEvent("gap", missing=missing,
                            message=f"{missing} verdicts lost (seq {self.last_seq + 1}..{upto - 1})")]
 
+    def _tail_gap(self, beat: Heartbeat) -> list[WatchEvent]:
+        """Verdicts the previous boot published after the last one seen here (its record says how many)."""
+        before = beat.previous_boot
+        if before is None or before.boot_id != self.boot_id or self.last_seq is None:
+            return []
+        missing = before.last_verdict_seq - self.last_seq
+        if missing <= 0:
+            return []
+        self.lost += missing
+        bound = "" if before.clean_stop else "at least "
+        return [WatchEvent("gap", missing=missing, message=f"{bound}{missing} verdicts of the previous boot lost "
+                           f"(seq {self.last_seq + 1}..{before.last_verdict_seq} of boot {before.boot_id})")]
+
     def _on_verdict(self, topic: str, verdict: Verdict) -> list[WatchEvent]:
         events: list[WatchEvent] = []
         if self.last_seq is not None and verdict.seq <= self.last_seq:
@@ -162,6 +182,7 @@ class VerdictWatcher:
         self._silent = False
         if self.boot_id is not None and beat.boot_id != self.boot_id:
             events.append(WatchEvent("restart", heartbeat=beat, message=f"service restarted (boot {beat.boot_id})"))
+            events += self._tail_gap(beat)
             self.last_seq = 0
         self.boot_id = beat.boot_id
         events += self._gap(beat.last_verdict_seq + 1)

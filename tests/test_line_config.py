@@ -23,6 +23,14 @@ def test_example_loads() -> None:
     assert config.deadline_for("cam1") == 120 and config.deadline_for("cam0") == 200
     assert config.product_for("cam0", None) == "tile" and config.product_for("cam0", "other") == "other"
     assert config.product_for("cam9", None) is None
+    assert config.security.curve is None and config.explanations.max_question_chars == 500
+
+
+def test_example_curve_block_is_valid_once_uncommented(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text().replace("  # curve:", "  curve:").replace("  #   ", "    ")
+    config = LineConfig.from_yaml(write(tmp_path, text))
+    assert config.security.curve is not None
+    assert config.security.curve.allowed_clients_dir == Path("/etc/lineguard/clients")
 
 
 def test_defaults_follow_the_protocol() -> None:
@@ -32,6 +40,7 @@ def test_defaults_follow_the_protocol() -> None:
     assert config.deadline_ms == 200 and config.false_reject_budget == 0.01
     assert (config.batching.max_batch, config.batching.max_queue_delay_ms, config.batching.max_queue) == (8, 5, 64)
     assert config.heartbeat_interval_ms == 1000
+    assert config.security.curve is None and config.security.bundle_public_key is None  # security is opt-in
 
 
 @pytest.mark.parametrize("text, field", [
@@ -46,6 +55,9 @@ def test_defaults_follow_the_protocol() -> None:
     ("deadline_ms: 100\n", "line: Field required"),
     ("line: a\nhwm:\n  verdicts_snd: 0\n", "hwm.verdicts_snd"),
     ("line: a\nsurprise: 1\n", "surprise: unknown field"),
+    ("line: a\nsecurity:\n  curve:\n    server_secret_key_file: s\n", "security.curve.allowed_clients_dir"),
+    ("line: a\nsecurity:\n  curv: {}\n", "security.curv: unknown field"),
+    ("line: a\nexplanations:\n  max_question_chars: 5000\n", "explanations.max_question_chars"),
 ])
 def test_bad_field_is_named(tmp_path: Path, text: str, field: str) -> None:
     path = write(tmp_path, text)

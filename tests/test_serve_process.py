@@ -23,11 +23,13 @@ def _free_port() -> int:
 
 
 class ServeProcess:
-    def __init__(self, bundle: Path, ports: tuple[int, int, int]) -> None:
+    def __init__(self, bundle: Path, ports: tuple[int, int, int], http_port: int = -1) -> None:
         self.frames, self.verdicts, inspect = (f"tcp://127.0.0.1:{p}" for p in ports)
+        self.http = f"http://127.0.0.1:{http_port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lineguard.cli", "serve", str(bundle), "--line", "p", "--frames", self.frames,
-             "--verdicts", self.verdicts, "--inspect", inspect, "--deadline-ms", "20000", "--max-batch", "4"],
+             "--verdicts", self.verdicts, "--inspect", inspect, "--deadline-ms", "20000", "--max-batch", "4",
+             "--http-port", str(http_port)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def wait_ready(self, watcher: VerdictWatcher, timeout_s: float = 90.0) -> None:
@@ -98,3 +100,29 @@ def test_camera_resumes_after_a_runtime_restart(enrolled_dir: Path, weave_parts)
         pusher.join(5)
         camera.close()
         first.kill()
+
+
+def test_readyz_is_false_while_the_bundle_loads_then_true(enrolled_dir: Path) -> None:
+    """The HTTP port opens before the bundle loads: probes see 'alive, not ready', then 'ready'."""
+    import httpx
+
+    server = ServeProcess(enrolled_dir, (_free_port(), _free_port(), _free_port()), http_port=_free_port())
+    seen: list[int] = []
+    try:
+        end = time.monotonic() + 90
+        while (not seen or seen[-1] != 200) and time.monotonic() < end:
+            assert server.proc.poll() is None, server.proc.stdout.read()
+            try:
+                seen.append(httpx.get(f"{server.http}/readyz", timeout=2).status_code)
+                assert httpx.get(f"{server.http}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                pass  # not listening yet
+            time.sleep(0.01)
+        assert seen and seen[0] == 503 and seen[-1] == 200, seen
+        assert set(seen) == {503, 200}
+        metrics = httpx.get(f"{server.http}/metrics", timeout=2).text
+        assert 'lineguard_ready{boot_id=' in metrics and "} 1.0" in metrics
+        assert server.terminate() == 0
+    finally:
+        server.kill()
+

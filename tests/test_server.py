@@ -6,7 +6,6 @@ Every receive is bounded by a timeout; servers bind ``tcp://127.0.0.1:*`` (a fre
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,16 +14,15 @@ import cv2
 import numpy as np
 import pytest
 import zmq
+from line_helpers import LOOPBACK, frame, header_json, until, verdicts_of, wait_for, watch
 
 from lineguard.runtime.inspector import Inspector
 from lineguard.runtime.line_config import LineConfig
 from lineguard.runtime.messages import Verdict
 from lineguard.runtime.server import LineServer, ServerError
-from lineguard.runtime.watch import VerdictWatcher, WatchEvent
-from lineguard.runtime.wire import FrameHeader, encode_frame
+from lineguard.runtime.wire import encode_frame
 
 CTX = zmq.Context.instance()
-LOOPBACK = {"frames": "tcp://127.0.0.1:*", "verdicts": "tcp://127.0.0.1:*", "inspect": "tcp://127.0.0.1:*"}
 
 
 @pytest.fixture(scope="module")
@@ -58,47 +56,6 @@ def socket(serve: Callable[..., LineServer], kind: int, endpoint: str) -> zmq.So
     sock.connect(endpoint)
     serve.sockets.append(sock)  # type: ignore[attr-defined]
     return sock
-
-
-def watch(server: LineServer, **options: object) -> VerdictWatcher:
-    """A watcher whose subscription is live (it has seen a heartbeat)."""
-    watcher = VerdictWatcher(server.endpoints.verdicts, **options)
-    until(watcher, lambda events: any(e.kind == "heartbeat" for e in events))
-    return watcher
-
-
-def until(watcher: VerdictWatcher, done: Callable[[list[WatchEvent]], bool], timeout_s: float = 30.0,
-          settle_s: float = 0.0) -> list[WatchEvent]:
-    """Events until ``done(events)``, then ``settle_s`` more (to catch duplicates); bounded by timeout_s."""
-    events: list[WatchEvent] = []
-    end = time.monotonic() + timeout_s
-    while not done(events):
-        assert time.monotonic() < end, f"timed out; {len(events)} events: {Counter(e.kind for e in events)}"
-        events += watcher.poll(0.05)
-    settle_end = time.monotonic() + settle_s
-    while time.monotonic() < settle_end:
-        events += watcher.poll(0.05)
-    return events
-
-
-def verdicts_of(events: list[WatchEvent]) -> list[Verdict]:
-    return [e.verdict for e in events if e.kind == "verdict" and e.verdict is not None]
-
-
-def frame(camera: str, frame_id: str, image: np.ndarray, product: str | None = "weave",
-          encoding: str = "raw") -> list[bytes]:
-    return encode_frame(FrameHeader(camera_id=camera, frame_id=frame_id, product=product, encoding=encoding), image)
-
-
-def header_json(**fields: object) -> bytes:
-    return json.dumps(fields).encode()
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < end, "condition not met in time"
-        time.sleep(0.005)
 
 
 def test_mixed_stream_gets_exactly_one_verdict_per_frame(serve, weave_parts) -> None:

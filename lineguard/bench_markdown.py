@@ -1,0 +1,121 @@
+"""report.md of ``lineguard bench all``: headline numbers, one table per benchmark, the figures embedded.
+
+Usage::
+
+    from lineguard.bench_markdown import report_markdown
+
+    Path("artifacts/bench/report.md").write_text(report_markdown(report))
+
+Every number is read from the report (measured in that run); nothing here is hard-coded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lineguard.bench_report import BenchReport
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+def _figure(report: BenchReport, name: str, caption: str) -> list[str]:
+    return [f"![{caption}]({report.figures[name]})", ""] if name in report.figures else []
+
+
+def report_markdown(report: BenchReport) -> str:
+    v, line, soak = report.vision, report.line, report.soak
+    best = max((r for r in line.runs if r.mode == "zeromq"), key=lambda r: r.frames_per_s)
+    md = [
+        "# lineguard benchmark report",
+        "",
+        f"{report.created_utc} on {report.machine}; bundle `{report.bundle_id}`; settings: {report.settings}; "
+        f"the run took {report.wall_s / 60:.1f} min. Every number and figure below was measured in this run.",
+        "",
+        "## Headlines",
+        "",
+        *(f"- {h}" for h in _headlines(report, best)),
+        "",
+        "## Vision chain: ONNX Runtime vs PyTorch eager",
+        "",
+        *_table(["batch", "ORT ms/frame", "PyTorch ms/frame", "speed-up", "whole inspection speed-up"],
+                [[str(r.batch_size), f"{r.onnxruntime.ms_per_frame:.1f}", f"{r.pytorch_eager.ms_per_frame:.1f}",
+                  f"{r.speedup:.2f}x", f"{r.inspection_speedup:.2f}x"] for r in v.runs]),
+        *_figure(report, "vision", "ONNX Runtime vs PyTorch eager"),
+        "## Throughput and latency vs batch size",
+        "",
+        "Closed loop: a bounded window of frames in flight, so the service is saturated but never overloaded "
+        "(latency here is saturated-pipeline latency).",
+        "",
+        *_table(["mode", "max_batch", "frames/s", "p50 ms", "p99 ms"],
+                [[r.mode, str(r.max_batch), f"{r.frames_per_s:.1f}", f"{r.latency_p50_ms:.0f}",
+                  f"{r.latency_p99_ms:.0f}"] for r in sorted(line.runs, key=lambda r: (r.mode, r.max_batch))]),
+        *_figure(report, "batch", "throughput and latency vs batch size"),
+        "## Transport overhead",
+        "",
+        *_table(["max_batch", "ZeroMQ / in-process throughput", "p50 added, ms"],
+                [[str(t.max_batch), f"{t.zeromq_vs_direct_throughput:.2f}", f"{t.p50_added_ms:+.1f}"]
+                 for t in report.transport]),
+        *_figure(report, "transport", "transport overhead"),
+        "## Offered load",
+        "",
+        "Open loop: one camera pushes at a fixed rate whatever the service's pace; beyond capacity frames end "
+        "as TIMEOUT or OVERLOADED (each still gets its verdict).",
+        "",
+        *_table(["offered fps", "judged fps", "p50 ms", "p99 ms", "TIMEOUT", "OVERLOADED", "verdicts / frames"],
+                [[f"{r.offered_fps:.1f}", f"{r.achieved_fps:.1f}", f"{r.latency_p50_ms:.0f}", f"{r.latency_p99_ms:.0f}",
+                  str(r.timeouts), str(r.overloaded), f"{r.verdicts} / {r.frames_sent}"] for r in report.load]),
+        *_figure(report, "load", "throughput and latency vs offered load"),
+        "## LLM",
+        "",
+    ]
+    if report.llm is not None:
+        m = report.llm
+        md += _table(["model", "threads", "load s", "TTFT p50 ms", "TTFT max ms", "tokens/s"],
+                     [[f"{m.model} ({m.quantization})", str(m.threads), f"{m.load_s:.1f}",
+                       f"{m.time_to_first_token_ms_p50:.0f}", f"{m.time_to_first_token_ms_max:.0f}", f"{m.tokens_per_s:.1f}"]])
+        md += _figure(report, "llm", "LLM time to first token and tokens/s")
+    if report.explanations is not None:
+        e = report.explanations
+        md += [f"Verdict p99 at max_batch {e.max_batch}: {e.verdict_p99_without_ms:.0f} ms without explanations, "
+               f"{e.verdict_p99_with_ms:.0f} ms while they stream back to back ({e.ratio:.2f}x).", ""]
+        md += _figure(report, "explanations", "verdict p99 with and without explanations")
+    md += [f"Not measured: {what}: {why}" for what, why in report.not_measured.items()] + [""]
+    md += [
+        "## Soak",
+        "",
+        f"A `lineguard serve` process, {soak.cameras} cameras, {soak.offered_fps:.1f} frames/s of mixed traffic "
+        f"(good, defective, malformed, unaddressable) for {soak.duration_s:.0f} s: {soak.frames_sent} frames, "
+        f"{soak.verdicts_received} verdicts for {soak.frames_addressable} addressable frames (missing {soak.missing}, "
+        f"duplicates {soak.duplicates}), {soak.dropped_counted} of {soak.frames_unaddressable} unaddressable counted "
+        f"dropped; inspected p50 {soak.latency_p50_ms:.0f} ms, p99 {soak.latency_p99_ms:.0f} ms. RSS "
+        f"{soak.rss_start_mb:.0f} MB at the warm mark, {soak.rss_end_mb:.0f} MB at the end (peak {soak.rss_peak_mb:.0f} "
+        f"MB, slope {soak.rss_slope_mb_per_min:+.2f} MB/min).",
+        "",
+        *_figure(report, "soak", "RSS over the soak"),
+    ]
+    return "\n".join(md) + "\n"
+
+
+def _headlines(report: BenchReport, best) -> list[str]:
+    v = report.vision.runs
+    lines = [
+        "vision chain, ONNX Runtime over PyTorch eager: " + ", ".join(f"{r.speedup:.1f}x at batch {r.batch_size}" for r in v),
+        f"line service over ZeroMQ: {best.frames_per_s:.1f} frames/s at max_batch {best.max_batch} "
+        f"(p99 {best.latency_p99_ms:.0f} ms); " + ", ".join(
+            f"{t.zeromq_vs_direct_throughput:.2f} of in-process at batch {t.max_batch}" for t in report.transport),
+    ]
+    if report.load:
+        top = max(report.load, key=lambda r: r.achieved_fps)
+        lines.append(f"offered load: up to {top.achieved_fps:.1f} judged frames/s; p99 "
+                     + ", ".join(f"{r.latency_p99_ms:.0f} ms at {r.offered_fps:.1f} fps" for r in report.load))
+    if report.llm is not None:
+        lines.append(f"LLM: time to first token {report.llm.time_to_first_token_ms_p50:.0f} ms (p50), "
+                     f"{report.llm.tokens_per_s:.1f} tokens/s")
+    if report.explanations is not None:
+        lines.append(f"verdict p99 while explanations stream: {report.explanations.ratio:.2f}x of without")
+    lines.append(f"soak: {report.soak.verdicts_received}/{report.soak.frames_addressable} verdicts, RSS growth "
+                 f"{report.soak.rss_growth_mb:+.1f} MB over {report.soak.duration_s:.0f} s")
+    return lines

@@ -1,0 +1,204 @@
+"""The panel's web service (Starlette on uvicorn): the page, its live feed, the gallery and "Why?".
+
+Usage::
+
+    app = create_app(PanelSettings.for_runtime("127.0.0.1"))
+    uvicorn.run(app, host="127.0.0.1", port=8080)        # what ``lineguard panel`` does
+
+Routes:
+
+* ``GET /``                     the page; ``/static/...`` its script, styles and icons (all local: no CDN)
+* ``GET /api/events``           Server-Sent Events: ``state`` first, then ``verdict``, ``heartbeat``, ``alarm``
+* ``GET /api/state``            the same state as JSON
+* ``GET /api/gallery``          the newest NG frames (from the runtime's archive)
+* ``GET /api/frames/{camera}/{frame}/overlay.jpg``   the frame with its heatmap (rendered by the runtime)
+* ``POST /api/explain``         ``{"frame_id", "question"}`` -> SSE stream of ``ExplainReply``; closing the
+  stream cancels the answer on the runtime. Needs ``Authorization: Bearer TOKEN`` when a token is set.
+* ``GET /api/session``          whether "Why?" needs the token; ``GET /healthz`` the panel's own liveness
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import zmq
+import zmq.asyncio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from lineguard.panel.feed import FeedBridge
+from lineguard.panel.settings import PanelSettings
+from lineguard.runtime.messages import ErrorInfo, ExplainReply, ExplainRequest
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies and the browser from timing the stream out
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class ExplainAsk(BaseModel):
+    """What the page posts to /api/explain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frame_id: str = Field(min_length=1, max_length=256)
+    question: str | None = Field(None, max_length=500)
+
+
+def sse(data: str, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {data}\n\n".encode()
+
+
+class PanelService:
+    def __init__(self, settings: PanelSettings) -> None:
+        self.settings = settings
+        self.feed = FeedBridge(settings.verdicts, curve=settings.curve)
+        self.zmq = zmq.asyncio.Context()
+        self.http: httpx.AsyncClient | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.feed.start()
+        self.http = httpx.AsyncClient(base_url=self.settings.runtime_http, timeout=10.0)
+        try:
+            yield
+        finally:
+            await self.http.aclose()
+            self.feed.stop()
+            self.zmq.destroy(linger=0)
+
+    # -- viewing ------------------------------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"alive": True})
+
+    async def session(self, request: Request) -> Response:
+        return JSONResponse({"token_required": self.settings.token is not None})
+
+    async def state(self, request: Request) -> Response:
+        return JSONResponse(self.feed.snapshot())
+
+    async def events(self, request: Request) -> Response:
+        queue = self.feed.subscribe(asyncio.get_running_loop())
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    try:
+                        message = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    yield sse(json.dumps(message), message["type"])
+            finally:
+                self.feed.unsubscribe(queue)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def _runtime(self, path: str, **params: object) -> httpx.Response | Response:
+        assert self.http is not None
+        try:
+            return await self.http.get(path, params=params)
+        except httpx.HTTPError as exc:
+            return JSONResponse({"error": f"the runtime's HTTP port {self.settings.runtime_http} did not answer: "
+                                 f"{exc.__class__.__name__}"}, 502)
+
+    async def gallery(self, request: Request) -> Response:
+        answer = await self._runtime("/api/frames", verdict="NG", limit=self.settings.gallery_size)
+        if isinstance(answer, Response):
+            return answer
+        return Response(answer.content, answer.status_code, media_type="application/json")
+
+    async def overlay(self, request: Request) -> Response:
+        camera, frame = request.path_params["camera_id"], request.path_params["frame_id"]
+        answer = await self._runtime(f"/api/frames/{quote(camera, safe='')}/{quote(frame, safe='')}/overlay.jpg")
+        if isinstance(answer, Response):
+            return answer
+        return Response(answer.content, answer.status_code, media_type=answer.headers.get("content-type"),
+                        headers={"Cache-Control": answer.headers.get("cache-control", "no-cache")})
+
+    # -- asking -------------------------------------------------------------------------------------
+
+    def _authorised(self, request: Request) -> bool:
+        if self.settings.token is None:
+            return True
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {self.settings.token.get_secret_value()}"
+        return secrets.compare_digest(given.encode(), expected.encode())
+
+    async def explain(self, request: Request) -> Response:
+        if not self._authorised(request):
+            return JSONResponse({"error": "operator token required"}, 401,
+                                headers={"WWW-Authenticate": 'Bearer realm="lineguard panel"'})
+        try:
+            ask = ExplainAsk.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return JSONResponse({"error": f"bad request: {exc.errors()[0]['msg']}"}, 400)
+        return StreamingResponse(self._relay(ask), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def _relay(self, ask: ExplainAsk) -> AsyncIterator[bytes]:
+        """Relay one explanation; if the page goes away (or cancels) first, tell the runtime to stop."""
+        sock = self.zmq.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 500)  # long enough for a cancel to leave
+        if self.settings.curve is not None:
+            self.settings.curve.secure(sock)
+        sock.connect(self.settings.explanations)
+        finished = False
+        try:
+            await sock.send(ExplainRequest(frame_id=ask.frame_id, question=ask.question).model_dump_json().encode())
+            while True:
+                if not await sock.poll(self.settings.explain_idle_timeout_s * 1e3):
+                    finished = True
+                    reply = ExplainReply(type="error", frame_id=ask.frame_id, error=ErrorInfo(
+                        code="TIMEOUT", message=f"the line's LLM said nothing for {self.settings.explain_idle_timeout_s:.0f} s"))
+                    yield sse(reply.model_dump_json())
+                    return
+                reply = ExplainReply.model_validate_json(await sock.recv())
+                finished = reply.type != "chunk"
+                yield sse(reply.model_dump_json())
+                if finished:
+                    return
+        finally:
+            if not finished:  # cancelled by the page or its connection dropped
+                cancel = ExplainRequest(frame_id=ask.frame_id, cancel=True).model_dump_json().encode()
+                with contextlib.suppress(zmq.ZMQError):
+                    sock.send(cancel, zmq.NOBLOCK)
+                log.info("explanation of %s cancelled by the page", ask.frame_id)
+            sock.close()
+
+
+def create_app(settings: PanelSettings) -> Starlette:
+    service = PanelService(settings)
+    app = Starlette(
+        routes=[
+            Route("/", service.index),
+            Route("/healthz", service.healthz),
+            Route("/api/session", service.session),
+            Route("/api/state", service.state),
+            Route("/api/events", service.events),
+            Route("/api/gallery", service.gallery),
+            Route("/api/frames/{camera_id}/{frame_id}/overlay.jpg", service.overlay),
+            Route("/api/explain", service.explain, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        lifespan=service.lifespan,
+    )
+    app.state.panel = service
+    return app

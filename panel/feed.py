@@ -1,0 +1,92 @@
+"""The runtime's verdict stream, fanned out to every open panel page.
+
+Usage::
+
+    bridge = FeedBridge("tcp://10.0.0.5:5556").start()
+    queue = bridge.subscribe(asyncio.get_running_loop())   # asyncio.Queue of JSON-ready dicts
+    message = await queue.get()                            # first: {"type": "state", ...}, then events
+    bridge.unsubscribe(queue)
+    bridge.stop()
+
+One thread owns the SUB socket (a ``VerdictWatcher``: seq gaps, restarts, missed heartbeats) and the
+``LineBoard``; pages get messages through their event loop. A page that reads too slowly is not allowed
+to hold memory: its queue is emptied and it gets a fresh ``state`` snapshot instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import zmq
+
+from lineguard.panel.board import LineBoard
+from lineguard.runtime.curve import CurveClientConfig
+from lineguard.runtime.watch import VerdictWatcher
+
+log = logging.getLogger(__name__)
+
+PAGE_QUEUE = 256  # messages waiting for one page before it is resynchronised with a snapshot
+
+
+class FeedBridge:
+    def __init__(self, verdicts: str, board: LineBoard | None = None, context: zmq.Context | None = None,
+                 curve: CurveClientConfig | None = None) -> None:
+        self.verdicts = verdicts
+        self.curve = curve
+        self.board = board or LineBoard()
+        self.context = context or zmq.Context.instance()
+        self._lock = threading.Lock()
+        self._pages: dict[asyncio.Queue[dict[str, Any]], asyncio.AbstractEventLoop] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FeedBridge:
+        self._thread = threading.Thread(target=self._run, name="panel-feed", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return self.board.snapshot()
+
+    def subscribe(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(PAGE_QUEUE)
+        with self._lock:
+            queue.put_nowait(self.board.snapshot())
+            self._pages[queue] = loop
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        with self._lock:
+            self._pages.pop(queue, None)
+
+    def _run(self) -> None:
+        with VerdictWatcher(self.verdicts, prefix="verdict.", context=self.context, curve=self.curve) as watcher:
+            while not self._stop.is_set():
+                for event in watcher.poll(0.2):
+                    with self._lock:
+                        messages = self.board.apply(event)
+                        pages = list(self._pages.items())
+                    for message in messages:
+                        for queue, loop in pages:
+                            try:
+                                loop.call_soon_threadsafe(self._offer, queue, message)
+                            except RuntimeError:  # that page's loop has closed
+                                self.unsubscribe(queue)
+
+    def _offer(self, queue: asyncio.Queue[dict[str, Any]], message: dict[str, Any]) -> None:
+        """On the page's loop: queue a message, or resynchronise a page that fell behind."""
+        if queue.full():
+            while not queue.empty():
+                queue.get_nowait()
+            queue.put_nowait(self.snapshot())
+            return
+        queue.put_nowait(message)

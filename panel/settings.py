@@ -1,0 +1,81 @@
+"""Where the panel listens, which runtime it shows, and who may ask the LLM.
+
+Usage::
+
+    settings = PanelSettings.for_runtime("10.0.0.5")          # the runtime's default ports
+    settings.verdicts, settings.explanations, settings.runtime_http
+    PanelSettings.for_runtime("10.0.0.5", host="0.0.0.0")     # PanelSettingsError: needs an operator token
+
+Viewing (live feed, gallery, overlays) needs nothing. Asking "Why?" runs the line's LLM: with an operator
+token configured the page must present it (``Authorization: Bearer ...``), and binding anywhere but
+loopback without a token is refused, so a panel reachable from the plant network never runs open.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from lineguard.runtime.curve import CurveClientConfig, client_config
+
+TOKEN_ENV = "LINEGUARD_PANEL_TOKEN"
+
+
+class PanelSettingsError(ValueError):
+    """Settings the panel cannot run with; the message says what to change."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class PanelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdicts: str = Field(description="the runtime's verdicts PUB endpoint (tcp://HOST:5556)")
+    explanations: str = Field(description="the runtime's explanations ROUTER endpoint (tcp://HOST:5557)")
+    runtime_http: str = Field(description="the runtime's HTTP port, for the NG archive (http://HOST:8081)")
+    host: str = Field("127.0.0.1", description="interface the panel binds")
+    port: int = Field(8080, ge=0, le=65535)
+    token: SecretStr | None = Field(None, description="operator token for explanations")
+    explain_idle_timeout_s: float = Field(120.0, gt=0, description="give up when the LLM says nothing this long")
+    gallery_size: int = Field(24, ge=1, le=200)
+    curve: CurveClientConfig | None = Field(None, description="the panel's key pair and the runtime's public key, "
+                                            "for a line with CURVE on (security.curve)")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> PanelSettings:
+        if not is_loopback(self.host) and self.token is None:
+            raise ValueError(f"the panel binds {self.host}, beyond this machine: set an operator token "
+                             f"(--token-file FILE or ${TOKEN_ENV}) or bind 127.0.0.1")
+        return self
+
+    @classmethod
+    def for_runtime(cls, runtime: str, verdicts_port: int = 5556, explanations_port: int = 5557,
+                    http_port: int = 8081, token_file: str | os.PathLike[str] | None = None,
+                    curve_client_key: str | os.PathLike[str] | None = None,
+                    curve_server_key: str | os.PathLike[str] | None = None, **options: object) -> PanelSettings:
+        """Settings for a runtime on ``runtime`` (host name or address) at its default ports."""
+        token = os.environ.get(TOKEN_ENV)
+        if token_file is not None:
+            try:
+                token = Path(token_file).read_text().strip()
+            except OSError as exc:
+                raise PanelSettingsError(f"cannot read the token file {token_file}: {exc.strerror or exc}") from None
+        if token is not None and len(token) < 12:
+            raise PanelSettingsError("the operator token must be at least 12 characters")
+        host = f"[{runtime}]" if ":" in runtime else runtime
+        try:
+            return cls(verdicts=f"tcp://{host}:{verdicts_port}", explanations=f"tcp://{host}:{explanations_port}",
+                       runtime_http=f"http://{host}:{http_port}", token=token,
+                       curve=client_config(curve_client_key, curve_server_key), **options)
+        except ValidationError as exc:
+            raise PanelSettingsError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None

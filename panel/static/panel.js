@@ -1,0 +1,291 @@
+// lineguard panel: live feed (Server-Sent Events), NG gallery, "Why?" answers streamed from the line's LLM.
+// Plain browser JavaScript, no framework and nothing fetched from the network. Text from the wire is
+// only ever put into the page with textContent, never parsed as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const FEED_MAX = 60;
+const state = { cameras: new Map(), alarms: [], heartbeat: null, heartbeatAt: null, tokenRequired: false,
+  connected: false, current: null, asking: null, galleryTimer: null };
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function clock(seconds) {
+  return new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
+}
+
+function num(value, digits) {
+  return value === null || value === undefined ? "-" : Number(value).toFixed(digits);
+}
+
+function where(grid) {
+  return grid && grid.length ? grid.join(", ") : "-";
+}
+
+// -- live feed ---------------------------------------------------------------------------------------
+
+function renderCamera(camera) {
+  state.cameras.set(camera.camera_id, camera);
+  const box = $("cameras");
+  box.querySelector(".empty")?.remove();
+  let tile = box.querySelector(`[data-camera="${CSS.escape(camera.camera_id)}"]`);
+  if (!tile) {
+    tile = el("div", "camera");
+    tile.dataset.camera = camera.camera_id;
+    tile.append(el("div", "name"), el("div", "last"), el("div", "counts"));
+    box.append(tile);
+  }
+  const last = camera.last ? camera.last.verdict : "-";
+  tile.querySelector(".name").textContent = camera.camera_id;
+  const lastNode = tile.querySelector(".last");
+  lastNode.textContent = last;
+  lastNode.className = `last v-${last}`;
+  const rate = camera.reject_rate === null ? "-" : `${(100 * camera.reject_rate).toFixed(1)} %`;
+  tile.querySelector(".counts").textContent =
+    `OK ${camera.ok} · NG ${camera.ng} · reject ${rate}` + (camera.error + camera.timeout ? ` · errors ${camera.error + camera.timeout}` : "");
+}
+
+function feedItem(v) {
+  const item = el("li");
+  item.dataset.frame = v.frame_id;
+  item.append(el("span", `cls v-${v.verdict}`, v.verdict));
+  const detail = v.error ? `${v.error.code}` : `${v.camera_id} · ${v.frame_id} · ${where(v.grid)}`;
+  item.append(el("span", "", detail));
+  item.append(el("span", "muted", clock(v.time)));
+  return item;
+}
+
+function addToFeed(v, atTop) {
+  const feed = $("feed");
+  const item = feedItem(v);
+  if (atTop) feed.prepend(item); else feed.append(item);
+  while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
+}
+
+function renderAlarms() {
+  const count = $("alarm-count");
+  count.textContent = String(state.alarms.length);
+  count.classList.toggle("hot", state.alarms.length > 0);
+  const list = $("alarm-list");
+  list.replaceChildren(...state.alarms.map((a) => {
+    const item = el("li");
+    item.append(el("span", "kind", a.kind), el("span", "", a.message), el("span", "muted", ` ${clock(a.time)}`));
+    return item;
+  }));
+}
+
+function showAlarm(alarm) {
+  state.alarms.unshift(alarm);
+  state.alarms.length = Math.min(state.alarms.length, 50);
+  renderAlarms();
+  const banner = $("alarm-banner");
+  banner.textContent = `${alarm.kind.replace("_", " ")}: ${alarm.message}`;
+  banner.hidden = false;
+  clearTimeout(showAlarm.timer);
+  showAlarm.timer = setTimeout(() => { banner.hidden = true; }, 15000);
+}
+
+function renderStatus() {
+  const pill = $("status");
+  const beat = state.heartbeat;
+  const age = state.heartbeatAt === null ? null : Date.now() / 1000 - state.heartbeatAt;
+  const limit = beat ? 2.5 * beat.interval_ms / 1000 : 3;
+  let text = "connecting…", cls = "pill-wait";
+  if (!state.connected) { text = "no connection"; cls = "pill-alarm"; }
+  else if (beat && age !== null && age > limit) { text = "runtime silent"; cls = "pill-alarm"; }
+  else if (beat && beat.ready) { text = beat.draining ? "stopping" : "inspecting"; cls = beat.draining ? "pill-wait" : "pill-ok"; }
+  else if (beat) { text = "not ready"; cls = "pill-alarm"; }
+  pill.textContent = text;
+  pill.className = `pill ${cls}`;
+  $("heartbeat").textContent = age === null ? "no heartbeat yet"
+    : `heartbeat ${age.toFixed(1)} s ago · queue ${beat.queue_depth} · ${beat.frames_in} frames`;
+  if (beat) $("line-name").textContent = beat.line;
+}
+
+function onState(s) {
+  state.connected = true;
+  state.heartbeat = s.heartbeat;
+  state.heartbeatAt = s.heartbeat_at;
+  s.cameras.forEach(renderCamera);
+  $("feed").replaceChildren();
+  s.recent.forEach((v) => addToFeed(v, false));
+  state.alarms = s.alarms.slice();
+  renderAlarms();
+  renderStatus();
+}
+
+function onVerdict(message) {
+  renderCamera(message.camera);
+  addToFeed(message.verdict, true);
+  if (message.verdict.verdict === "NG") scheduleGallery();
+}
+
+function connectFeed() {
+  const events = new EventSource("/api/events");
+  events.addEventListener("state", (e) => onState(JSON.parse(e.data)));
+  events.addEventListener("verdict", (e) => onVerdict(JSON.parse(e.data)));
+  events.addEventListener("heartbeat", (e) => {
+    const m = JSON.parse(e.data);
+    state.heartbeat = m.heartbeat;
+    state.heartbeatAt = m.received_at;
+    state.connected = true;
+    renderStatus();
+  });
+  events.addEventListener("alarm", (e) => showAlarm(JSON.parse(e.data).alarm));
+  events.onerror = () => { state.connected = false; renderStatus(); };  // EventSource reconnects by itself
+  events.onopen = () => { state.connected = true; renderStatus(); };
+}
+
+// -- gallery -----------------------------------------------------------------------------------------
+
+function overlayUrl(v) {
+  return `/api/frames/${encodeURIComponent(v.camera_id)}/${encodeURIComponent(v.frame_id)}/overlay.jpg`;
+}
+
+function scheduleGallery() {
+  clearTimeout(state.galleryTimer);
+  state.galleryTimer = setTimeout(loadGallery, 400);  // a burst of NG frames: one refresh
+}
+
+async function loadGallery() {
+  const box = $("gallery");
+  let frames;
+  try {
+    const res = await fetch("/api/gallery");
+    frames = await res.json();
+    if (!res.ok) throw new Error(frames.error || res.statusText);
+  } catch (err) {
+    box.replaceChildren(el("p", "empty", `Gallery unavailable: ${err.message}`));
+    return;
+  }
+  if (!frames.length) { box.replaceChildren(el("p", "empty", "No rejected parts yet.")); return; }
+  box.replaceChildren(...frames.map((v) => {
+    const tile = el("button", "tile");
+    tile.type = "button";
+    tile.dataset.frame = v.frame_id;
+    const img = el("img");
+    img.src = overlayUrl(v);
+    img.alt = `${v.frame_id} with its anomaly heatmap`;
+    img.loading = "lazy";
+    const caption = el("div", "caption");
+    caption.append(el("div", "where", where(v.regions.map((r) => r.grid))),
+      el("div", "", `${v.camera_id} · ${v.frame_id}`),
+      el("div", "muted", `score ${num(v.score, 2)} · p ${num(v.p_value, 4)} · ${clock(v.archived_at)}`));
+    tile.append(img, caption);
+    tile.addEventListener("click", () => openDetail(v));
+    return tile;
+  }));
+}
+
+// -- detail and "Why?" -------------------------------------------------------------------------------
+
+function openDetail(v) {
+  state.current = v;
+  $("detail-title").textContent = `${v.camera_id} · ${v.frame_id}`;
+  $("detail-overlay").src = overlayUrl(v);
+  const facts = $("detail-facts");
+  const rows = [["Verdict", v.verdict], ["Where", where(v.regions.map((r) => r.grid))], ["Score", num(v.score, 3)],
+    ["p-value", num(v.p_value, 5)], ["Product", v.product], ["Decided by", v.decided_by || "-"],
+    ["Time", clock(v.archived_at)], ["Latency", `${num(v.latency_ms.total, 0)} ms`]];
+  facts.replaceChildren(...rows.flatMap(([k, value]) => [el("dt", "", k), el("dd", "", value)]));
+  $("answer").textContent = "";
+  $("answer-state").textContent = "Tap a question.";
+  $("token-row").hidden = !state.tokenRequired;
+  $("detail").showModal();
+}
+
+function closeDetail() {
+  cancelAsk("closed");
+  $("detail").close();
+}
+
+function cancelAsk(reason) {
+  if (state.asking) {
+    state.asking.abort();
+    state.asking = null;
+    $("answer-state").textContent = reason === "closed" ? "" : "Cancelled.";
+  }
+  $("cancel").hidden = true;
+}
+
+async function ask(question) {
+  if (!state.current) return;
+  cancelAsk("replaced");
+  const controller = new AbortController();
+  state.asking = controller;
+  const answer = $("answer");
+  answer.textContent = "";
+  $("answer-state").textContent = "Thinking…";
+  $("cancel").hidden = false;
+  const headers = { "Content-Type": "application/json" };
+  const token = $("token").value.trim();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  try {
+    const res = await fetch("/api/explain", { method: "POST", headers, signal: controller.signal,
+      body: JSON.stringify({ frame_id: state.current.frame_id, question: question || null }) });
+    if (res.status === 401) {
+      state.tokenRequired = true;
+      $("token-row").hidden = false;
+      $("answer-state").textContent = "Enter the operator token, then ask again.";
+      return;
+    }
+    if (!res.ok) { $("answer-state").textContent = `Cannot ask: ${(await res.json()).error}`; return; }
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+        if (data) onReply(JSON.parse(data));
+      }
+    }
+  } catch (err) {
+    if (err.name !== "AbortError") $("answer-state").textContent = `Connection lost: ${err.message}`;
+  } finally {
+    if (state.asking === controller) { state.asking = null; $("cancel").hidden = true; }
+  }
+}
+
+function onReply(reply) {
+  if (reply.type === "chunk") {
+    $("answer").textContent += reply.text;
+    $("answer-state").textContent = "Answering…";
+  } else if (reply.type === "final") {
+    const seconds = reply.total_ms ? (reply.total_ms / 1000).toFixed(1) : "-";
+    $("answer-state").textContent = reply.finish_reason === "cancelled" ? "Cancelled." : `Done in ${seconds} s.`;
+  } else {
+    $("answer-state").textContent = `${reply.error.code}: ${reply.error.message}`;
+  }
+}
+
+// -- wiring ------------------------------------------------------------------------------------------
+
+async function init() {
+  try {
+    state.tokenRequired = (await (await fetch("/api/session")).json()).token_required;
+  } catch { /* the feed's status shows a dead panel */ }
+  document.querySelectorAll(".preset").forEach((b) => b.addEventListener("click", () => ask(b.dataset.question)));
+  $("ask-form").addEventListener("submit", (e) => { e.preventDefault(); ask($("ask-text").value.trim()); });
+  $("cancel").addEventListener("click", () => cancelAsk("cancelled"));
+  $("detail-close").addEventListener("click", closeDetail);
+  $("detail").addEventListener("cancel", () => cancelAsk("closed"));
+  $("alarms-button").addEventListener("click", () => $("alarms").showModal());
+  $("alarms-close").addEventListener("click", () => $("alarms").close());
+  $("gallery-refresh").addEventListener("click", loadGallery);
+  connectFeed();
+  loadGallery();
+  setInterval(renderStatus, 500);
+}
+
+document.addEventListener("DOMContentLoaded", init);

@@ -1,0 +1,108 @@
+"""Open the backends that run a bundle's encoder and decoder, as chosen by backend_selection.
+
+Usage::
+
+    models = open_chain_backends(bundle, "auto")
+    models.choice.summary()      # "onnxruntime: CPUExecutionProvider because no TensorRT engine for the encoder ..."
+    models.encoder.run({"image": batch}); models.decoder.run(features)
+    models = open_chain_backends(bundle, "triton", triton_url="triton:8001")
+    models.decoder is None       # the Triton ensemble returns features and the map in one call
+
+Never a crash for a mismatch: when ``auto`` picked TensorRT but an engine does not load here (a
+driver or library problem the metadata could not show), the chain falls back to ONNX Runtime and
+logs why. An explicit ``tensorrt`` or ``triton`` that cannot run raises BackendUnavailableError.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from lineguard.runtime.backend_selection import (
+    BackendChoice,
+    BackendUnavailableError,
+    RequestedBackend,
+    RunningDevice,
+    choose_backend,
+    onnxruntime_provider_options,
+    probe_device,
+)
+from lineguard.runtime.backends import OnnxRuntimeBackend, select_providers
+from lineguard.runtime.bundle import Bundle
+
+log = logging.getLogger(__name__)
+
+
+class ModelBackend(Protocol):
+    input_names: list[str]
+    output_names: list[str]
+    providers: list
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class ChainBackends:
+    choice: BackendChoice
+    encoder: ModelBackend
+    decoder: ModelBackend | None  # None: ``encoder`` runs the whole chain (Triton ensemble)
+
+
+def default_engine_cache_dir(bundle_id: str) -> Path:
+    """Where ONNX Runtime's TensorRT EP keeps the engines it builds: the user's cache, never the bundle."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "lineguard" / "ort-tensorrt" / bundle_id
+
+
+def _describe_device(requested: RequestedBackend, bundle: Bundle) -> RunningDevice:
+    """Probe the GPU only when engines could be chosen (probing imports tensorrt and cuda-python)."""
+    if requested in ("auto", "tensorrt") and bundle.manifest.engines:
+        return probe_device()
+    return RunningDevice(onnxruntime_providers=tuple(ort.get_available_providers()))
+
+
+def open_chain_backends(bundle: Bundle, requested: RequestedBackend = "auto", providers: list[str] | None = None,
+                        threads: int | None = None, triton_url: str | None = None, triton_model: str | None = None,
+                        engine_cache_dir: Path | None = None, device: RunningDevice | None = None) -> ChainBackends:
+    manifest = bundle.manifest
+    if providers is not None and requested == "auto":
+        requested = "onnxruntime"  # explicit ONNX Runtime providers mean ONNX Runtime
+    choice = choose_backend(requested, manifest, device or _describe_device(requested, bundle), triton_url)
+    if choice.backend == "tensorrt":
+        from lineguard.runtime.cuda_runtime import CudaError
+        from lineguard.runtime.tensorrt_backend import TensorRTBackend, TensorRTError
+
+        try:
+            encoder = TensorRTBackend(bundle.path(choice.engines["encoder"].file))
+            decoder = TensorRTBackend(bundle.path(choice.engines["decoder"].file))
+            log.info("backend %s", choice.summary())
+            return ChainBackends(choice, encoder, decoder)
+        except (TensorRTError, CudaError, ImportError, OSError) as exc:
+            if requested == "tensorrt":
+                raise BackendUnavailableError(f"TensorRT engines do not load here: {exc}") from exc
+            choice = BackendChoice(backend="onnxruntime", providers=select_providers(),
+                                   reasons=[f"TensorRT engines matched but did not load: {exc}"])
+    if choice.backend == "triton":
+        from lineguard.runtime.triton_backend import TritonBackend, TritonError, default_model_name
+
+        try:
+            fused = TritonBackend(str(choice.triton_url), triton_model or default_model_name(manifest.bundle_id),
+                                  bundle_id=manifest.bundle_id)
+        except TritonError as exc:
+            raise BackendUnavailableError(str(exc)) from exc
+        log.info("backend %s", choice.summary())
+        return ChainBackends(choice, fused, None)
+    names = providers or choice.providers
+    configured = onnxruntime_provider_options(
+        names, engine_cache_dir or default_engine_cache_dir(manifest.bundle_id)) if providers is None else names
+    encoder = OnnxRuntimeBackend(bundle.path(manifest.encoder.file), configured, threads)
+    decoder = OnnxRuntimeBackend(bundle.path(manifest.decoder.file), configured, threads)
+    choice = choice.model_copy(update={"providers": encoder.session.get_providers()})
+    (log.warning if manifest.engines and requested == "auto" else log.info)("backend %s", choice.summary())
+    return ChainBackends(choice, encoder, decoder)

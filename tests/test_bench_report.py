@@ -1,0 +1,64 @@
+"""``lineguard bench all --quick``: one run writes report.json, report.md and valid PNGs of finite numbers.
+
+No timing assertions: the numbers are whatever this machine measured; what is checked is that the
+report is complete, self-consistent, and that every figure it names exists and is a real image.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from lineguard.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def numbers(value: object) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in numbers(v)]
+    return []
+
+
+@pytest.mark.slow
+def test_bench_all_quick_writes_a_complete_report(bundle_dir: Path, tmp_path: Path) -> None:
+    from lineguard.bench_report import QUICK, BenchReport
+
+    out = tmp_path / "bench"
+    assert main(["bench", "all", "--bundle", str(bundle_dir), "--out", str(out), "--quick"]) == 0
+    report = BenchReport.model_validate_json((out / "report.json").read_text())
+    dumped = report.model_dump()
+    assert all(math.isfinite(n) for n in numbers(dumped)), "a NaN or infinity in the report"
+
+    assert [r.batch_size for r in report.vision.runs] == list(QUICK.vision_batches)
+    assert {(r.mode, r.max_batch) for r in report.line.runs} == {(m, b) for m in ("direct", "zeromq")
+                                                                 for b in QUICK.line_batches}
+    assert [t.max_batch for t in report.transport] == list(QUICK.line_batches)
+    assert len(report.load) == len(QUICK.load_fractions)
+    assert all(r.verdicts == r.frames_sent > 0 for r in report.load)  # open loop, still one verdict each
+    assert report.load[0].offered_fps < report.load[-1].offered_fps
+    soak = report.soak
+    assert soak.missing == soak.duplicates == 0 and soak.verdicts_received == soak.frames_addressable > 0
+    assert soak.dropped_counted == soak.frames_unaddressable and len(soak.rss) >= 3
+    # the test bundle has no LLM: those sections say so instead of showing numbers
+    assert report.llm is None and report.explanations is None and set(report.not_measured) == {"llm", "explanations"}
+
+    assert set(report.figures) == {"vision", "batch", "transport", "load", "soak"}
+    markdown = (out / "report.md").read_text()
+    for name, file in report.figures.items():
+        png = out / file
+        assert png.read_bytes()[:8] == PNG_MAGIC, name
+        pixels = matplotlib.image.imread(png)
+        assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100 and pixels.std() > 0, name
+        assert f"]({file})" in markdown
+    assert f"{report.vision.runs[0].speedup:.2f}x" in markdown
+    assert "Not measured: llm" in markdown

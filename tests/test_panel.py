@@ -1,0 +1,212 @@
+"""The panel's service without a browser: its board, its settings, and its API against a real station
+(line service, its HTTP port, the default LLM) on loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from panel_station import Station, running_station
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from lineguard.panel.app import create_app
+from lineguard.panel.board import LineBoard
+from lineguard.panel.settings import PanelSettings, PanelSettingsError
+from lineguard.runtime.messages import ErrorInfo, Verdict
+from lineguard.runtime.watch import WatchEvent
+
+
+def verdict(cls: str, frame_id: str = "f", camera: str = "cam0", code: str | None = None) -> Verdict:
+    error = ErrorInfo(code=code, message="x") if code else None
+    return Verdict(frame_id=frame_id, camera_id=camera, product="weave", verdict=cls, error=error)
+
+
+# -- the board ----------------------------------------------------------------------------------------
+
+
+def test_board_counts_rejects_and_raises_alarms() -> None:
+    board = LineBoard(burst_errors=3, burst_window_s=10.0)
+    for i, cls in enumerate(["OK", "OK", "NG", "OK"]):
+        board.apply(WatchEvent("verdict", verdict=verdict(cls, f"f{i}")), now=100.0 + i)
+    cam = board.snapshot()["cameras"][0]
+    assert (cam["ok"], cam["ng"], cam["reject_rate"]) == (3, 1, 0.25)
+
+    timeout = board.apply(WatchEvent("verdict", verdict=verdict("TIMEOUT", "t1", code="TIMEOUT")), now=105.0)
+    assert [m["type"] for m in timeout] == ["verdict", "alarm"] and timeout[1]["alarm"]["kind"] == "timeout"
+
+    kinds = []
+    for i, at in enumerate([110.0, 111.0, 125.0, 126.0, 127.0]):  # the first two age out of the window
+        kinds += [m["alarm"]["kind"] for m in board.apply(WatchEvent("verdict", verdict=verdict(
+            "ERROR", f"e{i}", code="BAD_PAYLOAD")), now=at) if m["type"] == "alarm"]
+    assert kinds == ["error_burst"]
+
+    board.apply(WatchEvent("heartbeat_missed", message="no heartbeat for 3.0 s"), now=130.0)
+    state = board.snapshot()
+    assert not state["connected"]
+    assert [a["kind"] for a in state["alarms"]] == ["heartbeat_missed", "error_burst", "timeout"]
+    assert state["recent"][0]["frame_id"] == "e4"
+
+
+def test_settings_refuse_an_open_panel_beyond_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LINEGUARD_PANEL_TOKEN", raising=False)
+    with pytest.raises(PanelSettingsError, match="operator token"):
+        PanelSettings.for_runtime("10.1.2.3", host="0.0.0.0")
+    assert PanelSettings.for_runtime("10.1.2.3").token is None  # loopback: open
+    token = tmp_path / "token"
+    token.write_text("short\n")
+    with pytest.raises(PanelSettingsError, match="at least 12"):
+        PanelSettings.for_runtime("10.1.2.3", token_file=token, host="0.0.0.0")
+    token.write_text("correct-horse-battery\n")
+    settings = PanelSettings.for_runtime("10.1.2.3", token_file=token, host="0.0.0.0")
+    assert settings.token.get_secret_value() == "correct-horse-battery"
+    assert (settings.verdicts, settings.runtime_http) == ("tcp://10.1.2.3:5556", "http://10.1.2.3:8081")
+    with pytest.raises(PanelSettingsError, match="cannot read"):
+        PanelSettings.for_runtime("10.1.2.3", token_file=tmp_path / "missing")
+
+
+# -- against a real station ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def station(llm_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Station]:
+    with running_station(llm_bundle, tmp_path_factory.mktemp("archive")) as running:
+        yield running
+
+
+def sse_messages(response: httpx.Response) -> Iterator[tuple[str | None, dict]]:
+    event = None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            yield event, json.loads(line[6:])
+            event = None
+
+
+def test_live_feed_streams_state_then_each_new_verdict(station: Station, weave_parts: list[np.ndarray]) -> None:
+    with httpx.stream("GET", f"{station.panel.url}/api/events", timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        messages = sse_messages(response)
+        kind, first = next(messages)
+        assert kind == "state" and first["type"] == "state"
+        station.push("cam7", "feed-1", weave_parts[5])
+        for kind, message in messages:  # noqa: B007 (the loop finds it)
+            if kind == "verdict":
+                break
+        assert message["verdict"]["frame_id"] == "feed-1" and message["verdict"]["verdict"] in ("OK", "NG")
+        assert message["camera"]["camera_id"] == "cam7" and message["camera"]["ok"] + message["camera"]["ng"] == 1
+    end = time.monotonic() + 10  # heartbeats come every 250 ms here
+    while not (state := httpx.get(f"{station.panel.url}/api/state").json())["connected"]:
+        assert time.monotonic() < end, state
+        time.sleep(0.1)
+    assert state["heartbeat"]["line"] == "press1" and state["cameras"][0]["camera_id"] == "cam7"
+
+
+def test_gallery_and_overlay_come_through_the_panel(station: Station, ng_weave: np.ndarray) -> None:
+    assert station.inspect("cam1", "gallery-ng", ng_weave).verdict == "NG"
+    gallery = httpx.get(f"{station.panel.url}/api/gallery").json()
+    assert gallery[0]["frame_id"] == "gallery-ng" and gallery[0]["regions"]
+    overlay = httpx.get(f"{station.panel.url}/api/frames/cam1/gallery-ng/overlay.jpg")
+    assert overlay.status_code == 200 and overlay.content[:2] == b"\xff\xd8"  # JPEG
+    assert httpx.get(f"{station.panel.url}/api/frames/cam1/nope/overlay.jpg").status_code == 404
+
+
+def explain(url: str, frame_id: str, question: str | None = None, headers: dict | None = None) -> list[dict]:
+    with httpx.stream("POST", f"{url}/api/explain", json={"frame_id": frame_id, "question": question},
+                      headers=headers, timeout=120) as response:
+        assert response.status_code == 200, response.read()
+        return [m for _, m in sse_messages(response)]
+
+
+def test_why_streams_the_explanation_and_cancel_frees_the_model(station: Station, ng_weave: np.ndarray) -> None:
+    assert station.inspect("cam1", "why-ng", ng_weave).verdict == "NG"
+    replies = explain(station.panel.url, "why-ng")
+    assert [r["type"] for r in replies[:-1]] == ["chunk"] * (len(replies) - 1) and replies[-1]["type"] == "final"
+    assert "".join(r["text"] for r in replies[:-1]).strip()
+
+    counts = station.server.explanations.counts
+    stopped = counts["cancelled"] + counts["abandoned"]
+    with httpx.stream("POST", f"{station.panel.url}/api/explain", json={"frame_id": "why-ng",
+                      "question": "Describe the part in great detail."}, timeout=120) as response:
+        kind, first = next(sse_messages(response))
+        assert first["type"] == "chunk"
+    # the page went away after the first words: the runtime stops that answer
+    end = time.monotonic() + 30
+    while counts["cancelled"] + counts["abandoned"] == stopped:
+        assert time.monotonic() < end, "the runtime never heard of the cancel"
+        time.sleep(0.05)
+    assert explain(station.panel.url, "why-ng", "Where is it?")[-1]["type"] == "final"  # and serves the next
+
+    # the runtime's /metrics saw the answers: outcomes counted, latencies observed
+    metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value for family in text_string_to_metric_families(
+        httpx.get(f"{station.http.url}/metrics").text) for s in family.samples}
+    finals = sum(v for (name, labels), v in metrics.items()
+                 if name == "lineguard_explanations_total" and ("outcome", "final") in labels)
+    totals = [v for (name, labels), v in metrics.items()
+              if name == "lineguard_explanation_seconds_count" and ("phase", "total") in labels]
+    assert finals >= 2 and totals and totals[0] >= 2
+
+
+def test_unknown_frame_and_bad_request(station: Station) -> None:
+    replies = explain(station.panel.url, "never-seen")
+    assert replies[-1]["type"] == "error" and replies[-1]["error"]["code"] == "UNKNOWN_FRAME"
+    bad = httpx.post(f"{station.panel.url}/api/explain", json={"frame_id": "", "question": "x" * 600})
+    assert bad.status_code == 400
+
+
+def test_operator_token_guards_why_but_not_viewing(station: Station, ng_weave: np.ndarray) -> None:
+    assert station.inspect("cam1", "token-ng", ng_weave).verdict == "NG"
+    settings = PanelSettings(**{**station.settings.model_dump(), "token": "correct-horse-battery"})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/api/session").json() == {"token_required": True}
+        assert client.get("/api/gallery").status_code == 200  # viewing needs no token
+        ask = {"frame_id": "token-ng", "question": "Where?"}
+        assert client.post("/api/explain", json=ask).status_code == 401
+        assert client.post("/api/explain", json=ask, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        with client.stream("POST", "/api/explain", json=ask,
+                           headers={"Authorization": "Bearer correct-horse-battery"}) as response:
+            assert response.status_code == 200
+            assert [m for _, m in sse_messages(response)][-1]["type"] == "final"
+
+
+def test_panel_on_a_curve_line_needs_an_allowed_key(llm_bundle: Path, tmp_path: Path) -> None:
+    """With security.curve on, the panel's own key must be on the runtime's allow-list, like any client."""
+    from lineguard.cli import main
+    from lineguard.runtime.curve import CurveClientConfig
+
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    for name in ("server", "panel", "stranger"):
+        assert main(["keys", "create", name, "--out", str(keys)]) == 0
+    allowed.mkdir()
+    (allowed / "panel.key").write_bytes((keys / "panel.key").read_bytes())
+    security = {"security": {"curve": {"server_secret_key_file": str(keys / "server.key_secret"),
+                                       "allowed_clients_dir": str(allowed)}}}
+
+    def curve(name: str) -> CurveClientConfig:
+        return CurveClientConfig(client_secret_key_file=keys / f"{name}.key_secret",
+                                 server_public_key_file=keys / "server.key")
+
+    with running_station(llm_bundle, tmp_path / "archive", line_options=security, curve=curve("panel")) as station:
+        end = time.monotonic() + 15
+        while not httpx.get(f"{station.panel.url}/api/state").json()["connected"]:
+            assert time.monotonic() < end, "the allowed panel never heard a heartbeat"
+            time.sleep(0.1)
+        replies = explain(station.panel.url, "never-seen")  # through CURVE to the explanation port and back
+        assert replies[-1]["error"]["code"] == "UNKNOWN_FRAME"
+
+        stranger = PanelSettings(**{**station.settings.model_dump(), "curve": curve("stranger"),
+                                    "explain_idle_timeout_s": 2.0})
+        with TestClient(create_app(stranger)) as client:
+            time.sleep(1.5)  # several heartbeats went out meanwhile
+            assert client.get("/api/state").json()["connected"] is False
+            with client.stream("POST", "/api/explain", json={"frame_id": "never-seen"}) as response:
+                reply = [m for _, m in sse_messages(response)][-1]
+            assert reply["error"]["code"] == "TIMEOUT"  # refused by the allow-list: nothing comes back
+        assert station.server.heartbeat().auth_denied >= 1
+
