@@ -18,7 +18,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import onnxruntime
 import torch
 from pydantic import BaseModel
@@ -26,18 +25,12 @@ from tqdm import tqdm
 
 from lineguard.export.reference_chain import TorchVisionChain
 from lineguard.export.textures import texture_variants
+from lineguard.runtime.bench_backends import BackendTiming
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.enroll import enroll_product
 from lineguard.runtime.inspector import Inspector
 
 BENCH_PRODUCT = "bench-weave"
-
-
-class BackendTiming(BaseModel):
-    backend: str
-    ms_per_frame: float
-    frames_per_s: float
-    ms_per_batch_p50: float
 
 
 class BatchRun(BaseModel):
@@ -59,13 +52,6 @@ class VisionBench(BaseModel):
     machine: str
     versions: dict[str, str]
     runs: list[BatchRun]
-
-
-def _timing(name: str, seconds: list[float], batch: int) -> BackendTiming:
-    total = sum(seconds)
-    frames = batch * len(seconds)
-    return BackendTiming(backend=name, ms_per_frame=total * 1e3 / frames, frames_per_s=frames / total,
-                         ms_per_batch_p50=float(np.median(seconds) * 1e3))
 
 
 def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), rounds: int = 30,
@@ -98,7 +84,7 @@ def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), ro
                         work(inspector)
                         timings.setdefault((what, name), []).append(time.perf_counter() - start)
             ort_name = "onnxruntime-" + ",".join(ort_inspector.chain.providers)
-            t = {key: _timing(ort_name if key[1] == "onnxruntime" else "pytorch-eager", v, batch) for key, v in timings.items()}
+            t = {key: BackendTiming.from_rounds(ort_name if key[1] == "onnxruntime" else "pytorch-eager", v, batch) for key, v in timings.items()}
             runs.append(BatchRun(
                 batch_size=batch,
                 onnxruntime=t["chain", "onnxruntime"], pytorch_eager=t["chain", "pytorch"],

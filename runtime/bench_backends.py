@@ -29,17 +29,26 @@ from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.chain import VisionChain
 
 
-class ChainTiming(BaseModel):
+class BackendTiming(BaseModel):
+    """Timed rounds of one backend at one batch size (also used by ``lineguard bench vision``)."""
+
     backend: str
     ms_per_frame: float
     frames_per_s: float
     ms_per_batch_p50: float
 
+    @classmethod
+    def from_rounds(cls, backend: str, seconds: list[float], batch: int) -> BackendTiming:
+        total = sum(seconds)
+        frames = batch * len(seconds)
+        return cls(backend=backend, ms_per_frame=total * 1e3 / frames, frames_per_s=frames / total,
+                   ms_per_batch_p50=float(np.median(seconds) * 1e3))
+
 
 class BackendRun(BaseModel):
     batch_size: int
-    candidate: ChainTiming
-    reference: ChainTiming
+    candidate: BackendTiming
+    reference: BackendTiming
     speedup: float
     max_abs_diff_map: float
 
@@ -52,12 +61,6 @@ class BackendBench(BaseModel):
     machine: str
     versions: dict[str, str]
     runs: list[BackendRun]
-
-
-def _timing(name: str, seconds: list[float], batch: int) -> ChainTiming:
-    total = sum(seconds)
-    return ChainTiming(backend=name, ms_per_frame=total * 1e3 / (batch * len(seconds)),
-                       frames_per_s=batch * len(seconds) / total, ms_per_batch_p50=float(np.median(seconds) * 1e3))
 
 
 def bench_backends(bundle_dir: str | Path, backend: RequestedBackend, batch_sizes: Sequence[int] = (1, 8),
@@ -82,7 +85,7 @@ def bench_backends(bundle_dir: str | Path, backend: RequestedBackend, batch_size
                 chain.run(pixels)
                 seconds[name].append(time.perf_counter() - start)
         diff = float(np.abs(candidate.run(pixels).decoder_map - reference.run(pixels).decoder_map).max())
-        timings = {name: _timing(names[name], s, batch) for name, s in seconds.items()}
+        timings = {name: BackendTiming.from_rounds(names[name], s, batch) for name, s in seconds.items()}
         runs.append(BackendRun(batch_size=batch, candidate=timings["candidate"], reference=timings["reference"],
                                speedup=timings["candidate"].frames_per_s / timings["reference"].frames_per_s,
                                max_abs_diff_map=diff))

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lineguard.runtime.bundle import MANIFEST_NAME, BundleError, utc_now
+from lineguard.runtime.key_files import new_key_paths
 
 SIGNATURE_NAME = "manifest.sig"
 PRIVATE_SUFFIX = ".pem"
@@ -68,14 +69,7 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 def create_signing_key(out_dir: str | os.PathLike[str], name: str,
                        passphrase: bytes | None = None) -> tuple[Path, Path]:
     """Write ``NAME.pem`` (private, mode 0600) and ``NAME.pub.pem`` into ``out_dir``; never overwrites."""
-    if not name or Path(name).name != name or name.startswith("."):
-        raise SigningKeyError(f"key name {name!r} must be a plain file name")
-    out = Path(out_dir)
-    private_path, public_path = out / f"{name}{PRIVATE_SUFFIX}", out / f"{name}{PUBLIC_SUFFIX}"
-    for path in (private_path, public_path):
-        if path.exists():
-            raise FileExistsError(f"{path} already exists; remove it first to make a new signing key")
-    out.mkdir(parents=True, exist_ok=True)
+    private_path, public_path = new_key_paths(out_dir, name, (PRIVATE_SUFFIX, PUBLIC_SUFFIX), SigningKeyError)
     key = Ed25519PrivateKey.generate()
     encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
                   else serialization.NoEncryption())

@@ -31,6 +31,8 @@ import zmq.auth
 from pydantic import BaseModel, ConfigDict, Field
 from zmq.utils import z85
 
+from lineguard.runtime.key_files import new_key_paths
+
 log = logging.getLogger(__name__)
 
 PUBLIC_SUFFIX = ".key"
@@ -90,14 +92,8 @@ def create_key_pair(out_dir: str | os.PathLike[str], name: str) -> tuple[Path, P
     Refuses to overwrite an existing pair: replacing a key silently would lock its owner out.
     """
     require_curve()
-    if not name or Path(name).name != name or name.startswith("."):
-        raise CurveError(f"key name {name!r} must be a plain file name")
-    out = Path(out_dir)
-    public, secret = out / f"{name}{PUBLIC_SUFFIX}", out / f"{name}{SECRET_SUFFIX}"
-    for path in (public, secret):
-        if path.exists():
-            raise FileExistsError(f"{path} already exists; remove it first to make a new key pair")
-    out.mkdir(parents=True, exist_ok=True)
+    public, secret = new_key_paths(out_dir, name, (PUBLIC_SUFFIX, SECRET_SUFFIX), CurveError)
+    out = public.parent
     # written in a private (0700) folder and moved into place, so the secret is never readable by others
     with tempfile.TemporaryDirectory(dir=out, prefix=".keys-") as private:
         public_file, secret_file = zmq.auth.create_certificates(private, name)
