@@ -1,4 +1,4 @@
-"""The architecture rule: the edge runtime never imports torch or the export side."""
+"""The architecture rule: the edge side (runtime/ and the panel) never imports torch or the export side."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-RUNTIME = Path(__file__).resolve().parents[1] / "runtime"
+ROOT = Path(__file__).resolve().parents[1]
+EDGE = [ROOT / "runtime", ROOT / "panel"]
 
 
 def test_runtime_sources_do_not_import_torch_or_export() -> None:
     offenders = []
-    for path in RUNTIME.rglob("*.py"):
+    for path in (p for folder in EDGE for p in folder.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.Import):
@@ -25,7 +26,8 @@ def test_runtime_sources_do_not_import_torch_or_export() -> None:
 
 def test_importing_the_runtime_loads_no_torch() -> None:
     code = (
-        "import sys, lineguard.runtime, lineguard.runtime.enroll, lineguard.runtime.evaluation;"
+        "import sys, lineguard.runtime, lineguard.runtime.enroll, lineguard.runtime.evaluation,"
+        " lineguard.runtime.server, lineguard.runtime.http_service, lineguard.panel.app;"
         "bad = [m for m in sys.modules if m == 'torch' or m.startswith('lineguard.export')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
