@@ -210,3 +210,39 @@ def test_panel_on_a_curve_line_needs_an_allowed_key(llm_bundle: Path, tmp_path: 
             assert reply["error"]["code"] == "TIMEOUT"  # refused by the allow-list: nothing comes back
         assert station.server.heartbeat().auth_denied >= 1
 
+
+
+def test_panel_command_serves_the_page_and_refuses_an_open_bind() -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "LINEGUARD_PANEL_TOKEN"}
+    refused = subprocess.run([sys.executable, "-m", "lineguard.cli", "panel", "--host", "0.0.0.0"],
+                             capture_output=True, text=True, timeout=60, env=env)
+    assert refused.returncode == 2 and "operator token" in refused.stderr and "Traceback" not in refused.stderr
+
+    proc = subprocess.Popen([sys.executable, "-m", "lineguard.cli", "panel", "--runtime", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        end = time.monotonic() + 30
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < end, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.1)
+        assert page.status_code == 200 and '<script src="/static/panel.js"' in page.text
+        for asset in ("panel.js", "panel.css"):
+            assert httpx.get(f"http://127.0.0.1:{port}/static/{asset}").status_code == 200
+        # no runtime there: the page still loads, and the gallery says why it is empty
+        gallery = httpx.get(f"http://127.0.0.1:{port}/api/gallery")
+        assert gallery.status_code == 502 and "did not answer" in gallery.json()["error"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
