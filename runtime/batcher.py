@@ -24,7 +24,9 @@ oldest has waited ``max_queue_delay_ms``. Requests of other products keep their 
 
 Deadlines: a watch thread answers TIMEOUT the moment a request's deadline passes, whether it is still
 queued or already in inference (a late inference result is then discarded): a PLC's result window does
-not stretch for a slow batch. Decoding (``request.load``) runs on the inference worker, off the
+not stretch for a slow batch. Load shedding: once a batch's inference time is known (an EWMA), a queued
+request with less time left than that is answered TIMEOUT at once instead of being inferred in vain, so
+under overload the workers spend their time on frames that can still make it. Decoding (``request.load``) runs on the inference worker, off the
 caller's thread; a FrameError there answers that request alone with its code. An exception from
 inference answers each frame of the batch ERROR/INTERNAL (UNKNOWN_PRODUCT for an unknown product).
 
@@ -132,6 +134,7 @@ class MicroBatcher:
         self._closing = False  # no more submits; workers stop waiting for batches to fill
         self._closed = False  # threads exit
         self._started = False
+        self._batch_seconds: float | None = None  # recent inference time of one batch (None: not measured yet)
 
     @staticmethod
     def _thread(target: Callable[[], None], name: str) -> threading.Thread:
@@ -240,11 +243,31 @@ class MicroBatcher:
         verdict.latency_ms.total = latency
         return verdict
 
-    def _next_batch(self) -> list[FrameRequest] | None:
-        """Under the lock: wait for a batch to be due; None when closing and nothing is left."""
+    def _shed_doomed(self, now: float) -> list[FrameRequest]:
+        """Under the lock: take out queued frames that cannot be inferred before their deadline.
+
+        Load shedding: under overload the oldest frames would otherwise be inferred only to miss their
+        deadline, and the frames behind them would miss theirs too (useful throughput collapses). A frame
+        whose time left is shorter than a batch's recent inference time is answered TIMEOUT at once.
+        """
+        if self._batch_seconds is None or self._closing:
+            return []
+        doomed = [r for r in self._queue if now + self._batch_seconds > r.deadline]
+        if doomed:
+            gone = set(doomed)
+            self._queue = deque(r for r in self._queue if r not in gone)
+            self._in_flight.update(doomed)
+        return doomed
+
+    def _next_batch(self) -> tuple[list[FrameRequest], list[FrameRequest]] | None:
+        """Under the lock: wait for a batch to be due -> (batch, frames shed as doomed); None when closing
+        and nothing is left."""
         while True:
             if self._closed:
                 return None
+            doomed = self._shed_doomed(time.monotonic())
+            if doomed:
+                return [], doomed
             if not self._queue:
                 if self._closing:
                     return None
@@ -258,15 +281,22 @@ class MicroBatcher:
                 taken = set(same)
                 self._queue = deque(r for r in self._queue if r not in taken)
                 self._in_flight.update(same)
-                return same
+                return same, []
             self._cond.wait(due - now)
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                batch = self._next_batch()
-            if batch is None:
+                taken = self._next_batch()
+            if taken is None:
                 return
+            batch, doomed = taken
+            for r in doomed:
+                left_ms = (r.deadline - time.monotonic()) * 1e3
+                self._finish(r, self._timeout(r, f"shed: {left_ms:.0f} ms left, inference takes "
+                                                 f"~{(self._batch_seconds or 0.0) * 1e3:.0f} ms"))
+            if not batch:
+                continue
             try:
                 self._run(batch)
             except Exception as exc:  # a bug outside inference: never lose frames to it; keep working
@@ -304,8 +334,12 @@ class MicroBatcher:
         if not live:
             return
         product = live[0][0].product
+        started = time.monotonic()
         try:
             results = self.inspector.analyze([image for _, image, _ in live], product)
+            took = time.monotonic() - started
+            with self._cond:  # recent inference time, for load shedding (EWMA: follows load changes)
+                self._batch_seconds = took if self._batch_seconds is None else 0.7 * self._batch_seconds + 0.3 * took
             if len(results) != len(live):
                 raise RuntimeError(f"analyze returned {len(results)} results for {len(live)} images")
         except UnknownProductError as exc:

@@ -35,6 +35,7 @@ HEARTBEAT_COUNTERS = {
     "replies_out": ("lineguard_inspect_replies", "Replies sent to inspect requests"),
     "dropped": ("lineguard_frames_dropped", "Frames too broken to address: counted, not answered"),
     "archive_failures": ("lineguard_archive_failures", "Archive writes that failed (disk full, read-only)"),
+    "worker_restarts": ("lineguard_worker_restarts", "Inference workers replaced after a fatal fault"),
     "auth_denied": ("lineguard_auth_denied", "Connections refused by the CURVE allow-list"),
 }
 HEARTBEAT_GAUGES = {

@@ -139,6 +139,23 @@ def test_deadline_passed_in_the_queue_is_timeout_without_inference(make) -> None
     assert ("a", 1) in analyzer.batches and ("a", 2) not in analyzer.batches
 
 
+def test_overload_sheds_frames_that_cannot_make_their_deadline(make) -> None:
+    """Inference takes 0.2 s a frame; ten frames with 0.7 s to live arrive at once. Three can make it;
+    the rest are answered TIMEOUT as soon as that is certain, without spending inference on them."""
+    analyzer = ScriptedAnalyzer(delay_s=0.2)
+    batcher, sink = make(analyzer, max_batch=1, max_queue_delay_ms=0)
+    start = time.monotonic()
+    for i in range(10):
+        assert batcher.submit(request(f"f{i}", deadline_s=0.7))
+    sink.wait(10, timeout_s=5)
+    answered = {f: v[0].verdict for f, v in sink.verdicts.items()}
+    assert [answered[f"f{i}"] for i in range(3)] == ["OK"] * 3
+    assert all(answered[f"f{i}"] == "TIMEOUT" for i in range(3, 10))
+    assert len(analyzer.batches) == 3  # no inference for a frame that was going to miss its deadline
+    assert time.monotonic() - start < 0.7  # the doomed ones were told before their deadline
+    assert all(len(v) == 1 for v in sink.verdicts.values())
+
+
 def test_deadline_passing_during_inference_is_timeout_once(make) -> None:
     analyzer = ScriptedAnalyzer(delay_s=0.3)
     batcher, sink = make(analyzer, max_queue_delay_ms=0)
