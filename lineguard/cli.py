@@ -307,6 +307,10 @@ def cmd_panel(args: argparse.Namespace) -> int:
     settings = PanelSettings.for_runtime(args.runtime, args.verdicts_port, args.explanations_port, args.runtime_http_port,
                                          token_file=args.token_file, curve_client_key=args.curve_client_key,
                                          curve_server_key=args.curve_server_key, host=args.host, port=args.port)
+    if settings.curve is not None:  # a bad key file fails here, naming the file, not inside the first page load
+        import zmq
+
+        settings.curve.secure(zmq.Context.instance().socket(zmq.DEALER)).close(linger=0)
     where = f"http://{'localhost' if args.host in ('127.0.0.1', '::1') else args.host}:{args.port}"
     print(f"panel for the runtime on {args.runtime} at {where} (\"Why?\" "
           f"{'needs the operator token' if settings.token else 'open: bound to this machine only'})", file=sys.stderr)

@@ -103,7 +103,7 @@ class PanelService:
                 while True:
                     try:
                         message = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-                    except TimeoutError:
+                    except asyncio.TimeoutError:  # noqa: UP041 (distinct from TimeoutError before 3.11)
                         yield b": keep-alive\n\n"
                         continue
                     yield sse(json.dumps(message), message["type"])

@@ -104,6 +104,8 @@ def zeromq_run(inspector: Inspector, frames: Sequence[np.ndarray], batch: int, t
     extra: dict[str, object] = {"security": {"curve": curve[0].model_dump()}} if curve is not None else {}
     if explain_archive is not None:
         extra |= {"archive": {"dir": str(explain_archive)}, "explanations": {"enabled": True, "max_pending": 2}}
+    else:  # the plain runs measure verdicts only (and say nothing about a port they do not open)
+        extra |= {"explanations": {"enabled": False}}
     client = curve[1] if curve is not None else None
     config = LineConfig(
         line="bench", endpoints={"frames": loopback, "verdicts": loopback, "inspect": loopback,
