@@ -127,6 +127,7 @@ def serve_process(bundle: Path, product: str, workdir: Path, timeout_s: float = 
         "line": "soak", "products": [product], "deadline_ms": 2000, "heartbeat_interval_ms": 500,
         "endpoints": {"frames": frames, "verdicts": verdicts, "inspect": inspect},
         "batching": {"max_batch": 4, "max_queue_delay_ms": 5}, "explanations": {"enabled": False},
+        "http": {"port": 0},  # any free port: a station's own runtime may hold 8081
     }))
     log_path = workdir / "serve.log"
     log = log_path.open("w")

@@ -48,10 +48,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lineguard.runtime.line_config import LineConfigError
     from lineguard.runtime.preprocess import ImageFormatError
     from lineguard.runtime.server import ServerError
+    from lineguard.runtime.systemd_notify import SystemdNotifyError
 
+    # PermissionError and friends: a key, bundle or output path the user gave that cannot be used
     return (BackendUnavailableError, CliError, BundleError, EnrollmentError, ImageReadError, UnknownProductError, ImageFormatError,
             LineConfigError, ServerError, CameraError, FileExistsError, FileNotFoundError, PanelSettingsError,
-            HttpServiceError, CurveError, SigningKeyError)
+            HttpServiceError, CurveError, SigningKeyError, SystemdNotifyError, PermissionError, IsADirectoryError,
+            NotADirectoryError)
 
 
 def _write_json(path: str | None, payload: str) -> None:
@@ -273,7 +276,7 @@ def _serve_until_stopped(server: LineServer, config: LineConfig) -> int:
           file=sys.stderr)
     from lineguard.runtime.systemd_notify import SystemdNotifier, WatchdogLoop
 
-    watchdog = WatchdogLoop(SystemdNotifier.from_environment(), healthy=lambda: server.ready,
+    watchdog = WatchdogLoop(SystemdNotifier.from_environment(), healthy=lambda: server.ready and server.loop_turning(),
                             status=f"serving line {config.line}").start()  # no-op outside systemd Type=notify
     try:
         server.run()
@@ -293,7 +296,7 @@ def _inspector_for_line(args: argparse.Namespace, config: LineConfig):
     triton_url = getattr(args, "triton_url", None) or inference.triton_url
     bundle = Bundle.open(args.bundle, trusted_key=config.security.bundle_public_key)  # signature, if the line asks
     chain = VisionChain(bundle, backend=backend, triton_url=triton_url, triton_model=inference.triton_model,
-                        engine_cache_dir=inference.engine_cache_dir)
+                        engine_cache_dir=inference.engine_cache_dir, precisions=inference.precisions)
     print(f"inference backend {chain.backend.summary()}", file=sys.stderr)
     return Inspector(bundle, false_reject_budget=config.false_reject_budget, chain=chain)
 

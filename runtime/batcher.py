@@ -25,8 +25,9 @@ oldest has waited ``max_queue_delay_ms``. Requests of other products keep their 
 Deadlines: a watch thread answers TIMEOUT the moment a request's deadline passes, whether it is still
 queued or already in inference (a late inference result is then discarded): a PLC's result window does
 not stretch for a slow batch. Load shedding: once a batch's inference time is known (an EWMA), a queued
-request with less time left than that is answered TIMEOUT at once instead of being inferred in vain, so
-under overload the workers spend their time on frames that can still make it. Decoding (``request.load``) runs on the inference worker, off the
+request that its place in the queue would bring past its deadline is answered TIMEOUT at once instead of
+being inferred in vain, so under overload the workers spend their time on frames that can still make it
+(the next batch always runs, which keeps the estimate current). Decoding (``request.load``) runs on the inference worker, off the
 caller's thread; a FrameError there answers that request alone with its code. An exception from
 inference answers each frame of the batch ERROR/INTERNAL (UNKNOWN_PRODUCT for an unknown product).
 
@@ -248,11 +249,21 @@ class MicroBatcher:
 
         Load shedding: under overload the oldest frames would otherwise be inferred only to miss their
         deadline, and the frames behind them would miss theirs too (useful throughput collapses). A frame
-        whose time left is shorter than a batch's recent inference time is answered TIMEOUT at once.
+        whose place in the queue puts its inference end (``batches ahead + 1`` times a batch's recent
+        inference time, spread over the workers) past its deadline is answered TIMEOUT at once. The
+        next batch (the first ``max_batch`` frames) is never shed: it always runs, so the estimate is
+        measured again every cycle and one slow batch cannot shut the line out.
         """
         if self._batch_seconds is None or self._closing:
             return []
-        doomed = [r for r in self._queue if now + self._batch_seconds > r.deadline]
+        per_round = self.max_batch * max(1, len(self._workers))
+        doomed: list[FrameRequest] = []
+        ahead = 0  # frames that will be inferred before this one
+        for r in self._queue:
+            if ahead >= self.max_batch and now + self._batch_seconds * (ahead // per_round + 1) > r.deadline:
+                doomed.append(r)
+            else:
+                ahead += 1
         if doomed:
             gone = set(doomed)
             self._queue = deque(r for r in self._queue if r not in gone)

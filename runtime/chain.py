@@ -13,12 +13,13 @@ Usage::
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from lineguard.runtime.backend_selection import BackendChoice, RequestedBackend
+from lineguard.runtime.backend_selection import PRECISION_ORDER, BackendChoice, Precision, RequestedBackend
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.chain_backends import open_chain_backends
 from lineguard.runtime.preprocess import Preprocessor
@@ -37,12 +38,13 @@ class VisionChain:
 
     def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None,
                  backend: RequestedBackend = "auto", triton_url: str | None = None, triton_model: str | None = None,
-                 engine_cache_dir: Path | None = None) -> None:
+                 engine_cache_dir: Path | None = None, precisions: Sequence[Precision] = PRECISION_ORDER) -> None:
         manifest = bundle.manifest
         self.bundle = bundle
         self.preprocessor = Preprocessor(manifest.preprocessing)
         self.stage_names = [s.name for s in manifest.encoder.stages]
-        models = open_chain_backends(bundle, backend, providers, threads, triton_url, triton_model, engine_cache_dir)
+        models = open_chain_backends(bundle, backend, providers, threads, triton_url, triton_model, engine_cache_dir,
+                                     precisions=precisions)
         self.backend: BackendChoice = models.choice
         self.encoder = models.encoder
         self.decoder = models.decoder

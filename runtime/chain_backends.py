@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -25,8 +26,10 @@ import numpy as np
 import onnxruntime as ort
 
 from lineguard.runtime.backend_selection import (
+    PRECISION_ORDER,
     BackendChoice,
     BackendUnavailableError,
+    Precision,
     RequestedBackend,
     RunningDevice,
     choose_backend,
@@ -69,11 +72,13 @@ def _describe_device(requested: RequestedBackend, bundle: Bundle) -> RunningDevi
 
 def open_chain_backends(bundle: Bundle, requested: RequestedBackend = "auto", providers: list[str] | None = None,
                         threads: int | None = None, triton_url: str | None = None, triton_model: str | None = None,
-                        engine_cache_dir: Path | None = None, device: RunningDevice | None = None) -> ChainBackends:
+                        engine_cache_dir: Path | None = None, device: RunningDevice | None = None,
+                        precisions: Sequence[Precision] = PRECISION_ORDER) -> ChainBackends:
     manifest = bundle.manifest
     if providers is not None and requested == "auto":
         requested = "onnxruntime"  # explicit ONNX Runtime providers mean ONNX Runtime
-    choice = choose_backend(requested, manifest, device or _describe_device(requested, bundle), triton_url)
+    choice = choose_backend(requested, manifest, device or _describe_device(requested, bundle), triton_url,
+                            precision_order=precisions)
     if choice.backend == "tensorrt":
         from lineguard.runtime.cuda_runtime import CudaError
         from lineguard.runtime.tensorrt_backend import TensorRTBackend, TensorRTError

@@ -109,7 +109,7 @@ def _load(path: Path) -> tuple[bytes, bytes | None]:
         raise CurveError(f"CURVE key file {path} does not exist (lineguard keys create NAME --out DIR)")
     try:
         public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, IndexError) as exc:  # IndexError: a line without '='
         raise CurveError(f"{path} is not a ZeroMQ certificate file: {exc}") from None
     for key in (public, secret):
         if key is not None and not _is_z85_key(key):

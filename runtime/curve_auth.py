@@ -74,12 +74,16 @@ class ClientAllowList:
         self.refresh()
 
     def _listing(self) -> tuple[tuple[str, int, int], ...]:
+        listing = []
         try:
-            entries = [e for e in os.scandir(self.folder) if e.name.endswith(PUBLIC_SUFFIX) and e.is_file()]
-        except OSError as exc:
+            for e in os.scandir(self.folder):
+                if e.name.endswith(PUBLIC_SUFFIX) and e.is_file():
+                    info = e.stat()
+                    listing.append((e.name, info.st_mtime_ns, info.st_size))
+        except OSError as exc:  # includes a key removed between listing and stat
             log.error("cannot list the CURVE allow-list %s: %s; refusing every client", self.folder, exc)
             return ()
-        return tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries))
+        return tuple(sorted(listing))
 
     def refresh(self) -> None:
         """Re-read the folder if a key file was added, removed or changed since the last read."""
@@ -91,7 +95,7 @@ class ClientAllowList:
             for name, _, _ in listing:
                 try:
                     public, _ = zmq.auth.load_certificate(self.folder / name)
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, IndexError) as exc:  # IndexError: a line without '='
                     log.warning("allow-list file %s is not a ZeroMQ certificate (%s); ignored", name, exc)
                     continue
                 keys[public] = name
@@ -106,9 +110,15 @@ class ClientAllowList:
             return dict(self._keys)
 
     def callback(self, domain: str, key: bytes) -> bool:
-        self.refresh()
-        with self._lock:
-            name = self._keys.get(key)
+        # pyzmq runs this on its ZAP thread without a guard: an exception there would end that thread and
+        # every later handshake would hang. Whatever goes wrong, the answer is a refusal.
+        try:
+            self.refresh()
+            with self._lock:
+                name = self._keys.get(key)
+        except Exception:
+            log.exception("CURVE allow-list check failed; refusing the client")
+            return False
         if name is None:
             log.warning("refused a CURVE client whose key %s is not in %s", key.decode(errors="replace"), self.folder)
             return False

@@ -11,7 +11,8 @@ Usage::
 
 Routes (Triton-style: health and metrics are first-class, not an afterthought):
 
-* ``GET /healthz``  200 while the process is alive and its serving loop has not died (liveness probe).
+* ``GET /healthz``  200 while the process is alive and its serving loop turns (liveness probe): 503 once
+  the loop died or has not gone round for three heartbeat intervals.
 * ``GET /readyz``   200 ``{"ready": true, "checks": {...}}`` once the bundle is loaded, the sockets bound and
   the workers up; 503 with the failing checks otherwise (readiness probe, load balancers).
 * ``GET /metrics``  Prometheus text format (``prometheus-client``), see ``runtime/metrics.py``.
@@ -160,6 +161,8 @@ class RuntimeHttpService:
     async def healthz(self, request: Request) -> Response:
         if self.server is not None and self.server.loop_failed:
             return JSONResponse({"alive": False, "reason": "the serving loop ended on an error"}, 503)
+        if self.server is not None and self.server.ready and not self.server.loop_turning():
+            return JSONResponse({"alive": False, "reason": "the serving loop is stuck"}, 503)
         return JSONResponse({"alive": True})
 
     async def readyz(self, request: Request) -> Response:

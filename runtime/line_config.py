@@ -125,6 +125,9 @@ class Inference(_Section):
     triton_model: str | None = Field(None, description="ensemble name; default lineguard_<bundle_id>")
     engine_cache_dir: Path | None = Field(None, description="ONNX Runtime TensorRT EP engine cache; "
                                           "default ~/.cache/lineguard/ort-tensorrt/<bundle_id>")
+    precisions: list[Literal["fp16", "fp32", "int8"]] = Field(
+        default_factory=lambda: ["fp16", "fp32"], min_length=1,
+        description="TensorRT engine precisions to use, preferred first; add int8 only after evaluating it")
 
     @model_validator(mode="after")
     def _triton_needs_url(self) -> Inference:

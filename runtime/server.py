@@ -140,6 +140,7 @@ class LineServer:
         self._thread: threading.Thread | None = None
         self._draining = False
         self._started_at = time.monotonic()
+        self._loop_tick = time.monotonic()
         self.explanations: ExplanationServer | None = None
         self.metrics = LineMetrics(self.heartbeat)
 
@@ -170,6 +171,12 @@ class LineServer:
         if self.explanations is not None:
             checks["explanations"] = self.explanations.worker.alive
         return checks
+
+    def loop_turning(self, within_s: float | None = None) -> bool:
+        """The serving loop went round within ``within_s`` (default: three heartbeat intervals). It wakes at
+        least once per heartbeat, so a loop stuck in a call (a hung socket, a deadlock) fails this."""
+        limit = within_s if within_s is not None else 3 * self.config.heartbeat_interval_ms / 1e3
+        return time.monotonic() - self._loop_tick <= limit
 
     @property
     def loop_failed(self) -> bool:
@@ -254,12 +261,14 @@ class LineServer:
     # -- start-up -----------------------------------------------------------------------------------
 
     def _warm_up(self) -> None:
-        """Load every served product and run one inference per product, so the first frame is not slow."""
+        """Load every served product and run it at batch 1 and at max_batch, so neither the first frame
+        nor the first full batch pays for lazy set-up (allocations, an execution provider's engine build)."""
         h, w = self.inspector.input_size
-        dummy = [np.full((h, w, 3), 127, np.uint8)]
+        sizes = sorted({1, self.config.batching.max_batch})
         for product in sorted(self.served) or [None]:
             try:
-                self.inspector.analyze(dummy, product)
+                for size in sizes:
+                    self.inspector.analyze([np.full((h, w, 3), 127, np.uint8)] * size, product)
             except UnknownProductError as exc:
                 raise ServerError(f"line {self.config.line}: {exc}") from None
 
@@ -279,7 +288,8 @@ class LineServer:
         boot = BootRecord(boot_id=self.boot_id, started_ns=self._started_ns, last_verdict_seq=self.seq,
                           clean_stop=clean_stop)
         try:
-            self.state_file.save(LineState(line=self.config.line, totals=beat.lifetime or Totals(), last_boot=boot))
+            self.state_file.save(LineState(line=self.config.line, totals=beat.lifetime or Totals(), last_boot=boot),
+                                 durable=clean_stop)  # periodic saves skip fsync: this is the loop thread
         except OSError as exc:
             if not self._state_failing:
                 log.error("line %s: cannot write state file %s (%s); lifetime counters are not being kept",
@@ -371,6 +381,7 @@ class LineServer:
         while True:
             try:
                 now = time.monotonic()
+                self._loop_tick = now  # the watchdog's proof that this loop still turns
                 wait_ms = max(0.0, (next_beat - now) * 1e3)
                 if drain_until is not None:
                     wait_ms = min(wait_ms, 10.0)

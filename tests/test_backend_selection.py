@@ -152,3 +152,10 @@ def test_engine_files_are_checksummed_and_chain_falls_back_here(bundle_copy: Pat
     (bundle_copy / records[1].file).unlink()
     with pytest.raises(BundleIntegrityError, match="decoder.fp16.b8.plan"):
         Bundle.open(bundle_copy)
+
+
+def test_int8_only_when_the_line_asks_for_it(manifest: BundleManifest) -> None:
+    m = with_engines(manifest, *(engine(manifest, model, p) for model in ("encoder", "decoder") for p in ("fp32", "int8")))
+    assert {r.precision for r in choose_backend("auto", m, ON_ORIN).engines.values()} == {"fp32"}
+    asked = choose_backend("auto", m, ON_ORIN, precision_order=("int8", "fp16", "fp32"))
+    assert {r.precision for r in asked.engines.values()} == {"int8"}

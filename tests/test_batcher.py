@@ -156,6 +156,28 @@ def test_overload_sheds_frames_that_cannot_make_their_deadline(make) -> None:
     assert all(len(v) == 1 for v in sink.verdicts.values())
 
 
+class SlowThenFast(ScriptedAnalyzer):
+    """The first batch takes 0.4 s (a cold cache, a burst), every later one 10 ms."""
+
+    def analyze(self, images: Sequence[np.ndarray], product: str | None) -> list[Inspection]:
+        self.delay_s = 0.4 if not self.batches else 0.01
+        return super().analyze(images, product)
+
+
+def test_one_slow_batch_does_not_shut_the_line_out(make) -> None:
+    """The estimate after a 0.4 s batch is longer than a 0.25 s deadline: shedding must still let the
+    next batch run (and measure again), so the line recovers at once."""
+    analyzer = SlowThenFast()
+    batcher, sink = make(analyzer, max_batch=1, max_queue_delay_ms=0)
+    batcher.submit(request("slow", deadline_s=0.25))
+    sink.wait(1)
+    for i in range(5):
+        batcher.submit(request(f"after{i}", deadline_s=0.25))
+        sink.wait(2 + i)
+    assert [sink.one(f"after{i}").verdict for i in range(5)] == ["OK"] * 5
+    assert len(analyzer.batches) == 6
+
+
 def test_deadline_passing_during_inference_is_timeout_once(make) -> None:
     analyzer = ScriptedAnalyzer(delay_s=0.3)
     batcher, sink = make(analyzer, max_queue_delay_ms=0)

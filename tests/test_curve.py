@@ -254,3 +254,16 @@ def test_bench_line_measures_curve(bundle_dir: Path, tmp_path: Path) -> None:
     assert set(by_mode) == {"direct", "zeromq", "zeromq+curve"} and by_mode["zeromq+curve"]["frames"] == 8
     ratio = report["curve_vs_plain"]["2"]
     assert ratio == pytest.approx(by_mode["zeromq+curve"]["frames_per_s"] / by_mode["zeromq"]["frames_per_s"])
+
+
+def test_a_broken_allow_list_file_refuses_instead_of_killing_zap(tmp_path: Path) -> None:
+    """A malformed key file is ignored, and a failing check answers 'no' (pyzmq's ZAP thread would die)."""
+    from lineguard.runtime.curve_auth import ClientAllowList
+
+    folder = tmp_path / "allowed"
+    folder.mkdir()
+    (folder / "broken.key").write_text("metadata\ncurve\n    public-key\n")  # no '=': IndexError in pyzmq
+    allow = ClientAllowList(folder)
+    assert allow.keys == {}
+    allow.refresh = lambda: (_ for _ in ()).throw(RuntimeError("disk went away"))  # type: ignore[method-assign]
+    assert allow.callback("lineguard", b"x" * 40) is False

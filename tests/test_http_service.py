@@ -125,6 +125,12 @@ def test_ready_metrics_and_gallery_follow_the_traffic(http: RuntimeHttpService, 
     assert httpx.get(f"{http.url}/api/frames", params={"limit": "100000"}).status_code == 400
     assert httpx.get(f"{http.url}/api/frames", params={"verdict": "MAYBE"}).status_code == 400
 
+    line.loop_turning = lambda within_s=None: False  # as a loop stuck in a call would look
+    stuck = httpx.get(f"{http.url}/healthz")
+    assert stuck.status_code == 503 and "stuck" in stuck.json()["reason"]
+    del line.loop_turning
+    assert line.loop_turning() and httpx.get(f"{http.url}/healthz").status_code == 200
+
     line.stop()
     stopped = httpx.get(f"{http.url}/readyz")
     assert stopped.status_code == 503 and stopped.json()["checks"]["sockets_bound"] is False

@@ -1,0 +1,32 @@
+"""The state file that carries lifetime counters across restarts: atomic, tolerant of damage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lineguard.runtime.line_state import LineState, LineStateError, LineStateFile, Totals
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_round_trip_leaves_no_temporary_files(tmp_path: Path, durable: bool) -> None:
+    file = LineStateFile(tmp_path / "state" / "l.json", "l")
+    file.save(LineState(line="l", totals=Totals(frames_in=7)), durable=durable)
+    assert file.load().totals.frames_in == 7
+    assert [p.name for p in (tmp_path / "state").iterdir()] == ["l.json"]
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe not utf-8", b"{\"line\": ", b""])
+def test_damaged_file_is_set_aside_and_counting_starts_over(tmp_path: Path, damage: bytes) -> None:
+    path = tmp_path / "l.json"
+    path.write_bytes(damage)
+    state = LineStateFile(path, "l").load()
+    assert state.line == "l" and state.totals.frames_in == 0
+    assert not path.exists() and len(list(tmp_path.glob("l.json.corrupt-*"))) == 1
+
+
+def test_another_lines_file_is_refused(tmp_path: Path) -> None:
+    LineStateFile(tmp_path / "x.json", "press1").save(LineState(line="press1"))
+    with pytest.raises(LineStateError, match="press1"):
+        LineStateFile(tmp_path / "x.json", "press2").load()
