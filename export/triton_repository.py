@@ -172,10 +172,16 @@ def export_triton_repository(bundle_dir: str | Path, out_dir: str | Path, model_
     ensemble_batch = max_batch  # at most that of every composing model
     for model, onnx_file in onnx_files.items():
         if model_format == "plan":
-            records = [r for r in manifest.engines if r.model == model and r.precision == precision and r.parity_passed]
+            current = manifest.files[onnx_file].sha256  # engines of an older graph are stale
+            records = [r for r in manifest.engines if r.model == model and r.precision == precision
+                       and r.parity_passed and r.onnx_sha256 == current]
             if not records:
-                raise TritonExportError(f"bundle has no {precision} {model} engine that passed parity: run "
-                                        f"`lineguard export trt` on a GPU like the Triton server's first")
+                raise TritonExportError(f"bundle has no {precision} {model} engine of its current graph that passed "
+                                        f"parity: run `lineguard export trt` on a GPU like the Triton server's first")
+            devices = sorted({f"{r.gpu_name} (sm {r.compute_capability}, TensorRT {r.tensorrt_version})" for r in records})
+            if len(devices) > 1:  # an engine runs only on the GPU it was built for: never guess which
+                raise TritonExportError(f"the bundle has {precision} {model} engines for several GPUs ({'; '.join(devices)}): "
+                                        "export ONNX (--format onnx) or a bundle copy holding one GPU's engines")
             source, platform, batch = bundle.path(records[0].file), "tensorrt_plan", min(max_batch, records[0].max_batch)
         else:
             source, platform, batch = bundle.path(onnx_file), "onnxruntime_onnx", max_batch

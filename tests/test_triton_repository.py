@@ -193,3 +193,37 @@ def test_repository_without_tritonclient_message(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(TritonExportError, match=r"lineguard\[triton\]"):
         export_triton_repository(bundle_dir, tmp_path / "repo")
     shutil.rmtree(tmp_path / "repo", ignore_errors=True)
+
+
+def test_plan_export_takes_only_current_engines_of_one_gpu(bundle_copy: Path, tmp_path: Path) -> None:
+    """--format plan ships an engine only when it was built from the bundle's current graph, and refuses to
+    guess when the bundle holds engines for several GPUs (an engine runs only where it was built)."""
+    from lineguard.export.tensorrt_engines import record_engines
+    from lineguard.runtime.bundle import Bundle, EngineRecord
+
+    bundle = Bundle.open(bundle_copy)
+
+    def engine(model: str, gpu: str, sha: str | None = None) -> EngineRecord:
+        onnx = bundle.manifest.encoder.file if model == "encoder" else bundle.manifest.decoder.file
+        file = f"engines/{gpu}/{model}.fp16.plan"
+        bundle.path(file).parent.mkdir(parents=True, exist_ok=True)
+        bundle.path(file).write_bytes(f"plan {model} {gpu}".encode())
+        return EngineRecord(model=model, file=file, onnx_sha256=sha or bundle.manifest.files[onnx].sha256,
+                            precision="fp16", opt_batch=4, max_batch=4, gpu_name=gpu, compute_capability="8.7",
+                            tensorrt_version="10.3.0", cuda_version="12.6", workspace_mb=1024,
+                            built_at="2026-01-01T00:00:00+00:00", parity_max_abs_diff=0.01,
+                            parity_relative_diff=0.001, parity_tolerance=0.03, parity_passed=True)
+
+    record_engines(bundle, [engine("encoder", "orin", sha="0" * 64), engine("decoder", "orin", sha="0" * 64)])
+    with pytest.raises(TritonExportError, match="current graph"):  # stale: built from an older ONNX
+        export_triton_repository(bundle_copy, tmp_path / "stale", model_format="plan")
+
+    record_engines(bundle, [engine("encoder", "orin"), engine("decoder", "orin")])
+    repo = export_triton_repository(bundle_copy, tmp_path / "one", model_format="plan")
+    plan = tmp_path / "one" / repo.encoder / "1" / "model.plan"
+    assert plan.read_bytes() == b"plan encoder orin"
+    assert load_config(tmp_path / "one" / repo.encoder).platform == "tensorrt_plan"
+
+    record_engines(bundle, [engine("encoder", "a100"), engine("decoder", "a100")])
+    with pytest.raises(TritonExportError, match="several GPUs"):
+        export_triton_repository(bundle_copy, tmp_path / "two", model_format="plan")
