@@ -83,12 +83,15 @@ def open_chain_backends(bundle: Bundle, requested: RequestedBackend = "auto", pr
         from lineguard.runtime.cuda_runtime import CudaError
         from lineguard.runtime.tensorrt_backend import TensorRTBackend, TensorRTError
 
+        encoder = None
         try:
             encoder = TensorRTBackend(bundle.path(choice.engines["encoder"].file))
             decoder = TensorRTBackend(bundle.path(choice.engines["decoder"].file))
             log.info("backend %s", choice.summary())
             return ChainBackends(choice, encoder, decoder)
         except (TensorRTError, CudaError, ImportError, OSError) as exc:
+            if encoder is not None:  # its GPU buffers, streams and contexts are not needed by the fallback
+                encoder.close()
             if requested == "tensorrt":
                 raise BackendUnavailableError(f"TensorRT engines do not load here: {exc}") from exc
             choice = BackendChoice(backend="onnxruntime", providers=select_providers(),

@@ -60,12 +60,21 @@ class TritonBackend:
         self.timeout_s = timeout_s
         self.client = grpcclient.InferenceServerClient(url)
         try:
+            self._check(bundle_id)
+        except BaseException:
+            self.client.close()  # no half-made backend keeps a gRPC channel open
+            raise
+
+    def _check(self, bundle_id: str | None) -> None:
+        """The server is live, the model ready and exported from this bundle; reads the model's I/O."""
+        url, model_name, timeout_s = self.url, self.model_name, self.timeout_s
+        try:
             if not self.client.is_server_live(client_timeout=timeout_s):
                 raise TritonError(f"Triton at {url} is not live")
             if not self.client.is_model_ready(model_name, client_timeout=timeout_s):
                 raise TritonError(f"model {model_name!r} is not ready on Triton at {url}")
             config = self.client.get_model_config(model_name, client_timeout=timeout_s).config
-        except InferenceServerException as exc:
+        except self._exception as exc:
             raise TritonError(f"Triton at {url}: {exc.message() or exc}") from exc
         served = config.parameters[BUNDLE_ID_PARAMETER].string_value if BUNDLE_ID_PARAMETER in config.parameters else None
         if bundle_id is not None and served != bundle_id:
