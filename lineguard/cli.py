@@ -257,7 +257,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if http is not None:
         print(f"health and metrics on {http.url} (/healthz /readyz /metrics)", file=sys.stderr)
     try:
-        server = LineServer(_inspector_for_line(args, config), config)
+        overrides = {"backend": args.backend, "triton_url": args.triton_url}
+        inference = config.inference.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        server = LineServer.from_bundle(args.bundle, config.model_copy(update={"inference": inference}))
+        print(f"inference backend {server.inspector.chain.backend.summary()}", file=sys.stderr)
         if http is not None:
             http.attach(server)
         return _serve_until_stopped(server, config)
@@ -283,22 +286,6 @@ def _serve_until_stopped(server: LineServer, config: LineConfig) -> int:
     finally:
         watchdog.stop()
     return 0
-
-
-def _inspector_for_line(args: argparse.Namespace, config: LineConfig):
-    """The line's Inspector on the backend the line config (or --backend/--triton-url) asks for."""
-    from lineguard.runtime.bundle import Bundle
-    from lineguard.runtime.chain import VisionChain
-    from lineguard.runtime.inspector import Inspector
-
-    inference = config.inference
-    backend = getattr(args, "backend", None) or inference.backend
-    triton_url = getattr(args, "triton_url", None) or inference.triton_url
-    bundle = Bundle.open(args.bundle, trusted_key=config.security.bundle_public_key)  # signature, if the line asks
-    chain = VisionChain(bundle, backend=backend, triton_url=triton_url, triton_model=inference.triton_model,
-                        engine_cache_dir=inference.engine_cache_dir, precisions=inference.precisions)
-    print(f"inference backend {chain.backend.summary()}", file=sys.stderr)
-    return Inspector(bundle, false_reject_budget=config.false_reject_budget, chain=chain)
 
 
 def cmd_panel(args: argparse.Namespace) -> int:

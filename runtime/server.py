@@ -52,6 +52,7 @@ import zmq
 from lineguard.runtime.archive import FrameArchive
 from lineguard.runtime.batcher import BatcherClosed, FrameRequest, MicroBatcher
 from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.chain import VisionChain
 from lineguard.runtime.curve import CurveError
 from lineguard.runtime.curve_auth import CurveAuthority
 from lineguard.runtime.explain_server import ExplanationServer
@@ -145,11 +146,16 @@ class LineServer:
         self.metrics = LineMetrics(self.heartbeat)
 
     @classmethod
-    def from_bundle(cls, bundle: str | os.PathLike[str], config: LineConfig, **inspector_args: object) -> LineServer:
-        """Open the bundle with the line's false-reject budget (and check its signature when the line names
-        a ``security.bundle_public_key``)."""
+    def from_bundle(cls, bundle: str | os.PathLike[str], config: LineConfig) -> LineServer:
+        """Open the bundle (its signature checked when the line names a ``security.bundle_public_key``), run
+        its models on the backend ``config.inference`` asks for, with the line's false-reject budget."""
         opened = Bundle.open(bundle, trusted_key=config.security.bundle_public_key)
-        return cls(Inspector(opened, false_reject_budget=config.false_reject_budget, **inspector_args), config)
+        inference = config.inference
+        chain = VisionChain(opened, backend=inference.backend, triton_url=inference.triton_url,
+                            triton_model=inference.triton_model, engine_cache_dir=inference.engine_cache_dir,
+                            precisions=inference.precisions)
+        log.info("line %s: inference backend %s", config.line, chain.backend.summary())
+        return cls(Inspector(opened, false_reject_budget=config.false_reject_budget, chain=chain), config)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 

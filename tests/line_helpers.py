@@ -12,11 +12,13 @@ Usage::
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
+import zmq
 
 from lineguard.runtime.messages import Verdict
 from lineguard.runtime.server import LineServer
@@ -65,3 +67,27 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < end, "condition not met in time"
         time.sleep(0.005)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now (for a process that binds it next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def inspect_frames(endpoint: str, frames: list[list[bytes]], timeout_s: float = 30.0) -> list[Verdict]:
+    """Send frames one by one to an inspect (ROUTER) endpoint from a REQ socket; their verdicts, in order."""
+    req = zmq.Context.instance().socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(endpoint)
+    try:
+        verdicts = []
+        for parts in frames:
+            req.send_multipart(parts)
+            assert req.poll(int(timeout_s * 1e3)), f"no reply from {endpoint}"
+            verdicts.append(Verdict.model_validate_json(req.recv()))
+        return verdicts
+    finally:
+        req.close()
+

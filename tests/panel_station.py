@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import zmq
+from line_helpers import inspect_frames
 
 from lineguard.panel.app import create_app
 from lineguard.panel.settings import PanelSettings
@@ -37,15 +38,8 @@ class Station:
         push.close()
 
     def inspect(self, camera: str, frame_id: str, image: np.ndarray) -> Verdict:
-        req = zmq.Context.instance().socket(zmq.REQ)
-        req.setsockopt(zmq.LINGER, 0)
-        req.connect(self.server.endpoints.inspect)
-        try:
-            req.send_multipart(encode_frame(new_header(camera, frame_id, "weave"), image))
-            assert req.poll(30_000), "no reply from the line"
-            return Verdict.model_validate_json(req.recv())
-        finally:
-            req.close()
+        return inspect_frames(self.server.endpoints.inspect, [encode_frame(new_header(camera, frame_id, "weave"),
+                                                                           image)])[0]
 
 
 @contextlib.contextmanager

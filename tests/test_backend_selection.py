@@ -159,3 +159,14 @@ def test_int8_only_when_the_line_asks_for_it(manifest: BundleManifest) -> None:
     assert {r.precision for r in choose_backend("auto", m, ON_ORIN).engines.values()} == {"fp32"}
     asked = choose_backend("auto", m, ON_ORIN, precision_order=("int8", "fp16", "fp32"))
     assert {r.precision for r in asked.engines.values()} == {"int8"}
+
+
+def test_a_line_runs_on_the_backend_its_config_names(bundle_dir: Path) -> None:
+    """``inference`` in the line config reaches the chain (what `lineguard serve` and the demo use)."""
+    from lineguard.runtime.line_config import LineConfig
+    from lineguard.runtime.server import LineServer
+
+    plain = LineServer.from_bundle(bundle_dir, LineConfig(line="b", inference={"backend": "onnxruntime"}))
+    assert plain.inspector.chain.backend.backend == "onnxruntime"
+    with pytest.raises(BackendUnavailableError, match="(?i)tensorrt"):  # no engines, no GPU here
+        LineServer.from_bundle(bundle_dir, LineConfig(line="b", inference={"backend": "tensorrt"}))

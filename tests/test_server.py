@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import zmq
-from line_helpers import LOOPBACK, frame, header_json, until, verdicts_of, wait_for, watch
+from line_helpers import LOOPBACK, frame, header_json, inspect_frames, until, verdicts_of, wait_for, watch
 
 from lineguard.runtime.inspector import Inspector
 from lineguard.runtime.line_config import LineConfig
@@ -273,28 +273,17 @@ def test_start_fails_clearly(serve, inspector) -> None:
         LineServer(inspector, LineConfig(line="l2", endpoints=taken)).start(timeout_s=30)
 
 
-def test_ng_frames_are_archived_with_their_maps(enrolled_dir: Path, weave_parts, tmp_path: Path) -> None:
+def test_ng_frames_are_archived_with_their_maps(enrolled_dir: Path, weave_parts, ng_weave, tmp_path: Path) -> None:
     """An NG frame lands in the archive ring with its anomaly map; OK frames are not kept by default."""
-    from lineguard.export.synthesis import cut_paste_poisson
-    from lineguard.export.textures import texture_variants
     from lineguard.runtime.archive import FrameArchive
     from lineguard.runtime.wire import new_header
 
     config = LineConfig(line="t", endpoints={"frames": "tcp://127.0.0.1:*", "verdicts": "tcp://127.0.0.1:*",
                                               "inspect": "tcp://127.0.0.1:*"},
                         deadline_ms=5000, archive={"dir": str(tmp_path / "ring"), "max_bytes": 50_000_000})
-    defect = cut_paste_poisson(weave_parts[12], texture_variants("wood", 1, seed=2)[0], np.random.default_rng(1),
-                               0.12, 0.15, opacity=0.5).image
     with LineServer.from_bundle(enrolled_dir, config) as server:
-        req = zmq.Context.instance().socket(zmq.REQ)
-        req.setsockopt(zmq.LINGER, 0)
-        req.setsockopt(zmq.RCVTIMEO, 20_000)
-        req.connect(server.endpoints.inspect)
-        replies = []
-        for frame_id, image in (("ng-1", defect), ("ok-1", weave_parts[13])):
-            req.send_multipart(encode_frame(new_header("cam0", frame_id, "weave"), image))
-            replies.append(Verdict.model_validate_json(req.recv()))
-        req.close()
+        replies = inspect_frames(server.endpoints.inspect, [encode_frame(new_header("cam0", frame_id, "weave"), image)
+                                                            for frame_id, image in (("ng-1", ng_weave), ("ok-1", weave_parts[13]))])
     assert [v.verdict for v in replies] == ["NG", "OK"]
     archive = FrameArchive(tmp_path / "ring", max_bytes=50_000_000)
     kept = archive.load("cam0", "ng-1")
