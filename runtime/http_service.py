@@ -42,6 +42,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from lineguard.runtime.line_config import HttpEndpoint
+from lineguard.runtime.messages import ArchivedVerdict, Readiness
 from lineguard.runtime.overlay import overlay_jpeg
 
 if TYPE_CHECKING:
@@ -167,8 +168,8 @@ class RuntimeHttpService:
 
     async def readyz(self, request: Request) -> Response:
         checks = {"bundle_loaded": False} if self.server is None else self.server.readiness()
-        ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
+        answer = Readiness(ready=all(checks.values()), checks=checks)
+        return JSONResponse(answer.model_dump(), 200 if answer.ready else 503)
 
     async def metrics(self, request: Request) -> Response:
         registry = self.server.metrics.registry if self.server is not None else self._booting
@@ -186,7 +187,8 @@ class RuntimeHttpService:
         if kind not in VERDICT_FILTERS or not 1 <= limit <= MAX_GALLERY:
             return JSONResponse({"error": f"verdict must be one of {VERDICT_FILTERS}, limit 1..{MAX_GALLERY}"}, 400)
         verdicts = await run_in_threadpool(archive.recent, limit, None if kind == "all" else kind)
-        return JSONResponse([{**v.model_dump(mode="json"), "archived_at": at} for v, at in verdicts])
+        return JSONResponse([ArchivedVerdict(**v.model_dump(), archived_at=at).model_dump(mode="json")
+                             for v, at in verdicts])
 
     async def overlay(self, request: Request) -> Response:
         archive = self.server.archive if self.server is not None else None

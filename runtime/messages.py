@@ -65,6 +65,19 @@ class Verdict(_Message):
     error: ErrorInfo | None = None
 
 
+class ArchivedVerdict(Verdict):
+    """A verdict kept in the NG archive, with when it was stored (the runtime's ``GET /api/frames``)."""
+
+    archived_at: float = Field(description="Unix seconds")
+
+
+class Readiness(_Message):
+    """``GET /readyz``: ready only when every named check is."""
+
+    ready: bool
+    checks: dict[str, bool]
+
+
 class ExplainRequest(_Message):
     """Explanation port (ROUTER, DEALER clients): explain an archived frame."""
 

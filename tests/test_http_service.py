@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lineguard.runtime.http_service import HttpServiceError, RuntimeHttpService
 from lineguard.runtime.line_config import HttpEndpoint, LineConfig
+from lineguard.runtime.messages import ArchivedVerdict, Readiness
 from lineguard.runtime.server import LineServer
 from lineguard.runtime.wire import encode_frame, new_header
 
@@ -68,7 +69,8 @@ def test_ready_metrics_and_gallery_follow_the_traffic(http: RuntimeHttpService, 
     http.attach(line)
     ready = httpx.get(f"{http.url}/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["ready"] and all(ready.json()["checks"].values())
+    readiness = Readiness.model_validate(ready.json())
+    assert readiness.ready and all(readiness.checks.values())
 
     before = samples(httpx.get(f"{http.url}/metrics").text)
     assert value(before, "lineguard_ready") == 1.0
@@ -95,7 +97,7 @@ def test_ready_metrics_and_gallery_follow_the_traffic(http: RuntimeHttpService, 
 
     gallery = httpx.get(f"{http.url}/api/frames", params={"verdict": "NG"}).json()
     assert [(v["camera_id"], v["frame_id"], v["verdict"]) for v in gallery] == [("cam0", "ng-1", "NG")]
-    assert abs(gallery[0]["archived_at"] - time.time()) < 120
+    assert abs(ArchivedVerdict.model_validate(gallery[0]).archived_at - time.time()) < 120
     overlay = httpx.get(f"{http.url}/api/frames/cam0/ng-1/overlay.jpg")
     assert overlay.status_code == 200 and overlay.headers["content-type"] == "image/jpeg"
     image = cv2.imdecode(np.frombuffer(overlay.content, np.uint8), cv2.IMREAD_COLOR)
