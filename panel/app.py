@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -93,7 +92,7 @@ class PanelService:
         return JSONResponse({"token_required": self.settings.token is not None})
 
     async def state(self, request: Request) -> Response:
-        return JSONResponse(self.feed.snapshot())
+        return Response(self.feed.snapshot().model_dump_json(), media_type="application/json")
 
     async def events(self, request: Request) -> Response:
         queue = self.feed.subscribe(asyncio.get_running_loop())
@@ -106,7 +105,7 @@ class PanelService:
                     except asyncio.TimeoutError:  # noqa: UP041 (distinct from TimeoutError before 3.11)
                         yield b": keep-alive\n\n"
                         continue
-                    yield sse(json.dumps(message), message["type"])
+                    yield sse(message.model_dump_json(), message.type)
             finally:
                 self.feed.unsubscribe(queue)
 

@@ -3,8 +3,8 @@
 Usage::
 
     bridge = FeedBridge("tcp://10.0.0.5:5556").start()
-    queue = bridge.subscribe(asyncio.get_running_loop())   # asyncio.Queue of JSON-ready dicts
-    message = await queue.get()                            # first: {"type": "state", ...}, then events
+    queue = bridge.subscribe(asyncio.get_running_loop())   # asyncio.Queue of PanelMessage models
+    message = await queue.get()                            # first: a StateMessage, then events
     bridge.unsubscribe(queue)
     bridge.stop()
 
@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any
 
 import zmq
 
-from lineguard.panel.board import LineBoard
+from lineguard.panel.board import LineBoard, PanelMessage, StateMessage
 from lineguard.runtime.curve import CurveClientConfig
 from lineguard.runtime.watch import VerdictWatcher
 
@@ -39,7 +38,7 @@ class FeedBridge:
         self.board = board or LineBoard()
         self.context = context or zmq.Context.instance()
         self._lock = threading.Lock()
-        self._pages: dict[asyncio.Queue[dict[str, Any]], asyncio.AbstractEventLoop] = {}
+        self._pages: dict[asyncio.Queue[PanelMessage], asyncio.AbstractEventLoop] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -53,18 +52,18 @@ class FeedBridge:
         if self._thread is not None:
             self._thread.join(5)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> StateMessage:
         with self._lock:
             return self.board.snapshot()
 
-    def subscribe(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(PAGE_QUEUE)
+    def subscribe(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[PanelMessage]:
+        queue: asyncio.Queue[PanelMessage] = asyncio.Queue(PAGE_QUEUE)
         with self._lock:
             queue.put_nowait(self.board.snapshot())
             self._pages[queue] = loop
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[PanelMessage]) -> None:
         with self._lock:
             self._pages.pop(queue, None)
 
@@ -82,7 +81,7 @@ class FeedBridge:
                             except RuntimeError:  # that page's loop has closed
                                 self.unsubscribe(queue)
 
-    def _offer(self, queue: asyncio.Queue[dict[str, Any]], message: dict[str, Any]) -> None:
+    def _offer(self, queue: asyncio.Queue[PanelMessage], message: PanelMessage) -> None:
         """On the page's loop: queue a message, or resynchronise a page that fell behind."""
         if queue.full():
             while not queue.empty():

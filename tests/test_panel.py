@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from lineguard.panel.app import create_app
-from lineguard.panel.board import LineBoard
+from lineguard.panel.board import LineBoard, StateMessage
 from lineguard.panel.settings import PanelSettings, PanelSettingsError
 from lineguard.runtime.messages import ErrorInfo, Verdict
 from lineguard.runtime.watch import WatchEvent
@@ -35,23 +35,24 @@ def test_board_counts_rejects_and_raises_alarms() -> None:
     board = LineBoard(burst_errors=3, burst_window_s=10.0)
     for i, cls in enumerate(["OK", "OK", "NG", "OK"]):
         board.apply(WatchEvent("verdict", verdict=verdict(cls, f"f{i}")), now=100.0 + i)
-    cam = board.snapshot()["cameras"][0]
-    assert (cam["ok"], cam["ng"], cam["reject_rate"]) == (3, 1, 0.25)
+    cam = board.snapshot().cameras[0]
+    assert (cam.ok, cam.ng, cam.reject_rate) == (3, 1, 0.25)
 
     timeout = board.apply(WatchEvent("verdict", verdict=verdict("TIMEOUT", "t1", code="TIMEOUT")), now=105.0)
-    assert [m["type"] for m in timeout] == ["verdict", "alarm"] and timeout[1]["alarm"]["kind"] == "timeout"
+    assert [m.type for m in timeout] == ["verdict", "alarm"] and timeout[1].alarm.kind == "timeout"
 
     kinds = []
     for i, at in enumerate([110.0, 111.0, 125.0, 126.0, 127.0]):  # the first two age out of the window
-        kinds += [m["alarm"]["kind"] for m in board.apply(WatchEvent("verdict", verdict=verdict(
-            "ERROR", f"e{i}", code="BAD_PAYLOAD")), now=at) if m["type"] == "alarm"]
+        kinds += [m.alarm.kind for m in board.apply(WatchEvent("verdict", verdict=verdict(
+            "ERROR", f"e{i}", code="BAD_PAYLOAD")), now=at) if m.type == "alarm"]
     assert kinds == ["error_burst"]
 
     board.apply(WatchEvent("heartbeat_missed", message="no heartbeat for 3.0 s"), now=130.0)
     state = board.snapshot()
-    assert not state["connected"]
-    assert [a["kind"] for a in state["alarms"]] == ["heartbeat_missed", "error_burst", "timeout"]
-    assert state["recent"][0]["frame_id"] == "e4"
+    assert not state.connected
+    assert [a.kind for a in state.alarms] == ["heartbeat_missed", "error_burst", "timeout"]
+    assert state.recent[0].frame_id == "e4"
+    assert StateMessage.model_validate_json(state.model_dump_json()) == state  # what the page receives
 
 
 def test_settings_refuse_an_open_panel_beyond_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
