@@ -1,0 +1,131 @@
+"""lineguard.eval_data: MVTec-AD layout, masks that hold the defects, determinism, disjoint train/test crops."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lineguard.eval_data import (
+    DEFECT_TYPES,
+    MIN_CHANGE,
+    CategorySources,
+    build_texture_set,
+    ensure_texture_set,
+    load_photo,
+    make_defect,
+    render_crop,
+)
+
+SMALL = {"n_train": 5, "n_test_good": 3, "n_test_defect_per_type": 2}
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    root = tmp_path_factory.mktemp("texture-set")
+    return root, build_texture_set(root, seed=0, **SMALL)
+
+
+def _sources(root: Path, category: str) -> CategorySources:
+    return CategorySources.model_validate_json((root / category / "sources.json").read_text())
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*.png"))}
+
+
+def test_mvtec_layout_and_masks_match_images(small_set: tuple[Path, list[str]]) -> None:
+    root, categories = small_set
+    assert categories == ["brick", "grass", "gravel"]
+    for category in categories:
+        cat = root / category
+        assert len(list((cat / "train" / "good").glob("*.png"))) == SMALL["n_train"]
+        assert len(list((cat / "test" / "good").glob("*.png"))) == SMALL["n_test_good"]
+        assert not (cat / "ground_truth" / "good").exists()
+        assert sorted(p.name for p in (cat / "test").iterdir()) == sorted(("good", *DEFECT_TYPES))
+        for kind in DEFECT_TYPES:
+            images = sorted((cat / "test" / kind).glob("*.png"))
+            assert len(images) == SMALL["n_test_defect_per_type"]
+            for path in images:
+                mask = cv2.imread(str(cat / "ground_truth" / kind / f"{path.stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+                image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+                assert mask is not None and mask.ndim == 2 and mask.dtype == np.uint8
+                assert mask.shape == image.shape[:2]
+                assert set(np.unique(mask).tolist()) == {0, 255}
+                assert 160 <= image.shape[0] == image.shape[1] <= 240
+
+
+def test_defects_lie_inside_their_masks(small_set: tuple[Path, list[str]]) -> None:
+    root, categories = small_set
+    for category in categories:
+        photo = load_photo(category)
+        for spec in _sources(root, category).images:
+            clean = render_crop(photo, spec)
+            image = cv2.imread(str(root / category / spec.file), cv2.IMREAD_UNCHANGED)
+            if spec.defect == "good":
+                assert np.array_equal(image, clean), spec.file
+                continue
+            mask = cv2.imread(str(root / category / spec.mask), cv2.IMREAD_UNCHANGED) > 0
+            diff = np.abs(image.astype(np.int16) - clean)
+            assert diff[mask].mean() >= MIN_CHANGE / 2, (spec.file, diff[mask].mean())
+            far = cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+            assert far.any() and not diff[far].any(), spec.file
+
+
+def test_train_and_test_crops_never_overlap(small_set: tuple[Path, list[str]]) -> None:
+    root, categories = small_set
+    for category in categories:
+        sources = _sources(root, category)
+        train = np.zeros(sources.photo_shape, bool)
+        test = np.zeros(sources.photo_shape, bool)
+        for spec in sources.images:
+            x, y, side = spec.box
+            assert x >= 0 and y >= 0 and x + side <= sources.photo_shape[1] and y + side <= sources.photo_shape[0]
+            (train if spec.split == "train" else test)[y : y + side, x : x + side] = True
+        assert train.any() and test.any() and not (train & test).any()
+
+
+def test_deterministic_for_a_seed(small_set: tuple[Path, list[str]], tmp_path: Path) -> None:
+    root, _ = small_set
+    again = tmp_path / "again"
+    build_texture_set(again, seed=0, **SMALL)
+    assert _digest(again) == _digest(root)
+    other = tmp_path / "other"
+    build_texture_set(other, seed=1, categories=("brick",), **SMALL)
+    assert _digest(other) != {k: v for k, v in _digest(root).items() if k.startswith("brick")}
+
+
+@pytest.mark.parametrize("kind", DEFECT_TYPES)
+def test_each_defect_type_changes_the_surface_only_near_its_mask(kind: str) -> None:
+    rng = np.random.default_rng(3)
+    clean = np.ascontiguousarray(load_photo("gravel")[:200, :200])
+    image, mask, params = make_defect(clean, kind, rng, exclude="gravel")
+    assert image.shape == clean.shape and image.dtype == np.uint8 and mask.shape == clean.shape
+    assert 0 < mask.sum() < 0.25 * mask.size
+    diff = np.abs(image.astype(np.int16) - clean)
+    assert diff[mask > 0].mean() >= MIN_CHANGE
+    assert not diff[cv2.dilate(mask, np.ones((9, 9), np.uint8)) == 0].any()
+    if kind == "foreign":
+        assert params["source"] != "gravel"
+
+
+def test_ensure_reuses_a_fresh_set_and_refuses_foreign_folders(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    small = {"n_train": 2, "n_test_good": 1, "n_test_defect_per_type": 1}
+    assert ensure_texture_set(root, seed=0, **small) == ["brick", "grass", "gravel"]
+    first = (root / "brick" / "sources.json").stat().st_mtime_ns
+    ensure_texture_set(root, seed=0, **small)
+    assert (root / "brick" / "sources.json").stat().st_mtime_ns == first
+    ensure_texture_set(root, seed=5, **small)
+    assert '"seed": 5' in (root / "dataset.json").read_text()
+
+    mine = tmp_path / "mine"
+    (mine / "brick").mkdir(parents=True)
+    (mine / "brick" / "notes.txt").write_text("someone's data")
+    with pytest.raises(FileExistsError, match="not written by lineguard.eval_data"):
+        build_texture_set(mine, **small)
+    assert (mine / "brick" / "notes.txt").is_file()
