@@ -1,0 +1,161 @@
+"""lineguard.eval_suite: means over seeds and kinds, a table equal to the JSON, README markers (no model)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+import lineguard.eval_suite as suite
+from lineguard.eval_suite import (
+    README_END,
+    README_START,
+    SuiteReport,
+    main_eval_all,
+    realdev_roots,
+    render_markdown,
+    replace_between_markers,
+    run_suite,
+    write_report,
+)
+
+
+class FakeEvalReport(BaseModel):
+    """The fields of runtime.evaluation.EvalReport the suite reads, plus ones it must carry along."""
+
+    category: str
+    image_auroc: float | None
+    pixel_auroc: float | None
+    accuracy: float
+    false_reject_rate: float
+    miss_rate: float
+    n_images: int
+    ms_per_image: float
+    miss_rate_by_type: dict[str, float] = {}
+    observed_false_reject: dict[str, float] = {}
+
+
+NUMBERS = {  # (category, seed) -> image AUROC, pixel AUROC, FRR, miss
+    ("pcb", 0): (0.60, 0.80, 0.10, 0.50), ("pcb", 1): (0.70, 0.90, 0.00, 0.30),
+    ("cookie", 0): (0.95, None, 0.05, 0.10), ("cookie", 1): (0.91, None, 0.15, 0.20),
+    ("brick", 0): (1.00, 0.97, 0.00, 0.125), ("brick", 1): (0.98, 0.99, 0.0625, 0.0),
+}
+
+
+def fake_evaluate(bundle_dir, data_root, category, shots, seed=0):
+    if category == "broken":
+        raise RuntimeError("no train/good images")
+    auroc, pixel, frr, miss = NUMBERS[(category, seed)]
+    return FakeEvalReport(category=category, image_auroc=auroc, pixel_auroc=pixel, accuracy=0.5,
+                          false_reject_rate=frr, miss_rate=miss, n_images=40, ms_per_image=12.5,
+                          miss_rate_by_type={"scratch": miss, "hole": 0.0},
+                          observed_false_reject={"0.01": frr})
+
+
+ROOTS = [("/data/real", "pcb", "industrial"), ("/data/real", "cookie", "industrial"),
+         ("/data/tex", "brick", "texture")]
+
+
+def _suite() -> SuiteReport:
+    return run_suite("bundles/default", ROOTS, shots=4, seeds=(0, 1), evaluate_fn=fake_evaluate, log=lambda _: None)
+
+
+def test_means_over_seeds_and_kinds() -> None:
+    report = _suite()
+    pcb, cookie, brick = report.categories
+    assert pcb.image_auroc == pytest.approx(0.65) and pcb.pixel_auroc == pytest.approx(0.85)
+    assert pcb.false_reject_rate == pytest.approx(0.05) and pcb.miss_rate == pytest.approx(0.40)
+    assert pcb.balanced_accuracy == pytest.approx(((1 - 0.05) + (1 - 0.40)) / 2)
+    assert cookie.pixel_auroc is None
+    assert brick.miss_rate_by_type == {"hole": 0.0, "scratch": pytest.approx(0.0625)}
+    assert pcb.runs[0].extra["observed_false_reject"] == {"0.01": 0.10}      # unknown fields carried along
+    industrial, texture = report.kinds
+    assert (industrial.kind, industrial.categories) == ("industrial", ["pcb", "cookie"])
+    assert industrial.image_auroc == pytest.approx((0.65 + 0.93) / 2)
+    assert industrial.pixel_auroc == pytest.approx(0.85)                   # cookie has no masks
+    assert industrial.balanced_accuracy == pytest.approx((pcb.balanced_accuracy + cookie.balanced_accuracy) / 2)
+    assert texture.categories == ["brick"] and texture.image_auroc == pytest.approx(0.99)
+
+
+def _table_rows(markdown: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0] not in ("category", "---"):
+            rows[cells[0]] = cells[2:]
+    return rows
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def test_table_numbers_equal_the_json(tmp_path: Path) -> None:
+    json_path, md_path = write_report(_suite(), tmp_path)
+    data = json.loads(json_path.read_text())
+    rows = _table_rows(md_path.read_text())
+    fields = ("image_auroc", "pixel_auroc", "false_reject_rate", "miss_rate", "balanced_accuracy")
+    for c in data["categories"]:
+        assert rows[c["category"]] == [_cell(c[f]) for f in fields]
+    for k in data["kinds"]:
+        assert rows[f"**mean, {k['kind']}** ({len(k['categories'])})"] == [_cell(k[f]) for f in fields]
+    assert len(rows) == len(data["categories"]) + len(data["kinds"])
+    per_type = re.findall(r"^\| brick \| (\w+) \| ([\d.]+) \|$", md_path.read_text(), re.M)
+    assert dict(per_type) == {t: _cell(m) for t, m in data["categories"][2]["miss_rate_by_type"].items()}
+
+
+def test_a_failing_category_is_recorded_not_fatal() -> None:
+    report = run_suite("b", [*ROOTS[:1], ("/x", "broken", "texture")], seeds=(0,), evaluate_fn=fake_evaluate,
+                       log=lambda _: None)
+    assert [c.category for c in report.categories] == ["pcb"]
+    assert report.failures == ["broken seed 0: RuntimeError: no train/good images"]
+    assert "- failed: broken seed 0" in render_markdown(report)
+
+
+def test_readme_markers_are_replaced_and_checked() -> None:
+    text = f"# title\n\nintro\n{README_START}\nold | table\n{README_END}\n\nafter\n"
+    new = replace_between_markers(text, "| new |\n")
+    assert new == f"# title\n\nintro\n{README_START}\n| new |\n{README_END}\n\nafter\n"
+    assert replace_between_markers(new, "| newer |") == new.replace("| new |", "| newer |")
+    for broken in ("no markers", f"{README_END}\n{README_START}", f"{README_START}{README_START}{README_END}"):
+        with pytest.raises(ValueError):
+            replace_between_markers(broken, "x")
+
+
+def test_realdev_kinds_come_from_the_table_and_unknown_ones_are_noted(tmp_path: Path) -> None:
+    for name in ("pcb", "road_crack", "mystery"):
+        (tmp_path / name / "test").mkdir(parents=True)
+    roots, notes = realdev_roots(tmp_path)
+    assert roots == [(str(tmp_path), "pcb", "industrial"), (str(tmp_path), "road_crack", "texture")]
+    assert len(notes) == 1 and "mystery" in notes[0]
+    roots, notes = realdev_roots(tmp_path / "missing")
+    assert roots == [] and "not found" in notes[0]
+
+
+def test_main_eval_all_writes_the_readme_only_when_every_run_succeeded(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"text\n{README_START}\nstale\n{README_END}\n")
+    realdev = tmp_path / "realdev"
+    for name in ("pcb", "cookie"):
+        (realdev / name / "test").mkdir(parents=True)
+    monkeypatch.setattr(suite, "texture_roots", lambda cache_dir, seed=0: ([(str(cache_dir), "brick", "texture")], []))
+    run = {"readme": readme, "realdev": realdev, "texture_cache": tmp_path / "tex", "evaluate_fn": fake_evaluate}
+
+    report = main_eval_all("bundles/default", tmp_path / "out", 4, (0, 1), update_readme=True, **run)
+    assert [c.category for c in report.categories] == ["cookie", "pcb", "brick"]
+    assert readme.read_text() == f"text\n{README_START}\n{render_markdown(report).rstrip()}\n{README_END}\n"
+    assert (tmp_path / "out" / "eval.json").is_file() and (tmp_path / "out" / "eval.md").is_file()
+
+    readme.write_text(f"text\n{README_START}\nstale\n{README_END}\n")
+    (realdev / "broken" / "test").mkdir(parents=True)
+    monkeypatch.setitem(suite.KIND_BY_CATEGORY, "broken", "industrial")
+    report = main_eval_all("bundles/default", tmp_path / "out", 4, (0,), update_readme=True, **run)
+    assert report.failures and "stale" in readme.read_text()
+
+    readme.write_text("no markers here\n")
+    with pytest.raises(ValueError, match="eval-table:start"):
+        main_eval_all("b", tmp_path / "out", update_readme=True, **run)
