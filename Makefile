@@ -1,6 +1,7 @@
 # lineguard: two commands do all the set-up on a fresh machine.
 #   make demo   export the default bundle, enrol a generated product, inspect parts
 #   make test   the test suite (what CI runs)
+#   make eval   the README's accuracy table: eval over realdev + the scikit-image textures (exports the bundle if missing)
 # Both create or reuse .venv and install what they need (torch only as torch==2.13.0, the CPU build).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -8,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lineguard-installed
 
-.PHONY: demo test bench lint clean browser
+.PHONY: demo test bench eval lint clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,11 @@ test: $(STAMP) browser
 
 bench: $(STAMP)
 	$(VENV)/bin/lineguard bench all --out artifacts/bench
+
+# The README's accuracy table (between its eval-table markers), regenerated: never edited by hand.
+# Builds bundles/default first when missing (the same export as `make demo`); about 10-20 minutes on 2 cores.
+eval: $(STAMP)
+	$(VENV)/bin/python -m lineguard.eval_suite --bundle bundles/default --out artifacts/eval --update-readme --export-missing
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -364,7 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.update_readme:
-        check_readme(args.readme)
+        try:
+            check_readme(args.readme)
+        except (OSError, ValueError) as exc:
+            print(f"lineguard: error: {args.readme}: {exc}", file=sys.stderr)
+            return 2
     if args.export_missing:
         ensure_bundle(args.bundle)
     report = main_eval_all(args.bundle, args.out, args.shots, args.seeds, args.update_readme, args.readme,
