@@ -255,7 +255,8 @@ def render_markdown(report: SuiteReport) -> str:
     """The table (and per-defect-type misses where the reports carry them), from the report only."""
     seeds = ", ".join(str(s) for s in report.seeds)
     lines = [
-        f"K={report.shots} shots, mean over {len(report.seeds)} draws of the shots (seeds {seeds}); "
+        f"K={report.shots} shots, mean over {len(report.seeds)} draw{'s' if len(report.seeds) != 1 else ''} "
+        f"of the shots (seed{'s' if len(report.seeds) != 1 else ''} {seeds}); "
         f"bundle `{Path(report.bundle).name}`; {report.created_utc}. Regenerate with `make eval`.",
         "",
         "| category | kind | image AUROC | pixel AUROC | false rejects | misses | balanced accuracy |",
