@@ -18,18 +18,27 @@ Usage::
         ...                                  # queue full: answer OVERLOADED yourself
     batcher.close(timeout_s=2.0)             # drains: queued frames are inspected or TIMEOUT
 
-How a batch forms (Triton's dynamic batching): the oldest waiting request names the product; the batch
-takes up to ``max_batch`` waiting requests of that product, as soon as there are that many or once the
-oldest has waited ``max_queue_delay_ms``. Requests of other products keep their place in the queue.
+A service calls ``batcher.warm_up(image, product)`` for each product before ``start()``: it runs the
+models once (lazy set-up) and times a few batch sizes, the latency model's first estimates.
+
+How a batch forms: the oldest waiting request names the product, and the batch holds requests of that
+product only (others keep their place in the queue). With ``deadline_aware`` (the default) batches are
+planned against this machine's measured batch latency (lineguard.runtime.batch_latency: timed at
+:meth:`MicroBatcher.warm_up`, then an EWMA per batch size from every batch run) by
+lineguard.runtime.batch_plan: a batch is only formed if it can finish before its earliest deadline; of
+the frames queued, the largest batch that can still make it runs (newest frames first once the queue is
+late), and a frame that can no longer make its deadline is answered TIMEOUT at once, without inference.
+So a burst beyond capacity is judged as far as deadline x capacity allows and the line is on time again
+as soon as the burst's batch ends. A batch is due once full, once deadlines cap its size, once the oldest
+has waited ``max_queue_delay_ms``, or once waiting longer would make it late. Without ``deadline_aware``
+it is Triton's plain dynamic batching (up to ``max_batch`` once full or after the queue delay).
 
 Deadlines: a watch thread answers TIMEOUT the moment a request's deadline passes, whether it is still
 queued or already in inference (a late inference result is then discarded): a PLC's result window does
-not stretch for a slow batch. Load shedding: once a batch's inference time is known (an EWMA), a queued
-request that its place in the queue would bring past its deadline is answered TIMEOUT at once instead of
-being inferred in vain, so under overload the workers spend their time on frames that can still make it
-(the next batch always runs, which keeps the estimate current). Decoding (``request.load``) runs on the inference worker, off the
-caller's thread; a FrameError there answers that request alone with its code. An exception from
-inference answers each frame of the batch ERROR/INTERNAL (UNKNOWN_PRODUCT for an unknown product).
+not stretch for a slow batch. Decoding (``request.load``) runs on the inference worker, off the caller's
+thread, and counts as part of a batch's latency; a FrameError there answers that request alone with its
+code. An exception from inference answers each frame of the batch ERROR/INTERNAL (UNKNOWN_PRODUCT for an
+unknown product).
 
 Supervision: a fault that kills a worker outright (a BaseException escaping inference, e.g. a
 ``MemoryError``-style abort or an injected fault) answers every frame of its batch ERROR/WORKER_FAILED
@@ -51,6 +60,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from lineguard.runtime.archive import FrameArchive
+from lineguard.runtime.batch_latency import BatchLatency, warm_up_sizes
+from lineguard.runtime.batch_plan import hopeless, plan_batch
 from lineguard.runtime.inspector import Inspection, UnknownProductError
 from lineguard.runtime.llm_judge import LlmJudge
 from lineguard.runtime.messages import Verdict
@@ -76,7 +87,7 @@ class FrameRequest:
     camera_id: str
     frame_id: str
     product: str | None
-    deadline: float  # time.monotonic() seconds
+    deadline: float  # seconds of the batcher's clock (time.monotonic unless one is injected)
     load: Callable[[], np.ndarray]
     received: float = field(default_factory=time.monotonic)
     context: Any = None  # whatever the caller needs to deliver the verdict (e.g. a ROUTER envelope)
@@ -110,7 +121,11 @@ class MicroBatcher:
         archive: FrameArchive | None = None,
         judge: LlmJudge | None = None,
         judged_products: frozenset[str] = frozenset(),
+        deadline_aware: bool = True,
+        margin_deviations: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` is the one all times are read from (requests' deadlines included): tests inject one."""
         if max_batch < 1 or max_queue < 1 or workers < 1:
             raise ValueError("max_batch, max_queue and workers must be at least 1")
         self.inspector = inspector
@@ -125,17 +140,21 @@ class MicroBatcher:
         self.archive = archive
         self.judge = judge  # AnomalyGPT's yes/no decision for judged_products, within each frame's deadline
         self.judged_products = judged_products
+        self.deadline_aware = deadline_aware
+        self.latency = BatchLatency(margin_deviations)  # seconds per batch size on this machine
+        self.shed = 0  # frames answered TIMEOUT at once because no batch could finish them in time
+        self._clock = clock
         self._cond = threading.Condition()
         self._queue: deque[FrameRequest] = deque()
         self._in_flight: set[FrameRequest] = set()
         self._delivering = 0  # verdicts handed to the sink right now (neither queued nor in flight)
         self._workers: list[threading.Thread] = [self._thread(self._work, f"batcher-worker-{i}") for i in range(workers)]
+        self._free_at = {t.name: 0.0 for t in self._workers}  # when each worker is expected to be free
         self.worker_restarts = 0  # workers that died and were replaced
         self._watch = self._thread(self._watch_deadlines, "batcher-deadlines")
         self._closing = False  # no more submits; workers stop waiting for batches to fill
         self._closed = False  # threads exit
         self._started = False
-        self._batch_seconds: float | None = None  # recent inference time of one batch (None: not measured yet)
 
     @staticmethod
     def _thread(target: Callable[[], None], name: str) -> threading.Thread:
@@ -152,6 +171,20 @@ class MicroBatcher:
             t.start()
         return self
 
+    def warm_up(self, image: np.ndarray, product: str | None) -> None:
+        """Run ``product`` at batch 1 and at max_batch (lazy set-up: allocations, an execution provider's
+        engine build), then time the sizes of :func:`warm_up_sizes` not timed yet: the latency model's
+        first estimates. Before ``start()``; raises what ``analyze`` raises (e.g. UnknownProductError)."""
+        for size in sorted({1, self.max_batch}):
+            self.inspector.analyze([image] * size, product)
+        measured = self.latency.measured()
+        for size in warm_up_sizes(self.max_batch):
+            if size in measured:
+                continue
+            started = self._clock()
+            self.inspector.analyze([image] * size, product)
+            self.latency.observe(size, self._clock() - started)
+
     def submit(self, request: FrameRequest) -> bool:
         """Queue a request; False when the queue is full (answer it OVERLOADED). Raises BatcherClosed."""
         with self._cond:
@@ -159,7 +192,7 @@ class MicroBatcher:
                 raise BatcherClosed("the batcher is closing")
             if len(self._queue) >= self.max_queue:
                 return False
-            request.enqueued = time.monotonic()
+            request.enqueued = self._clock()
             self._queue.append(request)
             self._cond.notify_all()
         return True
@@ -196,7 +229,7 @@ class MicroBatcher:
         is left behind (daemon thread) and its late results are discarded.
         """
         self.stop_intake()
-        end = time.monotonic() + timeout_s
+        end = time.monotonic() + timeout_s  # real time, whatever the clock
         if self._started:
             for t in self._workers:
                 t.join(max(0.0, end - time.monotonic()))
@@ -233,67 +266,48 @@ class MicroBatcher:
 
     def _error(self, request: FrameRequest, code: ErrorCode, message: str) -> Verdict:
         verdict = error_verdict(request.ids, code, message, self.bundle_id)
-        verdict.latency_ms.total = (time.monotonic() - request.received) * 1e3
+        verdict.latency_ms.total = (self._clock() - request.received) * 1e3
         return verdict
 
     def _timeout(self, request: FrameRequest, why: str) -> Verdict:
-        latency = (time.monotonic() - request.received) * 1e3
+        latency = (self._clock() - request.received) * 1e3
         log.debug("TIMEOUT %s/%s after %.1f ms: %s", request.camera_id, request.frame_id, latency, why)
         verdict = Verdict(frame_id=request.frame_id, camera_id=request.camera_id, product=request.product or "",
                           verdict="TIMEOUT", bundle_id=self.bundle_id)
         verdict.latency_ms.total = latency
         return verdict
 
-    def _shed_doomed(self, now: float) -> list[FrameRequest]:
-        """Under the lock: take out queued frames that cannot be inferred before their deadline.
-
-        Load shedding: under overload the oldest frames would otherwise be inferred only to miss their
-        deadline, and the frames behind them would miss theirs too (useful throughput collapses). A frame
-        whose place in the queue puts its inference end (``batches ahead + 1`` times a batch's recent
-        inference time, spread over the workers) past its deadline is answered TIMEOUT at once. The
-        next batch (the first ``max_batch`` frames) is never shed: it always runs, so the estimate is
-        measured again every cycle and one slow batch cannot shut the line out.
-        """
-        if self._batch_seconds is None or self._closing:
-            return []
-        per_round = self.max_batch * max(1, len(self._workers))
-        doomed: list[FrameRequest] = []
-        ahead = 0  # frames that will be inferred before this one
-        for r in self._queue:
-            if ahead >= self.max_batch and now + self._batch_seconds * (ahead // per_round + 1) > r.deadline:
-                doomed.append(r)
-            else:
-                ahead += 1
-        if doomed:
-            gone = set(doomed)
-            self._queue = deque(r for r in self._queue if r not in gone)
-            self._in_flight.update(doomed)
-        return doomed
-
     def _next_batch(self) -> tuple[list[FrameRequest], list[FrameRequest]] | None:
-        """Under the lock: wait for a batch to be due -> (batch, frames shed as doomed); None when closing
-        and nothing is left."""
+        """Under the lock: wait until a batch is due or frames are doomed -> (batch, doomed), either may be
+        empty; None when closing and nothing is left. Planning: lineguard.runtime.batch_plan."""
+        me = threading.current_thread().name
         while True:
             if self._closed:
                 return None
-            doomed = self._shed_doomed(time.monotonic())
-            if doomed:
-                return [], doomed
+            now = self._clock()
+            self._free_at[me] = now
+            others = [t for name, t in self._free_at.items() if name != me]
+            plan = plan_batch(self._queue, now, self.latency.predict, self.max_batch, self.max_queue_delay,
+                              next_free=min(others, default=None), closing=self._closing,
+                              deadline_aware=self.deadline_aware)
+            if plan.batch or plan.doomed:
+                gone = {*plan.batch, *plan.doomed}
+                self._queue = deque(r for r in self._queue if r not in gone)
+                self._in_flight.update(gone)
+                self.shed += len(plan.doomed)
+                if plan.batch:
+                    self._free_at[me] = now + (self.latency.predict(len(plan.batch)) or 0.0)
+                if plan.probe:
+                    log.info("latency model says a lone frame takes %.0f ms, more than frame %s/%s may wait: "
+                             "running it to measure again", (self.latency.predict(1) or 0.0) * 1e3,
+                             plan.batch[0].camera_id, plan.batch[0].frame_id)
+                return plan.batch, plan.doomed
             if not self._queue:
                 if self._closing:
                     return None
                 self._cond.wait()
                 continue
-            head = self._queue[0]
-            same = [r for r in self._queue if r.product == head.product][: self.max_batch]
-            due = head.enqueued + self.max_queue_delay
-            now = time.monotonic()
-            if len(same) >= self.max_batch or now >= due or self._closing:
-                taken = set(same)
-                self._queue = deque(r for r in self._queue if r not in taken)
-                self._in_flight.update(same)
-                return same, []
-            self._cond.wait(due - now)
+            self._cond.wait(None if plan.wake_at is None else max(0.0, plan.wake_at - now))
 
     def _work(self) -> None:
         while True:
@@ -303,9 +317,9 @@ class MicroBatcher:
                 return
             batch, doomed = taken
             for r in doomed:
-                left_ms = (r.deadline - time.monotonic()) * 1e3
-                self._finish(r, self._timeout(r, f"shed: {left_ms:.0f} ms left, inference takes "
-                                                 f"~{(self._batch_seconds or 0.0) * 1e3:.0f} ms"))
+                left_ms = (r.deadline - self._clock()) * 1e3
+                self._finish(r, self._timeout(r, f"shed: {left_ms:.0f} ms left; no batch can finish it in "
+                                                 f"time (a lone frame: ~{(self.latency.predict(1) or 0) * 1e3:.0f} ms)"))
             if not batch:
                 continue
             try:
@@ -325,11 +339,12 @@ class MicroBatcher:
                 return
 
     def _run(self, batch: list[FrameRequest]) -> None:
+        started = self._clock()  # a batch's latency: decoding and inference
         live: list[tuple[FrameRequest, np.ndarray, float]] = []
         for r in batch:
             if r.done:  # the deadline watch answered it already
                 continue
-            if time.monotonic() >= r.deadline:
+            if self._clock() >= r.deadline:
                 self._finish(r, self._timeout(r, "deadline passed in the queue"))
                 continue
             t0 = time.perf_counter()
@@ -345,12 +360,9 @@ class MicroBatcher:
         if not live:
             return
         product = live[0][0].product
-        started = time.monotonic()
         try:
             results = self.inspector.analyze([image for _, image, _ in live], product)
-            took = time.monotonic() - started
-            with self._cond:  # recent inference time, for load shedding (EWMA: follows load changes)
-                self._batch_seconds = took if self._batch_seconds is None else 0.7 * self._batch_seconds + 0.3 * took
+            self.latency.observe(len(live), self._clock() - started)
             if len(results) != len(live):
                 raise RuntimeError(f"analyze returned {len(results)} results for {len(live)} images")
         except UnknownProductError as exc:
@@ -363,7 +375,7 @@ class MicroBatcher:
                 self._finish(r, self._error(r, ErrorCode.INTERNAL, f"inference failed: {exc!r}"))
             return
         for (r, _, decode_ms), result in zip(live, results, strict=True):
-            now = time.monotonic()
+            now = self._clock()
             latency = result.verdict.latency_ms.model_copy(
                 update={"decode": decode_ms, "total": (now - r.received) * 1e3})
             verdict = result.verdict.model_copy(
@@ -371,8 +383,8 @@ class MicroBatcher:
             if now >= r.deadline:
                 verdict = verdict.model_copy(update={"verdict": "TIMEOUT"})
             if self.judge is not None and r.product in self.judged_products:
-                verdict = self.judge.decide(verdict, timeout_s=max(0.0, r.deadline - time.monotonic() - 0.005))
-                verdict.latency_ms.total = (time.monotonic() - r.received) * 1e3
+                verdict = self.judge.decide(verdict, timeout_s=max(0.0, r.deadline - self._clock() - 0.005))
+                verdict.latency_ms.total = (self._clock() - r.received) * 1e3
             # archived before the verdict goes out, so any frame a client has a verdict for can be explained
             # (costs an NG frame ~3 ms of PNG encoding; a failing disk is counted, never raised)
             if self.archive is not None and verdict.verdict in ("OK", "NG") and self.archive.wants(verdict):
@@ -380,24 +392,35 @@ class MicroBatcher:
             self._finish(r, verdict)
 
     def _watch_deadlines(self) -> None:
-        """Answer TIMEOUT at the deadline, queued or in flight; restart a worker that died."""
+        """Answer TIMEOUT at the deadline, queued or in flight, and at once for a queued frame that cannot
+        make it after the busy workers (woken by every submit); restart a worker that died."""
         while True:
             with self._cond:
                 if self._closed:
                     return
                 self._revive_workers()
-                now = time.monotonic()
+                now = self._clock()
                 pending = [r for r in [*self._queue, *self._in_flight] if not r.done]
                 expired = [r for r in pending if r.deadline <= now]
-                if expired:
-                    gone = set(expired)
+                shed: list[FrameRequest] = []
+                if self.deadline_aware and self._queue:
+                    free = min((max(now, t) for t in self._free_at.values()), default=now)
+                    shed = [r for r in hopeless(self._queue, free, self.latency.predict) if r.deadline > now]
+                if expired or shed:
+                    gone = {*expired, *shed}
                     self._queue = deque(r for r in self._queue if r not in gone)
+                    self._in_flight.update(gone)
+                    self.shed += len(shed)
                 else:
                     wait = min((r.deadline for r in pending), default=now + 0.5) - now
                     self._cond.wait(min(max(wait, 0.0), 0.5))
                     continue
             for r in expired:
                 self._finish(r, self._timeout(r, "deadline passed"))
+            for r in shed:
+                left_ms = (r.deadline - now) * 1e3
+                self._finish(r, self._timeout(r, f"shed on arrival: {left_ms:.0f} ms left, not enough after the "
+                                                 "batches in inference"))
 
     def _revive_workers(self) -> None:
         """Under the lock: replace every worker thread that has ended (it died: workers only end at close)."""

@@ -1,6 +1,8 @@
 """MicroBatcher: same-product batches, queue delay, bounded queue, deadlines, errors; one verdict per request.
 
-A scripted analyzer makes timing deterministic; one test runs the real Inspector.
+A scripted analyzer makes timing deterministic; where deadlines and batch latency decide the outcome, a
+fake clock that only inference advances (``KnownLatencyAnalyzer``) makes it exact: no test here depends
+on how fast this machine is. One test runs the real Inspector.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lineguard.runtime.batch_latency import warm_up_sizes
 from lineguard.runtime.batcher import BatcherClosed, FrameRequest, MicroBatcher
 from lineguard.runtime.inspector import Inspection, Inspector, UnknownProductError
 from lineguard.runtime.messages import Verdict
@@ -43,6 +46,40 @@ class ScriptedAnalyzer:
                            image) for image in images]
 
 
+class FakeClock:
+    """Seconds that pass only when a test or an inference says so."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance_to(self, t: float) -> None:
+        with self.lock:
+            self.now = max(self.now, t)
+
+
+def linear(size: int) -> float:
+    return 0.02 + 0.05 * size  # a batch of 8 takes 0.42 s: 19 frames/s at best, the 200 ms deadline holds 3.8
+
+
+class KnownLatencyAnalyzer(ScriptedAnalyzer):
+    """A batch of n ends ``latency(n)`` clock seconds after it started (no real sleep); ``gate`` holds it."""
+
+    def __init__(self, clock: FakeClock, latency: Callable[[int], float] = linear) -> None:
+        super().__init__()
+        self.clock = clock
+        self.latency = latency
+
+    def analyze(self, images: Sequence[np.ndarray], product: str | None) -> list[Inspection]:
+        started = self.clock()
+        results = super().analyze(images, product)
+        self.clock.advance_to(started + self.latency(len(images)))
+        return results
+
+
 class Collector:
     def __init__(self) -> None:
         self.verdicts: dict[str, list[Verdict]] = {}
@@ -64,17 +101,20 @@ class Collector:
 
 
 def request(frame_id: str, product: str | None = "a", deadline_s: float = 10.0,
-            load: Callable[[], np.ndarray] = lambda: IMAGE) -> FrameRequest:
-    return FrameRequest("cam0", frame_id, product, deadline=time.monotonic() + deadline_s, load=load)
+            load: Callable[[], np.ndarray] = lambda: IMAGE, clock: Callable[[], float] = time.monotonic) -> FrameRequest:
+    now = clock()
+    return FrameRequest("cam0", frame_id, product, deadline=now + deadline_s, load=load, received=now)
 
 
 @pytest.fixture
 def make() -> Callable[..., tuple[MicroBatcher, Collector]]:
     made: list[MicroBatcher] = []
 
-    def build(analyzer: ScriptedAnalyzer, **options: object) -> tuple[MicroBatcher, Collector]:
+    def build(analyzer: ScriptedAnalyzer, start: bool = True, **options: object) -> tuple[MicroBatcher, Collector]:
         sink = Collector()
-        batcher = MicroBatcher(analyzer, sink, bundle_id="test", **options).start()
+        batcher = MicroBatcher(analyzer, sink, bundle_id="test", **options)
+        if start:
+            batcher.start()
         made.append(batcher)
         return batcher, sink
 
@@ -142,40 +182,87 @@ def test_deadline_passed_in_the_queue_is_timeout_without_inference(make) -> None
 def test_overload_sheds_frames_that_cannot_make_their_deadline(make) -> None:
     """Inference takes 0.2 s a frame; ten frames with 0.7 s to live arrive at once. Three can make it;
     the rest are answered TIMEOUT as soon as that is certain, without spending inference on them."""
-    analyzer = ScriptedAnalyzer(delay_s=0.2)
-    batcher, sink = make(analyzer, max_batch=1, max_queue_delay_ms=0)
-    start = time.monotonic()
+    clock = FakeClock()
+    analyzer = KnownLatencyAnalyzer(clock, latency=lambda size: 0.2)
+    batcher, sink = make(analyzer, start=False, max_batch=1, max_queue_delay_ms=0, clock=clock)
+    start = clock()
     for i in range(10):
-        assert batcher.submit(request(f"f{i}", deadline_s=0.7))
-    sink.wait(10, timeout_s=5)
-    answered = {f: v[0].verdict for f, v in sink.verdicts.items()}
-    assert [answered[f"f{i}"] for i in range(3)] == ["OK"] * 3
-    assert all(answered[f"f{i}"] == "TIMEOUT" for i in range(3, 10))
+        assert batcher.submit(request(f"f{i}", deadline_s=0.7, clock=clock))
+    batcher.start()
+    sink.wait(10)
+    answered = {f: sink.one(f) for f in sink.verdicts}
+    assert [answered[f"f{i}"].verdict for i in range(3)] == ["OK"] * 3
+    assert all(answered[f"f{i}"].verdict == "TIMEOUT" for i in range(3, 10))
     assert len(analyzer.batches) == 3  # no inference for a frame that was going to miss its deadline
-    assert time.monotonic() - start < 0.7  # the doomed ones were told before their deadline
-    assert all(len(v) == 1 for v in sink.verdicts.values())
+    assert all(answered[f"f{i}"].latency_ms.total < 700 for i in range(3, 10))  # told before their deadline
+    assert clock() - start == pytest.approx(0.6)
+    assert batcher.shed == 7
 
 
-class SlowThenFast(ScriptedAnalyzer):
+class SlowThenFast(KnownLatencyAnalyzer):
     """The first batch takes 0.4 s (a cold cache, a burst), every later one 10 ms."""
 
-    def analyze(self, images: Sequence[np.ndarray], product: str | None) -> list[Inspection]:
-        self.delay_s = 0.4 if not self.batches else 0.01
-        return super().analyze(images, product)
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock, latency=lambda size: 0.4 if len(self.batches) == 1 else 0.01)
 
 
 def test_one_slow_batch_does_not_shut_the_line_out(make) -> None:
-    """The estimate after a 0.4 s batch is longer than a 0.25 s deadline: shedding must still let the
-    next batch run (and measure again), so the line recovers at once."""
-    analyzer = SlowThenFast()
-    batcher, sink = make(analyzer, max_batch=1, max_queue_delay_ms=0)
-    batcher.submit(request("slow", deadline_s=0.25))
+    """The estimate after a 0.4 s batch is longer than a 0.25 s deadline: the batcher must not trust it
+    for ever (a lone frame runs anyway and measures again), so the line recovers at once."""
+    clock = FakeClock()
+    analyzer = SlowThenFast(clock)
+    batcher, sink = make(analyzer, max_batch=1, max_queue_delay_ms=0, clock=clock)
+    batcher.submit(request("slow", deadline_s=0.25, clock=clock))
     sink.wait(1)
+    assert sink.one("slow").verdict == "TIMEOUT"
     for i in range(5):
-        batcher.submit(request(f"after{i}", deadline_s=0.25))
+        batcher.submit(request(f"after{i}", deadline_s=0.25, clock=clock))
         sink.wait(2 + i)
     assert [sink.one(f"after{i}").verdict for i in range(5)] == ["OK"] * 5
     assert len(analyzer.batches) == 6
+
+
+def burst_into(make, deadline_aware: bool) -> tuple[MicroBatcher, Collector, KnownLatencyAnalyzer, float]:
+    """60 frames with 200 ms to live queued at once into a warmed-up batcher (max_batch 8), and a 61st
+    arriving 100 ms later, while the burst's first batch is in inference."""
+    clock = FakeClock()
+    analyzer = KnownLatencyAnalyzer(clock)
+    batcher, sink = make(analyzer, start=False, max_batch=8, max_queue_delay_ms=5, clock=clock,
+                         deadline_aware=deadline_aware)
+    batcher.warm_up(IMAGE, "a")
+    assert [size for _, size in analyzer.batches] == [1, 8, *warm_up_sizes(8)]
+    analyzer.batches.clear()
+    analyzer.entered.clear()
+    analyzer.gate.clear()
+    start = clock()
+    for k in range(60):
+        assert batcher.submit(request(f"b{k}", deadline_s=0.2, clock=clock))
+    batcher.start()
+    assert analyzer.entered.wait(5)
+    clock.advance_to(start + 0.1)
+    batcher.submit(request("after", deadline_s=0.2, clock=clock))
+    analyzer.gate.set()
+    sink.wait(61)
+    return batcher, sink, analyzer, start
+
+
+def test_a_burst_beyond_capacity_is_judged_up_to_deadline_times_capacity(make) -> None:
+    batcher, sink, analyzer, _ = burst_into(make, deadline_aware=True)
+    verdicts = {f"b{k}": sink.one(f"b{k}") for k in range(60)}  # exactly one verdict each
+    judged = [f for f, v in verdicts.items() if v.verdict == "OK"]
+    ideal = 0.2 * 8 / linear(8)
+    assert len(judged) >= 0.6 * ideal
+    assert [size for _, size in analyzer.batches] == [len(judged), 1]  # no inference spent in vain
+    assert all(v.verdict == "TIMEOUT" and v.latency_ms.total == 0 for f, v in verdicts.items() if f not in judged)
+    assert sink.one("after").verdict == "OK"  # the line is on time again right after the burst's batch
+    assert batcher.shed == 60 - len(judged)
+
+
+def test_without_deadline_awareness_the_same_burst_judges_nothing(make) -> None:
+    _, sink, analyzer, _ = burst_into(make, deadline_aware=False)
+    assert {sink.one(f"b{k}").verdict for k in range(60)} == {"TIMEOUT"}
+    assert sink.one("after").verdict == "TIMEOUT"  # once late, the queue stays late
+    assert analyzer.batches[0] == ("a", 8)
 
 
 def test_deadline_passing_during_inference_is_timeout_once(make) -> None:
