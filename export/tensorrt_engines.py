@@ -25,6 +25,7 @@ with that reason.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from lineguard.runtime.bundle import Bundle, EngineRecord, utc_now
 from lineguard.runtime.image_io import image_paths, read_images
 from lineguard.runtime.preprocess import Preprocessor
 from lineguard.runtime.tensorrt_backend import TensorRTBackend, import_tensorrt
+
+log = logging.getLogger(__name__)
 
 # Relative tolerance (max abs diff / max abs reference) of an engine vs ONNX Runtime FP32, by precision.
 # FP32 engines differ only by kernel reordering; FP16 keeps ~3 significant digits; INT8 is coarser still.
@@ -130,7 +133,34 @@ class CalibrationBatches:
             yield {name: np.ascontiguousarray(array[window]) for name, array in self.inputs.items()}
 
 
-def make_entropy_calibrator(trt: Any, batches: CalibrationBatches, cache_path: Path) -> Any:
+class CalibrationCache:
+    """TensorRT's INT8 calibration cache, valid only for the ONNX graph and TensorRT version it was made
+    with: a sidecar ``<cache>.json`` records both, and a cache whose record differs (or is missing) is
+    not handed to TensorRT, which then calibrates afresh and overwrites it."""
+
+    def __init__(self, path: Path, onnx_sha256: str, tensorrt_version: str) -> None:
+        self.path = Path(path)
+        self.record_path = self.path.with_name(self.path.name + ".json")
+        self.key = {"onnx_sha256": onnx_sha256, "tensorrt_version": tensorrt_version}
+
+    def read(self) -> bytes | None:
+        if not self.path.is_file():
+            return None
+        try:
+            recorded = json.loads(self.record_path.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if recorded != self.key:
+            log.warning("%s was made for %s, not %s: calibrating afresh", self.path.name, recorded, self.key)
+            return None
+        return self.path.read_bytes()
+
+    def write(self, cache: bytes) -> None:
+        self.path.write_bytes(cache)
+        self.record_path.write_text(json.dumps(self.key, indent=2))
+
+
+def make_entropy_calibrator(trt: Any, batches: CalibrationBatches, cache: CalibrationCache) -> Any:
     """An ``IInt8EntropyCalibrator2`` that copies each batch to the GPU and caches the scales."""
     from lineguard.runtime.cuda_runtime import DeviceBuffer, PinnedBuffer, Stream
 
@@ -156,10 +186,10 @@ def make_entropy_calibrator(trt: Any, batches: CalibrationBatches, cache_path: P
             return [self.device[name].pointer for name in names]
 
         def read_calibration_cache(self) -> bytes | None:
-            return cache_path.read_bytes() if cache_path.is_file() else None
+            return cache.read()
 
-        def write_calibration_cache(self, cache: Any) -> None:
-            cache_path.write_bytes(bytes(cache))
+        def write_calibration_cache(self, data: Any) -> None:
+            cache.write(bytes(data))
 
     return EntropyCalibrator()
 
@@ -202,15 +232,15 @@ def _profile(builder: Any, inputs: list[tuple[str, tuple[int, ...]]], lo: int, o
     return profile
 
 
-def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cache_path: Path,
-                 calibration: CalibrationBatches | None = None, calibration_cache: Path | None = None) -> Path:
-    """Build and serialize one engine to ``plan_path``; the timing cache is read and written back."""
-    trt = import_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network, _parser = parse_onnx(trt, builder, logger, onnx_path)
-    config = builder.create_builder_config()
+def configure_precision(trt: Any, config: Any, spec: EngineSpec, calibration: CalibrationBatches | None = None,
+                        calibration_cache: CalibrationCache | None = None) -> None:
+    """Builder flags for ``spec.precision``. FP32 clears TF32 (on by default in TensorRT: on Ampere and
+    Orin it rounds matmul/conv inputs to 10-bit mantissas, ~1e-2 relative error against the 1e-3 FP32
+    parity tolerance); FP16/INT8 keep it for the layers they leave in FP32."""
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mb << 20)
+    if spec.precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)
+        return
     if spec.precision in ("fp16", "int8"):
         flag = "FP16" if spec.precision == "fp16" else "INT8"
         if not hasattr(trt.BuilderFlag, flag):
@@ -222,6 +252,17 @@ def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cach
                 raise EngineBuildError("an INT8 engine needs calibration data (--calib DIR of normal images)")
             config.set_flag(trt.BuilderFlag.INT8)
             config.int8_calibrator = make_entropy_calibrator(trt, calibration, calibration_cache)
+
+
+def build_engine(onnx_path: Path, plan_path: Path, spec: EngineSpec, timing_cache_path: Path,
+                 calibration: CalibrationBatches | None = None, calibration_cache: CalibrationCache | None = None) -> Path:
+    """Build and serialize one engine to ``plan_path``; the timing cache is read and written back."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, _parser = parse_onnx(trt, builder, logger, onnx_path)
+    config = builder.create_builder_config()
+    configure_precision(trt, config, spec, calibration, calibration_cache)
     inputs = _network_inputs(network)
     for _ in range(spec.profiles):
         config.add_optimization_profile(_profile(builder, inputs, 1, spec.optimum, spec.max_batch))
@@ -296,9 +337,10 @@ def export_tensorrt(bundle_dir: str | Path, precisions: Sequence[Precision] = ("
             raise EngineBuildError(f"{calib_dir} holds {len(calib_images)} image(s); INT8 calibration needs at least "
                                    f"{calib_batch} (one batch)")
     trt = import_tensorrt()
-    from lineguard.runtime.cuda_runtime import cudart, describe_gpu
+    from lineguard.runtime.cuda_runtime import describe_gpu
 
     gpu = describe_gpu()
+    cuda_version = gpu.cuda_runtime_version  # the system's CUDA, not the one inside cuda-python's wheel
     bundle = Bundle.open(bundle_dir)
     manifest = bundle.manifest
     folder = device_folder(gpu, trt.__version__)
@@ -314,26 +356,23 @@ def export_tensorrt(bundle_dir: str | Path, precisions: Sequence[Precision] = ("
     for spec in specs:
         for model, onnx_file in onnx_files.items():
             plan = f"{folder}/{model}.{spec.precision}.b{spec.max_batch}.plan"
+            calib_cache = CalibrationCache(bundle.path(f"{folder}/{model}.int8.calib"),
+                                           manifest.files[onnx_file].sha256, trt.__version__)
             build_engine(bundle.path(onnx_file), bundle.path(plan), spec, bundle.path(timing_cache),
-                         calibration.get(model), bundle.path(f"{folder}/{model}.int8.calib"))
+                         calibration.get(model), calib_cache)
             max_abs, rel = engine_parity(bundle, model, bundle.path(plan), parity_inputs[model])
             tolerance = PARITY_TOLERANCE[spec.precision]
             records.append(EngineRecord(
                 model=model, file=plan, onnx_sha256=manifest.files[onnx_file].sha256, precision=spec.precision,
                 min_batch=1, opt_batch=spec.optimum, max_batch=spec.max_batch, profiles=spec.profiles,
                 gpu_name=gpu.name, compute_capability=gpu.compute_capability, tensorrt_version=trt.__version__,
-                cuda_version=_cuda_version(cudart()), workspace_mb=spec.workspace_mb, built_at=utc_now(),
+                cuda_version=cuda_version, workspace_mb=spec.workspace_mb, built_at=utc_now(),
                 parity_max_abs_diff=max_abs, parity_relative_diff=rel, parity_tolerance=tolerance,
                 parity_passed=rel <= tolerance,
             ))
-    calib_caches = [f"{folder}/{model}.int8.calib" for model in onnx_files if calibration]
+    calib_caches = [f"{folder}/{model}.int8.calib{ext}" for model in onnx_files if calibration for ext in ("", ".json")]
     record_engines(bundle, records, extra_files=[timing_cache, *calib_caches])
     return records
-
-
-def _cuda_version(rt: Any) -> str:
-    err, version = rt.cudaRuntimeGetVersion()
-    return f"{version // 1000}.{(version % 1000) // 10}" if err == rt.cudaError_t.cudaSuccess else "unknown"
 
 
 def record_engines(bundle: Bundle, records: Sequence[EngineRecord], extra_files: Sequence[str] = ()) -> Bundle:

@@ -55,7 +55,8 @@ class GpuInfo(BaseModel):
 
     name: str
     compute_capability: str
-    cuda_runtime_version: str
+    cuda_runtime_version: str  # the system's CUDA runtime (libcudart), not cuda-python's bundled one
+    cuda_driver_version: str | None = None  # the newest CUDA the driver supports
 
 
 class RunningDevice(BaseModel):
@@ -164,10 +165,13 @@ def choose_backend(requested: RequestedBackend, manifest: BundleManifest, device
 def onnxruntime_provider_options(providers: Sequence[str], engine_cache_dir: Path | None,
                                  fp16: bool = False) -> list[str | tuple[str, dict[str, Any]]]:
     """ONNX Runtime providers with their options: the TensorRT EP keeps its engines and timing cache in
-    ``engine_cache_dir`` (built once per GPU and shape, reused by later starts) instead of rebuilding."""
+    ``engine_cache_dir`` (built once per GPU and shape, reused by later starts) instead of rebuilding.
+    The folder is created here with its parents: the EP creates only the last level and throws when the
+    parent is missing, and ONNX Runtime's Python wrapper then quietly retries with the CUDA/CPU EPs."""
     configured: list[str | tuple[str, dict[str, Any]]] = []
     for name in providers:
         if name == "TensorrtExecutionProvider" and engine_cache_dir is not None:
+            engine_cache_dir.mkdir(parents=True, exist_ok=True)
             cache = str(engine_cache_dir)
             configured.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
                                       "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
@@ -198,4 +202,24 @@ def probe_device() -> RunningDevice:
     except Exception as exc:  # ImportError, or OSError when libnvinfer is missing
         trt_error = f"{type(exc).__name__}: {exc}"
     return RunningDevice(gpu=gpu, gpu_error=gpu_error, tensorrt_version=trt_version, tensorrt_error=trt_error,
-                         onnxruntime_providers=tuple(ort.get_available_providers()))
+                         onnxruntime_providers=usable_onnxruntime_providers(
+                             ort.get_available_providers(), ort.__version__, trt_version))
+
+
+def usable_onnxruntime_providers(available: Sequence[str], ort_version: str,
+                                 tensorrt_version: str | None) -> tuple[str, ...]:
+    """ONNX Runtime's providers less the TensorRT EP where this TensorRT is not the one ONNX Runtime was
+    built for (it would fail at session creation and be replaced silently); the reason is logged."""
+    from lineguard.runtime.gpu_packages import onnxruntime_conflict, ort_tensorrt_mismatch
+
+    conflict = onnxruntime_conflict()
+    if conflict:
+        log.warning("%s", conflict)
+    providers = tuple(available)
+    if "TensorrtExecutionProvider" in providers:
+        # unknown TensorRT (no Python bindings, the libraries may still be there): the EP is left to try
+        why = ort_tensorrt_mismatch(ort_version, tensorrt_version) if tensorrt_version else None
+        if why:
+            log.warning("ONNX Runtime's TensorRT EP left out: %s", why)
+            providers = tuple(p for p in providers if p != "TensorrtExecutionProvider")
+    return providers

@@ -15,12 +15,18 @@ Each wrapper frees what it allocated (``close()``, or when collected). ``cuda-py
 on first use only, so CPU installs never need it; it exposes the runtime API as
 ``cuda.bindings.runtime`` (12.6 and later) or ``cuda.cudart`` (earlier), and every call returns
 ``(error, *values)``, which :func:`check` turns into a :class:`CudaError`.
+
+Versions: cuda-python links its own static CUDA runtime, so its ``cudaRuntimeGetVersion`` names the
+wheel (12.9 for ``cuda-python 12.9``), not the CUDA that TensorRT and ONNX Runtime load. What engines
+are recorded with is the system's: :func:`system_cudart_version` asks the system ``libcudart.so``
+through ctypes, :func:`driver_cuda_version` the driver (the newest CUDA it supports).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
@@ -60,17 +66,47 @@ def _version(code: int) -> str:
     return f"{code // 1000}.{(code % 1000) // 10}"
 
 
+# Where the system's CUDA runtime is found: the loader's path first (ldconfig, LD_LIBRARY_PATH), then
+# the toolkit's default prefix (JetPack and NGC images keep it there).
+SYSTEM_CUDART = ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0",
+                 "/usr/local/cuda/lib64/libcudart.so", "/usr/local/cuda/targets/aarch64-linux/lib/libcudart.so")
+
+
+def system_cudart_version(loader: Callable[[str], Any] = ctypes.CDLL, names: Sequence[str] = SYSTEM_CUDART) -> str | None:
+    """The version of the system's CUDA runtime library (what TensorRT and ONNX Runtime run on), or
+    None where none loads. Not cuda-python's: that one is linked into the wheel."""
+    for name in names:
+        try:
+            lib = loader(name)
+        except OSError:
+            continue
+        code = ctypes.c_int(0)
+        if lib.cudaRuntimeGetVersion(ctypes.byref(code)) == 0 and code.value > 0:
+            return _version(code.value)
+    return None
+
+
+def driver_cuda_version() -> str:
+    """The newest CUDA version the installed driver supports (cudaDriverGetVersion)."""
+    return _version(int(check(cudart().cudaDriverGetVersion(), "cudaDriverGetVersion")))
+
+
+def system_cuda_version() -> str:
+    """The CUDA version engines are built against here: the system runtime's, else the driver's."""
+    return system_cudart_version() or driver_cuda_version()
+
+
 def describe_gpu(device: int = 0) -> GpuInfo:
-    """Name, compute capability and CUDA runtime version of one GPU; CudaError where there is none."""
+    """Name, compute capability and system CUDA versions of one GPU; CudaError where there is none."""
     rt = cudart()
     count = check(rt.cudaGetDeviceCount(), "cudaGetDeviceCount")
     if count <= device:
         raise CudaError(f"no CUDA device {device} ({count} present)")
     props = check(rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    runtime_version = check(rt.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
+    driver = driver_cuda_version()
     return GpuInfo(name=name.rstrip("\x00").strip(), compute_capability=f"{props.major}.{props.minor}",
-                   cuda_runtime_version=_version(int(runtime_version)))
+                   cuda_runtime_version=system_cudart_version() or driver, cuda_driver_version=driver)
 
 
 class Stream:
