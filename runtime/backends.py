@@ -12,11 +12,14 @@ ONNX Runtime takes the TensorRT EP, then the CUDA EP, then the CPU EP, whichever
 from __future__ import annotations
 
 import logging
-import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from lineguard.runtime.ort_threading import OrtThreading, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +36,21 @@ def select_providers(available: list[str] | None = None) -> list[str]:
 class OnnxRuntimeBackend:
     """One ONNX model in one ONNX Runtime session."""
 
-    def __init__(self, model_path: Path, providers: list[str] | None = None, threads: int | None = None) -> None:
+    def __init__(self, model_path: Path, providers: list[str] | None = None,
+                 threads: int | OrtThreading | None = None) -> None:
+        """``threads``: an :class:`OrtThreading` (a deployment's choice), or a thread count with spinning
+        off, or None for every core this process may use, spinning off."""
+        if not isinstance(threads, OrtThreading):
+            threads = OrtThreading(intra_op_threads=threads or len(usable_cores()))
+        self.threading = threads
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is None:
-            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads.intra_op_threads
         options.inter_op_num_threads = 1
-        # No busy-waiting after a run: the scoring that follows (numpy/BLAS) needs those cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Spinning off unless asked: the scoring that follows (numpy/BLAS) and any LLM need those cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if threads.allow_spinning else "0")
+        if threads.affinities:
+            options.add_session_config_entry("session.intra_op_thread_affinities", threads.affinities)
         self.providers = providers or select_providers()
         self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=self.providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -51,3 +60,43 @@ class OnnxRuntimeBackend:
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(self.output_names, inputs)
         return dict(zip(self.output_names, values, strict=True))
+
+
+class OrtBoundChain:
+    """Encoder then decoder through ONNX Runtime IO binding: the encoder's outputs stay as OrtValues on
+    ``device`` ("cuda" with the CUDA/TensorRT EP) and are bound as the decoder's inputs; only the
+    outputs named in ``host_outputs`` (the map, the stages few-shot scoring reads) are copied to host.
+    With ``device="cpu"`` the same binding logic runs on the CPU EP (what the CPU tests exercise)."""
+
+    def __init__(self, encoder: OnnxRuntimeBackend, decoder: OnnxRuntimeBackend, device: str = "cuda",
+                 device_id: int = 0) -> None:
+        missing = [n for n in decoder.input_names if n not in encoder.output_names]
+        if missing:
+            raise ValueError(f"decoder inputs {missing} are not encoder outputs")
+        self.encoder, self.decoder = encoder, decoder
+        self.device, self.device_id = device, device_id
+
+    def run(self, inputs: dict[str, np.ndarray],
+            host_outputs: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Outputs named in ``host_outputs`` (encoder or decoder outputs) and the ms spent per model."""
+        t0 = time.perf_counter()
+        encoder, decoder = self.encoder.session, self.decoder.session
+        bound = encoder.io_binding()
+        for name, array in inputs.items():
+            bound.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self.encoder.output_names:
+            bound.bind_output(name, self.device, self.device_id)
+        encoder.run_with_iobinding(bound)
+        features = dict(zip(self.encoder.output_names, bound.get_outputs(), strict=True))
+        t1 = time.perf_counter()
+        chained = decoder.io_binding()
+        for name in self.decoder.input_names:
+            chained.bind_ortvalue_input(name, features[name])  # device memory in, no host copy
+        for name in self.decoder.output_names:
+            wanted = name in host_outputs
+            chained.bind_output(name, "cpu" if wanted else self.device, 0 if wanted else self.device_id)
+        decoder.run_with_iobinding(chained)
+        results = dict(zip(self.decoder.output_names, chained.get_outputs(), strict=True))
+        host = {name: value.numpy() for name, value in results.items() if name in host_outputs}
+        host |= {name: value.numpy() for name, value in features.items() if name in host_outputs}
+        return host, {"encoder": (t1 - t0) * 1e3, "decoder": (time.perf_counter() - t1) * 1e3}

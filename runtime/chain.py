@@ -8,6 +8,14 @@ Usage::
     out.decoder_map.shape           # (B, 224, 224), abnormal probability
     VisionChain(bundle, backend="tensorrt")   # or "onnxruntime", "triton" (with triton_url); default "auto"
     chain.backend.summary()         # which backend runs the models, and why (runtime.backend_selection)
+    chain.run(batch, host_stages=())   # only the map comes back (zero-shot needs no stage on the host)
+
+On a GPU (TensorRT engines, or ONNX Runtime with the CUDA/TensorRT EP) the features stay on the device
+between encoder and decoder (``chain.device_chain``): the image goes up, the map comes back, and so do
+the stages few-shot scoring reads on the CPU (``host_stages``, by default the bundle's memory and
+statistics stages: s1-s3 of EfficientNet-Lite0, about 88% of the feature bytes). What that saves is
+the upload of every stage to the decoder and the download of the stages nobody reads (s4); the
+download of the scoring stages stays until patch scoring runs on the device too.
 """
 
 from __future__ import annotations
@@ -21,13 +29,14 @@ import numpy as np
 
 from lineguard.runtime.backend_selection import PRECISION_ORDER, BackendChoice, Precision, RequestedBackend
 from lineguard.runtime.bundle import Bundle
-from lineguard.runtime.chain_backends import open_chain_backends
+from lineguard.runtime.chain_backends import DeviceChain, open_chain_backends
+from lineguard.runtime.ort_threading import OrtThreading
 from lineguard.runtime.preprocess import Preprocessor
 
 
 @dataclass
 class ChainOutput:
-    features: dict[str, np.ndarray]
+    features: dict[str, np.ndarray]  # at least the stages asked for (every stage on the host path)
     decoder_map: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -36,18 +45,21 @@ class VisionChain:
     """Encoder and decoder of one bundle, run back to back on the chosen backend (TensorRT engines,
     ONNX Runtime, or a Triton ensemble that runs both in one call)."""
 
-    def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | None = None,
+    def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | OrtThreading | None = None,
                  backend: RequestedBackend = "auto", triton_url: str | None = None, triton_model: str | None = None,
                  engine_cache_dir: Path | None = None, precisions: Sequence[Precision] = PRECISION_ORDER) -> None:
         manifest = bundle.manifest
         self.bundle = bundle
         self.preprocessor = Preprocessor(manifest.preprocessing)
         self.stage_names = [s.name for s in manifest.encoder.stages]
+        scoring = set(manifest.scoring.memory_stages) | set(manifest.scoring.statistics_stages)
+        self.host_stages = [name for name in self.stage_names if name in scoring]
         models = open_chain_backends(bundle, backend, providers, threads, triton_url, triton_model, engine_cache_dir,
                                      precisions=precisions)
         self.backend: BackendChoice = models.choice
         self.encoder = models.encoder
         self.decoder = models.decoder
+        self.device_chain: DeviceChain | None = models.device_chain
         self.input_name = manifest.encoder.input_name
         self.output_name = manifest.decoder.output_name
 
@@ -55,7 +67,15 @@ class VisionChain:
     def providers(self) -> list[str]:
         return list(self.encoder.providers) if self.backend.backend != "onnxruntime" else list(self.backend.providers)
 
-    def run(self, batch: np.ndarray) -> ChainOutput:
+    def run(self, batch: np.ndarray, host_stages: Sequence[str] | None = None) -> ChainOutput:
+        """``host_stages``: the stage features needed on the host (default: the scoring stages); with a
+        device chain only these and the map are copied back, on the host path every stage is there."""
+        if self.device_chain is not None:
+            wanted = self.host_stages if host_stages is None else list(host_stages)
+            out, timings = self.device_chain.run({self.input_name: batch}, [*wanted, self.output_name])
+            prob = out[self.output_name]
+            return ChainOutput(features={name: out[name] for name in wanted},
+                               decoder_map=prob[:, 0] if prob.ndim == 4 else prob, timings_ms=timings)
         t0 = time.perf_counter()
         features = self.encoder.run({self.input_name: batch})
         t1 = time.perf_counter()
@@ -75,6 +95,6 @@ class VisionChain:
         """Run a large batch in chunks (enrolment, evaluation) and concatenate."""
         parts = [self.run(batch[i : i + chunk]) for i in range(0, len(batch), chunk)]
         return ChainOutput(
-            features={k: np.concatenate([p.features[k] for p in parts]) for k in self.stage_names},
+            features={k: np.concatenate([p.features[k] for p in parts]) for k in parts[0].features},
             decoder_map=np.concatenate([p.decoder_map for p in parts]),
         )

@@ -8,6 +8,10 @@ Usage::
     models = open_chain_backends(bundle, "triton", triton_url="triton:8001")
     models.decoder is None       # the Triton ensemble returns features and the map in one call
 
+On a GPU, ``models.device_chain`` runs encoder and decoder with the features kept on the device
+(TensorRT: the decoder reads the encoder's output buffers; ONNX Runtime CUDA/TensorRT EP: IO binding
+with OrtValues on cuda); it is None where there is no device to keep them on (CPU, Triton).
+
 Never a crash for a mismatch: when ``auto`` picked TensorRT but an engine does not load here (a
 driver or library problem the metadata could not show), the chain falls back to ONNX Runtime and
 logs why. An explicit ``tensorrt`` or ``triton`` that cannot run raises BackendUnavailableError.
@@ -36,8 +40,9 @@ from lineguard.runtime.backend_selection import (
     onnxruntime_provider_options,
     probe_device,
 )
-from lineguard.runtime.backends import OnnxRuntimeBackend, select_providers
+from lineguard.runtime.backends import OnnxRuntimeBackend, OrtBoundChain, select_providers
 from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.ort_threading import OrtThreading
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +55,22 @@ class ModelBackend(Protocol):
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
+class DeviceChain(Protocol):
+    """Encoder then decoder with the features kept on the device; only ``host_outputs`` come back."""
+
+    def run(self, inputs: dict[str, np.ndarray],
+            host_outputs: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]: ...
+
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
 @dataclass
 class ChainBackends:
     choice: BackendChoice
     encoder: ModelBackend
     decoder: ModelBackend | None  # None: ``encoder`` runs the whole chain (Triton ensemble)
+    device_chain: DeviceChain | None = None  # features stay on the GPU (None on CPU and Triton)
 
 
 def default_engine_cache_dir(bundle_id: str) -> Path:
@@ -71,7 +87,7 @@ def _describe_device(requested: RequestedBackend, bundle: Bundle) -> RunningDevi
 
 
 def open_chain_backends(bundle: Bundle, requested: RequestedBackend = "auto", providers: list[str] | None = None,
-                        threads: int | None = None, triton_url: str | None = None, triton_model: str | None = None,
+                        threads: int | OrtThreading | None = None, triton_url: str | None = None, triton_model: str | None = None,
                         engine_cache_dir: Path | None = None, device: RunningDevice | None = None,
                         precisions: Sequence[Precision] = PRECISION_ORDER) -> ChainBackends:
     manifest = bundle.manifest
@@ -80,16 +96,22 @@ def open_chain_backends(bundle: Bundle, requested: RequestedBackend = "auto", pr
     choice = choose_backend(requested, manifest, device or _describe_device(requested, bundle), triton_url,
                             precision_order=precisions)
     if choice.backend == "tensorrt":
-        from lineguard.runtime.cuda_runtime import CudaError
-        from lineguard.runtime.tensorrt_backend import TensorRTBackend, TensorRTError
+        from lineguard.runtime.tensorrt_backend import TensorRTBackend, TensorRTChain, TensorRTError
 
         encoder = None
         try:
+            # each backend makes its first context, stream and buffers here: a failure falls back now
             encoder = TensorRTBackend(bundle.path(choice.engines["encoder"].file))
             decoder = TensorRTBackend(bundle.path(choice.engines["decoder"].file))
+            try:
+                fused: DeviceChain | None = TensorRTChain(encoder, decoder)
+            except TensorRTError as exc:
+                log.warning("TensorRT encoder and decoder cannot share buffers (%s): features go through the host",
+                            exc)
+                fused = None
             log.info("backend %s", choice.summary())
-            return ChainBackends(choice, encoder, decoder)
-        except (TensorRTError, CudaError, ImportError, OSError) as exc:
+            return ChainBackends(choice, encoder, decoder, fused)
+        except (RuntimeError, ImportError, OSError, ValueError) as exc:  # TensorRTError, CudaError, TensorRT's own
             if encoder is not None:  # its GPU buffers, streams and contexts are not needed by the fallback
                 encoder.close()
             if requested == "tensorrt":
@@ -100,17 +122,19 @@ def open_chain_backends(bundle: Bundle, requested: RequestedBackend = "auto", pr
         from lineguard.runtime.triton_backend import TritonBackend, TritonError, default_model_name
 
         try:
-            fused = TritonBackend(str(choice.triton_url), triton_model or default_model_name(manifest.bundle_id),
-                                  bundle_id=manifest.bundle_id)
+            remote = TritonBackend(str(choice.triton_url), triton_model or default_model_name(manifest.bundle_id),
+                                   bundle_id=manifest.bundle_id)
         except TritonError as exc:
             raise BackendUnavailableError(str(exc)) from exc
         log.info("backend %s", choice.summary())
-        return ChainBackends(choice, fused, None)
+        return ChainBackends(choice, remote, None)
     names = providers or choice.providers
     configured = onnxruntime_provider_options(
         names, engine_cache_dir or default_engine_cache_dir(manifest.bundle_id)) if providers is None else names
     encoder = OnnxRuntimeBackend(bundle.path(manifest.encoder.file), configured, threads)
     decoder = OnnxRuntimeBackend(bundle.path(manifest.decoder.file), configured, threads)
-    choice = choice.model_copy(update={"providers": encoder.session.get_providers()})
+    running = encoder.session.get_providers()
+    choice = choice.model_copy(update={"providers": running})
     (log.warning if manifest.engines and requested == "auto" else log.info)("backend %s", choice.summary())
-    return ChainBackends(choice, encoder, decoder)
+    on_gpu = any(p in GPU_PROVIDERS for p in running) and any(p in GPU_PROVIDERS for p in decoder.session.get_providers())
+    return ChainBackends(choice, encoder, decoder, OrtBoundChain(encoder, decoder, "cuda") if on_gpu else None)

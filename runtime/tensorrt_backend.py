@@ -14,7 +14,13 @@ N slots: each inference worker of the line service runs on its own context and s
 profile may serve only one context at a time. A batch larger than the profile allows is run in chunks.
 
 Copies are asynchronous on the slot's stream (host to device, ``execute_async_v3``, device to host),
-with one synchronisation per batch. ``tensorrt`` and ``cuda-python`` are imported here only.
+with one synchronisation per batch. :class:`TensorRTChain` runs the encoder and the decoder back to
+back with the decoder's inputs bound to the encoder's output buffers: the features never leave the
+GPU; only the image goes up and only the map (and the stages the caller asks for) come back.
+
+The first slot (context, stream, buffers) is made when the backend is constructed, so a context or
+profile that TensorRT refuses fails there (where the chain can still fall back to ONNX Runtime),
+not on the first frame. ``tensorrt`` and ``cuda-python`` are imported here only.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lineguard.runtime.cuda_runtime import DeviceBuffer, PinnedBuffer, Stream
+from lineguard.runtime.gpu_packages import GPU_INSTALL_COMMAND
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +55,8 @@ def import_tensorrt() -> Any:
         import tensorrt
     except (ImportError, OSError) as exc:
         raise TensorRTUnavailableError(
-            f"TensorRT is not importable here ({exc}); on x86 install the gpu extra "
-            "(pip install 'lineguard[gpu]'), on Jetson use the JetPack image's TensorRT (deploy/Dockerfile.jetson)"
+            f"TensorRT is not importable here ({exc}); on x86: {GPU_INSTALL_COMMAND} "
+            "(or deploy/Dockerfile.cuda); on Jetson use the JetPack image's TensorRT (deploy/Dockerfile.jetson)"
         ) from exc
     return tensorrt
 
@@ -56,53 +65,96 @@ class ExecutionSlot:
     """One execution context bound to one optimisation profile, with its stream and I/O buffers."""
 
     def __init__(self, trt: Any, engine: Any, profile: int, input_names: list[str], output_names: list[str]) -> None:
+        self.input_names = input_names
+        self.output_names = output_names
+        self.host: dict[str, PinnedBuffer] = {}
+        self.device: dict[str, DeviceBuffer] = {}
         self.stream = Stream()
+        try:
+            self._create(trt, engine, profile)
+        except BaseException:
+            self.close()
+            raise
+
+    def _create(self, trt: Any, engine: Any, profile: int) -> None:
         self.context = engine.create_execution_context()
         if self.context is None:
             raise TensorRTError("could not create a TensorRT execution context (out of GPU memory?)")
-        if not self.context.set_optimization_profile_async(profile, self.stream.address):
+        try:  # the binding raises RuntimeError on failure (it never returns False); both are handled
+            selected = self.context.set_optimization_profile_async(profile, self.stream.address)
+        except RuntimeError as exc:
+            raise TensorRTError(f"could not select optimisation profile {profile}: {exc}") from exc
+        if selected is False:
             raise TensorRTError(f"could not select optimisation profile {profile}")
-        self.input_names = input_names
-        self.output_names = output_names
+        self.stream.synchronize()  # the selection is queued on this stream; a chain may run on another
         max_shapes: dict[str, tuple[int, ...]] = {}
-        for name in input_names:
+        for name in self.input_names:
             _, _, max_shape = engine.get_tensor_profile_shape(name, profile)
             max_shapes[name] = tuple(max_shape)
             self.context.set_input_shape(name, max_shape)
-        for name in output_names:
+        for name in self.output_names:
             max_shapes[name] = tuple(self.context.get_tensor_shape(name))
             if any(d < 0 for d in max_shapes[name]):
                 raise TensorRTError(f"output {name} has a data-dependent shape {max_shapes[name]}; not supported")
-        self.host: dict[str, PinnedBuffer] = {}
-        self.device: dict[str, DeviceBuffer] = {}
         for name, shape in max_shapes.items():
             self.host[name] = PinnedBuffer(shape, trt.nptype(engine.get_tensor_dtype(name)))
             self.device[name] = DeviceBuffer(self.host[name].nbytes)
-            if not self.context.set_tensor_address(name, self.device[name].pointer):
-                raise TensorRTError(f"could not bind tensor {name}")
-        self.max_batch = max_shapes[input_names[0]][0]
+            self._bind(name, self.device[name].pointer)
+        self.max_batch = max_shapes[self.input_names[0]][0]
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _bind(self, name: str, pointer: int) -> None:
+        if not self.context.set_tensor_address(name, pointer):
+            raise TensorRTError(f"could not bind tensor {name}")
+
+    def _shape(self, name: str, shape: tuple[int, ...]) -> None:
+        if not self.context.set_input_shape(name, shape):
+            raise TensorRTError(f"input {name} of shape {shape} is outside the engine's profile")
+
+    def stage_inputs(self, inputs: dict[str, np.ndarray]) -> None:
+        """Host arrays into this slot's own input buffers (pinned, then asynchronously to the device)."""
         for name in self.input_names:
             array = inputs[name]
-            if not self.context.set_input_shape(name, array.shape):
-                raise TensorRTError(f"input {name} of shape {array.shape} is outside the engine's profile")
+            self._shape(name, array.shape)
+            self._bind(name, self.device[name].pointer)  # a chain may have pointed it elsewhere
             staged = self.host[name].view(array.shape)
             np.copyto(staged, array, casting="same_kind")
             self.device[name].copy_from_host_async(self.host[name], self.stream, staged.nbytes)
-        shapes = {name: tuple(self.context.get_tensor_shape(name)) for name in self.output_names}
-        if not self.context.execute_async_v3(self.stream.address):
+
+    def bind_device_input(self, name: str, pointer: int, shape: tuple[int, ...]) -> None:
+        """Read input ``name`` from device memory someone else owns (another engine's output buffer)."""
+        self._shape(name, shape)
+        self._bind(name, pointer)
+
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(self.context.get_tensor_shape(name)) for name in self.output_names}
+
+    def execute(self, stream: Stream | None = None) -> None:
+        if not self.context.execute_async_v3((stream or self.stream).address):
             raise TensorRTError("execute_async_v3 failed (see the TensorRT log)")
-        for name in self.output_names:
+
+    def fetch_async(self, names: Sequence[str], shapes: dict[str, tuple[int, ...]], stream: Stream | None = None) -> None:
+        """Queue device-to-host copies of these outputs (read them after the stream synchronised)."""
+        for name in names:
             nbytes = int(np.prod(shapes[name])) * self.host[name].dtype.itemsize
-            self.device[name].copy_to_host_async(self.host[name], self.stream, nbytes)
-        self.stream.synchronize()
+            self.device[name].copy_to_host_async(self.host[name], stream or self.stream, nbytes)
+
+    def read(self, names: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
         # copies: the pinned buffers are reused by the next batch
-        return {name: self.host[name].view(shapes[name]).copy() for name in self.output_names}
+        return {name: self.host[name].view(shapes[name]).copy() for name in names}
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.stage_inputs(inputs)
+        shapes = self.output_shapes()
+        self.execute()
+        self.fetch_async(self.output_names, shapes)
+        self.stream.synchronize()
+        return self.read(self.output_names, shapes)
 
     def close(self) -> None:
         for buffer in [*self.host.values(), *self.device.values()]:
             buffer.close()
+        self.host.clear()
+        self.device.clear()
         self.stream.close()
 
 
@@ -128,32 +180,48 @@ class TensorRTBackend:
         self._slots: list[ExecutionSlot] = []
         self._creating = threading.Lock()
         self.providers = [f"TensorRT {trt.__version__}"]
+        self._free.put(self._new_slot())  # fails here, at selection time, where ONNX Runtime can take over
         log.info("loaded %s: inputs %s, outputs %s, max batch %d, %d profile(s)", self.path.name,
                  self.input_names, self.output_names, self.max_batch, self.profiles)
 
-    def _acquire(self) -> ExecutionSlot:
+    def _new_slot(self) -> ExecutionSlot:
+        slot = ExecutionSlot(self._trt, self.engine, len(self._slots), self.input_names, self.output_names)
+        self._slots.append(slot)
+        return slot
+
+    def tensor_dtype(self, name: str) -> np.dtype:
+        return np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name)))
+
+    def acquire(self) -> ExecutionSlot:
+        """A slot no other thread uses; give it back with :meth:`release`."""
         try:
             return self._free.get_nowait()
         except queue.Empty:
             pass
         with self._creating:
             if len(self._slots) < self.profiles:
-                slot = ExecutionSlot(self._trt, self.engine, len(self._slots), self.input_names, self.output_names)
-                self._slots.append(slot)
-                return slot
+                try:
+                    return self._new_slot()
+                except TensorRTError as exc:  # e.g. out of GPU memory: serve with the slots there are
+                    log.warning("%s: no slot for profile %d (%s); running on %d", self.path.name, len(self._slots),
+                                exc, len(self._slots))
+                    self.profiles = len(self._slots)
         return self._free.get()  # every profile is busy: wait for a worker to finish its batch
+
+    def release(self, slot: ExecutionSlot) -> None:
+        self._free.put(slot)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = set(self.input_names) - set(inputs)
         if missing:
             raise TensorRTError(f"missing inputs {sorted(missing)} for {self.path.name}")
         batch = len(next(iter(inputs.values())))
-        slot = self._acquire()
+        slot = self.acquire()
         try:
             parts = [slot.run({n: np.ascontiguousarray(inputs[n][i : i + self.max_batch]) for n in self.input_names})
                      for i in range(0, batch, self.max_batch)]
         finally:
-            self._free.put(slot)
+            self.release(slot)
         if len(parts) == 1:
             return parts[0]
         return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
@@ -162,3 +230,58 @@ class TensorRTBackend:
         for slot in self._slots:
             slot.close()
         self._slots.clear()
+
+
+class TensorRTChain:
+    """Encoder and decoder engines back to back on one stream, the decoder's inputs bound to the
+    encoder's output buffers: the features stay on the GPU. Only the outputs named in ``host_outputs``
+    (the anomaly map, and the stages few-shot scoring reads on the CPU) are copied back."""
+
+    def __init__(self, encoder: TensorRTBackend, decoder: TensorRTBackend) -> None:
+        missing = [n for n in decoder.input_names if n not in encoder.output_names]
+        if missing:
+            raise TensorRTError(f"decoder inputs {missing} are not encoder outputs")
+        for name in decoder.input_names:
+            if encoder.tensor_dtype(name) != decoder.tensor_dtype(name):
+                raise TensorRTError(f"{name}: encoder writes {encoder.tensor_dtype(name)}, decoder reads "
+                                    f"{decoder.tensor_dtype(name)}")
+        self.encoder, self.decoder = encoder, decoder
+        self.max_batch = min(encoder.max_batch, decoder.max_batch)
+
+    def run(self, inputs: dict[str, np.ndarray], host_outputs: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Outputs named in ``host_outputs`` (encoder or decoder outputs) and the ms spent per model."""
+        batch = len(next(iter(inputs.values())))
+        timings = {"encoder": 0.0, "decoder": 0.0}
+        enc, dec = self.encoder.acquire(), self.decoder.acquire()
+        try:
+            parts = [self._run_chunk(enc, dec, {n: np.ascontiguousarray(a[i : i + self.max_batch])
+                                                for n, a in inputs.items()}, host_outputs, timings)
+                     for i in range(0, batch, self.max_batch)]
+        finally:
+            self.encoder.release(enc)
+            self.decoder.release(dec)
+        if len(parts) == 1:
+            return parts[0], timings
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}, timings
+
+    def _run_chunk(self, enc: ExecutionSlot, dec: ExecutionSlot, inputs: dict[str, np.ndarray],
+                   host_outputs: Sequence[str], timings: dict[str, float]) -> dict[str, np.ndarray]:
+        stream = enc.stream  # one stream: the decoder starts when the encoder's kernels are done
+        t0 = time.perf_counter()
+        enc.stage_inputs(inputs)
+        enc_shapes = enc.output_shapes()
+        enc.execute(stream)
+        enc_back = [n for n in host_outputs if n in enc.output_names]
+        enc.fetch_async(enc_back, enc_shapes, stream)
+        stream.synchronize()  # for the per-model timings only: nothing is copied here
+        t1 = time.perf_counter()
+        for name in dec.input_names:
+            dec.bind_device_input(name, enc.device[name].pointer, enc_shapes[name])
+        dec_shapes = dec.output_shapes()
+        dec.execute(stream)
+        dec_back = [n for n in host_outputs if n in dec.output_names]
+        dec.fetch_async(dec_back, dec_shapes, stream)
+        stream.synchronize()
+        timings["encoder"] += (t1 - t0) * 1e3
+        timings["decoder"] += (time.perf_counter() - t1) * 1e3
+        return {**enc.read(enc_back, enc_shapes), **dec.read(dec_back, dec_shapes)}
