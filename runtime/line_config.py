@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lineguard.runtime.curve import CurveServerConfig
+from lineguard.runtime.drift_monitor import DriftSettings
 from lineguard.runtime.messages import QUESTION_CHARS_CAP
 from lineguard.runtime.wire import FrameLimits
 
@@ -161,6 +162,7 @@ class LineConfig(_Section):
                                     "atomically each heartbeat); None: counters start over with every boot")
     http: HttpEndpoint = Field(default_factory=HttpEndpoint)
     inference: Inference = Field(default_factory=Inference)
+    drift: DriftSettings = Field(default_factory=DriftSettings)  # the calibration-drift alarm
 
     def __init__(self, **data: Any) -> None:
         try:
