@@ -129,6 +129,13 @@ class Inference(_Section):
     precisions: list[Literal["fp16", "fp32", "int8"]] = Field(
         default_factory=lambda: ["fp16", "fp32"], min_length=1,
         description="TensorRT engine precisions to use, preferred first; add int8 only after evaluating it")
+    # ONNX Runtime on the CPU (lineguard.runtime.ort_threading); `serve` logs what it chose and why
+    intra_op_threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime threads per model; "
+                                         "null: the cores this process may use, less the LLM's threads")
+    allow_spinning: bool | None = Field(None, description="ONNX Runtime threads busy-wait between ops; "
+                                        "null: off (the LLM, workers and scoring share the cores)")
+    cpu_cores: list[int] | None = Field(None, min_length=1, description="CPU numbers ONNX Runtime's threads "
+                                        "are pinned to (one each); null: not pinned")
 
     @model_validator(mode="after")
     def _triton_needs_url(self) -> Inference:

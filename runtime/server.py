@@ -63,6 +63,7 @@ from lineguard.runtime.llm_judge import LlmJudge
 from lineguard.runtime.llm_worker import LlmSettings, LlmWorker, LlmWorkerError
 from lineguard.runtime.messages import Verdict
 from lineguard.runtime.metrics import LineMetrics
+from lineguard.runtime.ort_threading import threading_for_line
 from lineguard.runtime.wire import (
     HEARTBEAT_TOPIC,
     ErrorCode,
@@ -151,10 +152,13 @@ class LineServer:
         its models on the backend ``config.inference`` asks for, with the line's false-reject budget."""
         opened = Bundle.open(bundle, trusted_key=config.security.bundle_public_key)
         inference = config.inference
+        threads = threading_for_line(config, has_llm=opened.manifest.llm is not None)
         chain = VisionChain(opened, backend=inference.backend, triton_url=inference.triton_url,
                             triton_model=inference.triton_model, engine_cache_dir=inference.engine_cache_dir,
-                            precisions=inference.precisions)
+                            precisions=inference.precisions, threads=threads)
         log.info("line %s: inference backend %s", config.line, chain.backend.summary())
+        if chain.backend.backend == "onnxruntime":
+            log.info("line %s: onnxruntime %s", config.line, threads.summary())
         return cls(Inspector(opened, false_reject_budget=config.false_reject_budget, chain=chain), config)
 
     # -- lifecycle ----------------------------------------------------------------------------------
