@@ -39,3 +39,23 @@ def test_gray_and_alpha_inputs() -> None:
 def test_bad_images_are_refused(image, message: str) -> None:
     with pytest.raises(ImageFormatError, match=message):
         Preprocessor(SPEC)([image])
+
+
+@pytest.mark.parametrize("color_order", ["RGB", "BGR"])
+@pytest.mark.parametrize("shape", [(480, 640, 3), (37, 53, 3), (300, 200), (120, 90, 1), (64, 80, 4), (16, 24, 3)])
+def test_resize_first_and_fused_normalisation_match_the_old_path(shape: tuple[int, ...], color_order: str) -> None:
+    """Resizing before the colour conversion and one table lookup per channel give the same numbers,
+    bit for bit, as converting at full resolution and normalising with float copies (the old path)."""
+    from lineguard.runtime.bench_preprocess import reference_preprocess
+
+    spec = Preprocessing(input_size=(32, 48), color_order=color_order, mean=(123.7, 116.3, 103.5),
+                         std=(58.4, 57.1, 57.4))
+    rng = np.random.default_rng(sum(shape))
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(3)]
+    pre = Preprocessor(spec)
+    for order in ("BGR", "RGB"):
+        got = pre(images, order=order)
+        assert got.flags.c_contiguous and got.dtype == np.float32
+        np.testing.assert_array_equal(got, reference_preprocess(spec, images, order=order))
+    rgbs = [pre.to_model_rgb(img) for img in images]
+    np.testing.assert_array_equal(pre.normalise_batch(rgbs), np.stack([pre.normalise(r) for r in rgbs]))
