@@ -10,7 +10,9 @@ Usage::
 
 Alarms (``kind``): ``heartbeat_missed`` (the runtime fell silent), ``gap`` (verdicts lost between the
 runtime and the panel), ``restart`` (new boot), ``error_burst`` (``burst_errors`` ERROR verdicts within
-``burst_window_s``), ``timeout`` (a frame missed its deadline: the line got a fail-safe verdict).
+``burst_window_s``), ``timeout`` (a frame missed its deadline: the line got a fail-safe verdict),
+``calibration_drift`` (a heartbeat carries a drift alarm: a camera's reject rate runs well above the
+false-reject budget) and ``drift_cleared`` (that alarm ended).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from lineguard.runtime.wire import Heartbeat
 
 MAX_ALARMS = 50
 MAX_RECENT = 30
-AlarmKind = Literal["heartbeat_missed", "gap", "restart", "error_burst", "timeout"]
+AlarmKind = Literal["heartbeat_missed", "gap", "restart", "error_burst", "timeout", "calibration_drift",
+                    "drift_cleared"]
 
 
 class _PanelModel(BaseModel):
@@ -124,6 +127,10 @@ class LineBoard:
             self.connected = False
         if event.kind in ("heartbeat_missed", "gap", "restart"):
             return [self._alarm(event.kind, event.message, now)]
+        if event.kind == "drift":
+            return [self._alarm("calibration_drift", event.message, now)]
+        if event.kind == "drift_cleared":
+            return [self._alarm("drift_cleared", event.message, now)]
         return []
 
     def _on_verdict(self, verdict: Verdict, now: float) -> list[PanelMessage]:

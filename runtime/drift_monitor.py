@@ -39,7 +39,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -63,6 +63,8 @@ class DriftSettings(BaseModel):
     enabled: bool = True
     window: int = Field(500, ge=10, le=100_000, description="decided verdicts kept per camera and product")
     min_verdicts: int = Field(50, ge=10, description="no alarm on fewer verdicts than this in the window")
+    max_windows: int = Field(64, ge=1, le=4096, description="cameras x products watched; beyond, the window "
+                             "that went longest without a verdict is dropped (camera ids come off the wire)")
     alpha: float = Field(1e-3, gt=0.0, lt=0.5, description="raise when P(NG count >= observed | budget) < alpha")
     clear_alpha: float = Field(0.05, gt=0.0, lt=1.0, description="clear when that probability is back >= this")
 
@@ -159,7 +161,7 @@ class DriftMonitor:
             raise ValueError(f"budget must be in (0, 1), got {budget}")
         self.budget = budget
         self.settings = settings or DriftSettings()
-        self._windows: dict[tuple[str, str], _Window] = {}
+        self._windows: OrderedDict[tuple[str, str], _Window] = OrderedDict()  # least recently fed first
         self._lock = threading.Lock()  # observe on the loop thread, snapshot from heartbeat and /metrics
         if self.settings.enabled:  # scipy's import and the full window's count now, not on the serving loop
             critical_count(self.settings.window, budget, self.settings.alpha)
@@ -185,6 +187,10 @@ class DriftMonitor:
             w = self._windows.get((camera_id, product))
             if w is None:
                 w = self._windows[(camera_id, product)] = _Window(deque(maxlen=s.window), deque(maxlen=s.window))
+                while len(self._windows) > s.max_windows:  # bounded memory, whatever camera ids arrive
+                    self._windows.popitem(last=False)
+            else:
+                self._windows.move_to_end((camera_id, product))
             if len(w.ng_flags) == s.window:
                 w.ng -= w.ng_flags[0]
             w.ng_flags.append(ng)

@@ -9,7 +9,7 @@ Usage::
 
 Counts (frames, verdicts by class, errors by code, drops, queue depth) are read from the server's own
 counters at scrape time (a custom collector over ``LineServer.heartbeat()``), so the heartbeat and
-``/metrics`` can never disagree. Latencies are histograms observed as verdicts leave the service:
+``/metrics`` can never disagree (the calibration-drift gauges too). Latencies are histograms observed as verdicts leave the service:
 one series per stage of ``Verdict.latency_ms`` (decode, preprocess, encoder, decoder, scoring, total).
 """
 
@@ -80,6 +80,28 @@ class HeartbeatCollector(Collector):
         for code, count in sorted(beat.errors.items()):
             errors.add_metric([*ids, code], float(count))
         yield errors
+        yield from drift_families(beat, labels, ids)
+
+
+DRIFT_GAUGES = {  # per camera and product, over the calibration-drift window (lineguard.runtime.drift_monitor)
+    "reject_rate": ("lineguard_drift_reject_rate", "NG share of the recent decided verdicts (compare to the budget)"),
+    "verdicts": ("lineguard_drift_window_verdicts", "Decided verdicts in the drift window"),
+    "ks_statistic": ("lineguard_drift_pvalue_ks_statistic", "Kolmogorov-Smirnov distance of the recent p-values "
+                     "from U(0, 1): near 0 while calibrated"),
+    "alarm": ("lineguard_drift_alarm", "1 while the reject rate runs well above the false-reject budget"),
+}
+
+
+def drift_families(beat: Heartbeat, labels: list[str], ids: list[str]) -> Iterator[Metric]:
+    """The heartbeat's drift windows as gauges labelled by camera and product."""
+    windows = getattr(beat, "drift", [])
+    for field, (name, help_text) in DRIFT_GAUGES.items():
+        family = GaugeMetricFamily(name, help_text, labels=[*labels, "camera", "product"])
+        for window in windows:
+            value = getattr(window, field)
+            if value is not None:
+                family.add_metric([*ids, window.camera_id, window.product], float(value))
+        yield family
 
 
 class LineMetrics:

@@ -55,6 +55,7 @@ from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.chain import VisionChain
 from lineguard.runtime.curve import CurveError
 from lineguard.runtime.curve_auth import CurveAuthority
+from lineguard.runtime.drift_monitor import DriftMonitor
 from lineguard.runtime.explain_server import ExplanationServer
 from lineguard.runtime.inspector import Inspector, UnknownProductError
 from lineguard.runtime.line_config import Endpoints, LineConfig
@@ -144,6 +145,7 @@ class LineServer:
         self._started_at = time.monotonic()
         self._loop_tick = time.monotonic()
         self.explanations: ExplanationServer | None = None
+        self.drift = DriftMonitor(inspector.false_reject_budget, config.drift)  # the budget verdicts are made with
         self.metrics = LineMetrics(self.heartbeat)
 
     @classmethod
@@ -499,6 +501,7 @@ class LineServer:
             else:
                 self.verdicts[verdict.verdict] += 1
         self.metrics.observe_verdict(verdict)
+        self.drift.observe(verdict)  # calibrated few-shot OK/NG only
         if not verdict.camera_id and envelope is None:
             log.warning("dropped a frame too broken to address: %s", verdict.error.message if verdict.error else "")
             return
@@ -534,7 +537,9 @@ class LineServer:
                                dropped=self.dropped, archive_failures=archive_failures, verdicts=verdicts,
                                errors=errors)
             lifetime = self.before.totals.plus(this_boot)
+        drift = self.drift.snapshot()
         return Heartbeat(
+            drift=drift.windows, drift_alarms=drift.alarms,
             line=self.config.line, boot_id=self.boot_id, seq=self.heartbeat_seq, timestamp_ns=time.time_ns(),
             interval_ms=self.config.heartbeat_interval_ms, uptime_s=time.monotonic() - self._started_at,
             ready=self.ready, draining=self._draining, queue_depth=self.batcher.queued,

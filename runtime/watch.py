@@ -20,7 +20,10 @@ Events (``WatchEvent.kind``):
   when the new boot's heartbeat names the boot this watcher followed (``previous_boot``, from the
   line's state file), the verdicts that boot published after the last one seen here are a ``gap``;
 * ``heartbeat_missed`` no heartbeat for 2.5 heartbeat intervals (2.5 s before the first one arrives);
-* ``bad_message`` a message that is not a Verdict or Heartbeat.
+* ``bad_message`` a message that is not a Verdict or Heartbeat;
+* ``drift``    a heartbeat carries a calibration-drift alarm this watcher had not seen (``drift``: the
+  alarm): a camera's reject rate runs well above the false-reject budget (lineguard.runtime.drift_monitor);
+* ``drift_cleared`` that alarm is no longer in the heartbeats of the same boot.
 
 ``reconnect()`` closes and reopens the SUB socket keeping the seq state, as a restarted subscriber
 would with ``last_seq``; verdicts published in between show as a gap.
@@ -37,10 +40,12 @@ import zmq
 from pydantic import ValidationError
 
 from lineguard.runtime.curve import CurveClientConfig
+from lineguard.runtime.drift_monitor import DriftAlarm, describe_alarm
 from lineguard.runtime.messages import Verdict
 from lineguard.runtime.wire import HEARTBEAT_TOPIC, Heartbeat
 
-EventKind = Literal["verdict", "heartbeat", "gap", "restart", "heartbeat_missed", "bad_message"]
+EventKind = Literal["verdict", "heartbeat", "gap", "restart", "heartbeat_missed", "bad_message", "drift",
+                    "drift_cleared"]
 MISSED_HEARTBEATS = 2.5  # intervals of silence before heartbeat_missed
 
 
@@ -50,6 +55,7 @@ class WatchEvent:
     verdict: Verdict | None = None
     heartbeat: Heartbeat | None = None
     missing: int = 0  # gap: verdicts lost
+    drift: DriftAlarm | None = None  # drift, drift_cleared: the alarm
     message: str = ""
 
 
@@ -78,6 +84,7 @@ class VerdictWatcher:
         self._last_beat = time.monotonic()
         self._interval_s = 1.0
         self._silent = False
+        self._drifting: dict[tuple[str, str], DriftAlarm] = {}  # standing drift alarms, by camera and product
         self.socket = self._connect()
 
     def _connect(self) -> zmq.Socket:
@@ -184,10 +191,23 @@ class VerdictWatcher:
             events.append(WatchEvent("restart", heartbeat=beat, message=f"service restarted (boot {beat.boot_id})"))
             events += self._tail_gap(beat)
             self.last_seq = 0
+            self._drifting = {}  # a new boot starts its windows afresh: nothing was cleared
         self.boot_id = beat.boot_id
         events += self._gap(beat.last_verdict_seq + 1)
         self.last_seq = max(self.last_seq or 0, beat.last_verdict_seq)
         events.append(WatchEvent("heartbeat", heartbeat=beat))
+        events += self._drift_changes(beat)
+        return events
+
+    def _drift_changes(self, beat: Heartbeat) -> list[WatchEvent]:
+        """A ``drift`` event per alarm new to this watcher, ``drift_cleared`` per alarm gone since."""
+        now = {(a.camera_id, a.product): a for a in beat.drift_alarms}
+        events = [WatchEvent("drift", heartbeat=beat, drift=a, message=describe_alarm(a))
+                  for key, a in now.items() if key not in self._drifting]
+        events += [WatchEvent("drift_cleared", heartbeat=beat, drift=a, message=f"calibration drift on "
+                              f"{a.camera_id} ({a.product}) cleared")
+                   for key, a in self._drifting.items() if key not in now]
+        self._drifting = now
         return events
 
 

@@ -38,6 +38,7 @@ import numpy as np
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lineguard.runtime.drift_monitor import DriftAlarm, DriftWindow
 from lineguard.runtime.line_state import BootRecord, Totals
 from lineguard.runtime.messages import ErrorInfo, Verdict
 
@@ -167,6 +168,8 @@ class Heartbeat(BaseModel):
     auth_denied: int = 0  # CURVE handshakes refused (key not allowed, no CURVE, wrong server key)
     lifetime: Totals | None = None  # over every boot of the line (with ``state_file`` configured)
     previous_boot: BootRecord | None = None  # the boot before this one, as it last recorded itself
+    drift: list[DriftWindow] = Field(default_factory=list)  # per camera and product: reject rate, p-value uniformity
+    drift_alarms: list[DriftAlarm] = Field(default_factory=list)  # reject rate well above the budget
 
 
 # -- client side ------------------------------------------------------------------------------------

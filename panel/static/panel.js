@@ -50,6 +50,14 @@ function renderCamera(camera) {
     `OK ${camera.ok} · NG ${camera.ng} · reject ${rate}` + (camera.error + camera.timeout ? ` · errors ${camera.error + camera.timeout}` : "");
 }
 
+// calibration drift: the heartbeat names the cameras whose reject rate runs well above the budget
+function markDrift(beat) {
+  const drifting = new Set((beat && beat.drift_alarms ? beat.drift_alarms : []).map((a) => a.camera_id));
+  document.querySelectorAll("#cameras .camera").forEach((tile) => {
+    tile.classList.toggle("drift", drifting.has(tile.dataset.camera));
+  });
+}
+
 function feedItem(v) {
   const item = el("li");
   item.dataset.frame = v.frame_id;
@@ -117,6 +125,7 @@ function onState(s) {
   state.alarms = s.alarms.slice();
   renderAlarms();
   renderStatus();
+  markDrift(s.heartbeat);
 }
 
 function onVerdict(message) {
@@ -135,6 +144,7 @@ function connectFeed() {
     state.heartbeatAt = m.received_at;
     state.connected = true;
     renderStatus();
+    markDrift(m.heartbeat);
   });
   events.addEventListener("alarm", (e) => showAlarm(JSON.parse(e.data).alarm));
   events.onerror = () => { state.connected = false; renderStatus(); };  // EventSource reconnects by itself
