@@ -3,18 +3,23 @@
 Usage::
 
     result = bench_vision("bundles/default", batch_sizes=(1, 8))
-    result.runs[0].speedup        # ORT frames/s over PyTorch frames/s at batch 1
+    result.runs[0].speedup        # PyTorch ms / ORT ms at batch 1, median over the rounds
+    result.runs[0].speedup_spread.effect()    # "3.41x (3.20-3.62)", or "no measurable difference ..."
+    result.runs[0].stages_ms["preprocess"].median, result.preprocess[1].speedup.median
 
 Both chains run the whole inspection (preprocess, encoder, decoder, few-shot scoring, verdict) of
-the same frames with the same thread count, interleaved round by round so that machine noise hits
-both alike. A generated product is enrolled into a temporary copy of the bundle.
+the same frames with the same thread count, in interleaved rounds (lineguard.runtime.bench_rounds:
+the order alternating, ``per_round`` calls each) so that machine noise hits both alike; each figure
+is the median over the rounds with its min-max, each ratio is taken per round. ``stages_ms`` breaks
+ONNX Runtime's inspection into preprocess / encoder / decoder / scoring (from the verdicts' own
+latency), and ``preprocess`` measures the fused preprocessing against the path it replaced, at the
+bench frames' size and at a camera's. A generated product is enrolled into a temporary copy of the bundle.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +30,9 @@ from tqdm import tqdm
 
 from lineguard.export.reference_chain import TorchVisionChain
 from lineguard.export.textures import texture_variants
-from lineguard.runtime.bench_backends import BackendTiming
+from lineguard.runtime.bench_backends import BackendTiming, timed_ms_per_frame
+from lineguard.runtime.bench_preprocess import PreprocessBench, bench_preprocess, camera_frames
+from lineguard.runtime.bench_rounds import Spread, interleaved_rounds, ratio_spread
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.enroll import enroll_product
 from lineguard.runtime.inspector import Inspector
@@ -35,15 +42,19 @@ BENCH_PRODUCT = "bench-weave"
 
 class BatchRun(BaseModel):
     """One batch size. ``chain``: preprocess + encoder + decoder, the exported models (the headline
-    ratio). ``inspection``: the whole verdict, adding the few-shot scoring that both share (numpy)."""
+    ratio). ``inspection``: the whole verdict, adding the few-shot scoring that both share (numpy).
+    Speed-ups are medians over rounds of PyTorch ms / ONNX Runtime ms; ``*_spread`` their min-max."""
 
     batch_size: int
     onnxruntime: BackendTiming
     pytorch_eager: BackendTiming
     speedup: float
+    speedup_spread: Spread | None = None
     inspection_onnxruntime: BackendTiming
     inspection_pytorch_eager: BackendTiming
     inspection_speedup: float
+    inspection_speedup_spread: Spread | None = None
+    stages_ms: dict[str, Spread] = {}  # ONNX Runtime inspection per frame: preprocess, encoder, decoder, scoring
 
 
 class VisionBench(BaseModel):
@@ -51,50 +62,62 @@ class VisionBench(BaseModel):
     threads: int
     machine: str
     versions: dict[str, str]
+    rounds: int = 0
     runs: list[BatchRun]
+    preprocess: list[PreprocessBench] = []
 
 
-def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), rounds: int = 30,
-                 warmup: int = 3, threads: int | None = None) -> VisionBench:
+STAGES = ("preprocess", "encoder", "decoder", "scoring")
+
+
+def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), rounds: int = 7,
+                 warmup: int = 1, threads: int | None = None, per_round: int = 3,
+                 camera_size: tuple[int, int] = (1024, 1280)) -> VisionBench:
     threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     frames = texture_variants("weave", 8 + max(batch_sizes), seed=11)
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-bench-") as bundle:
         ort_inspector = Inspector(bundle, threads=threads)
         enroll_product(bundle, BENCH_PRODUCT, frames[:4], chain=ort_inspector.chain)
         torch_inspector = Inspector(bundle, chain=TorchVisionChain(bundle, threads=threads))
+        ort_name = "onnxruntime-" + ",".join(ort_inspector.chain.providers)
         runs = []
-        for batch in batch_sizes:
+        for batch in tqdm(batch_sizes, desc="bench vision", unit="batch size"):
             images = frames[8 : 8 + batch]
-            inspectors = {"onnxruntime": ort_inspector, "pytorch": torch_inspector}
+            stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
 
             def chain_only(inspector: Inspector, images=images) -> None:
                 inspector.chain.run(inspector.chain.preprocessor(images))
 
-            def inspection(inspector: Inspector, images=images) -> None:
-                inspector.analyze(images, BENCH_PRODUCT)
+            def inspection(inspector: Inspector, images=images, stages=stages) -> None:
+                latency = inspector.analyze(images, BENCH_PRODUCT)[0].verdict.latency_ms
+                if inspector is ort_inspector:
+                    for stage in STAGES:
+                        stages[stage].append(getattr(latency, stage))
 
-            timings: dict[tuple[str, str], list[float]] = {}
-            for _ in range(warmup):
-                for inspector in inspectors.values():
-                    inspection(inspector)
-            for _ in tqdm(range(rounds), desc=f"bench vision batch {batch}", unit="round"):
-                for what, work in (("chain", chain_only), ("inspection", inspection)):
-                    for name, inspector in inspectors.items():
-                        start = time.perf_counter()
-                        work(inspector)
-                        timings.setdefault((what, name), []).append(time.perf_counter() - start)
-            ort_name = "onnxruntime-" + ",".join(ort_inspector.chain.providers)
-            t = {key: BackendTiming.from_rounds(ort_name if key[1] == "onnxruntime" else "pytorch-eager", v, batch) for key, v in timings.items()}
+            works = {f"{what}/{name}": (lambda work=work, inspector=inspector, batch=batch: timed_ms_per_frame(
+                        lambda: work(inspector), per_round, batch))
+                     for what, work in (("chain", chain_only), ("inspection", inspection))
+                     for name, inspector in (("onnxruntime", ort_inspector), ("pytorch", torch_inspector))}
+            ms = interleaved_rounds(works, rounds=rounds, warmup=warmup)
+            for values in stages.values():
+                del values[: warmup * per_round]  # the warm-up calls are not part of the breakdown
+            t = {key: BackendTiming.from_rounds(ort_name if key.endswith("onnxruntime") else "pytorch-eager", v, batch)
+                 for key, v in ms.items()}
+            speedup = ratio_spread(ms["chain/pytorch"], ms["chain/onnxruntime"])
+            inspection_speedup = ratio_spread(ms["inspection/pytorch"], ms["inspection/onnxruntime"])
             runs.append(BatchRun(
-                batch_size=batch,
-                onnxruntime=t["chain", "onnxruntime"], pytorch_eager=t["chain", "pytorch"],
-                speedup=t["chain", "onnxruntime"].frames_per_s / t["chain", "pytorch"].frames_per_s,
-                inspection_onnxruntime=t["inspection", "onnxruntime"], inspection_pytorch_eager=t["inspection", "pytorch"],
-                inspection_speedup=t["inspection", "onnxruntime"].frames_per_s / t["inspection", "pytorch"].frames_per_s,
+                batch_size=batch, onnxruntime=t["chain/onnxruntime"], pytorch_eager=t["chain/pytorch"],
+                speedup=speedup.median, speedup_spread=speedup,
+                inspection_onnxruntime=t["inspection/onnxruntime"], inspection_pytorch_eager=t["inspection/pytorch"],
+                inspection_speedup=inspection_speedup.median, inspection_speedup_spread=inspection_speedup,
+                stages_ms={stage: Spread.of(values) for stage, values in stages.items() if values},
             ))
+        spec = bundle.manifest.preprocessing
+        preprocess = [bench_preprocess(spec, frames[8 : 8 + max(batch_sizes)], rounds=rounds),
+                      bench_preprocess(spec, camera_frames(max(batch_sizes), camera_size), rounds=rounds)]
         return VisionBench(
             bundle_id=bundle.manifest.bundle_id, threads=threads,
             machine=f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
             versions={"onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
-            runs=runs,
+            rounds=rounds, runs=runs, preprocess=preprocess,
         )

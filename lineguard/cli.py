@@ -207,12 +207,17 @@ def cmd_bench_vision(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError(f"bench vision compares against PyTorch: pip install 'lineguard[export]' ({exc})") from exc
     result = bench_vision(args.bundle, batch_sizes=args.batch, rounds=args.rounds)
+    print(f"medians over {result.rounds} interleaved rounds, (min-max)")
     for run in result.runs:
         print(f"batch {run.batch_size}: onnxruntime {run.onnxruntime.ms_per_frame:.1f} ms/frame "
               f"({run.onnxruntime.frames_per_s:.1f} fps), pytorch eager {run.pytorch_eager.ms_per_frame:.1f} ms/frame "
-              f"({run.pytorch_eager.frames_per_s:.1f} fps): {run.speedup:.2f}x; whole inspection "
+              f"({run.pytorch_eager.frames_per_s:.1f} fps): {run.speedup_spread.effect()}; whole inspection "
               f"{run.inspection_onnxruntime.ms_per_frame:.1f} vs {run.inspection_pytorch_eager.ms_per_frame:.1f} ms/frame "
-              f"({run.inspection_speedup:.2f}x)")
+              f"({run.inspection_speedup_spread.effect()}); stages "
+              + ", ".join(f"{stage} {spread.median:.2f}" for stage, spread in run.stages_ms.items()) + " ms/frame")
+    for p in result.preprocess:
+        print(f"preprocessing {p.batch_size} x {p.frame_shape}: {p.fused_ms_per_frame.median:.2f} ms/frame, "
+              f"replaced path {p.reference_ms_per_frame.median:.2f}: {p.speedup.effect()}")
     _write_json(args.json, result.model_dump_json(indent=2))
     return 0
 
@@ -225,7 +230,8 @@ def _bench_backend(args: argparse.Namespace) -> int:
     print(f"candidate {result.candidate} ({result.selection}); reference {result.reference}")
     for run in result.runs:
         print(f"batch {run.batch_size}: {run.candidate.ms_per_frame:.2f} ms/frame ({run.candidate.frames_per_s:.1f} fps) "
-              f"vs {run.reference.ms_per_frame:.2f} ms/frame ({run.reference.frames_per_s:.1f} fps): {run.speedup:.2f}x; "
+              f"vs {run.reference.ms_per_frame:.2f} ms/frame ({run.reference.frames_per_s:.1f} fps): "
+              f"{run.speedup_spread.effect() if run.speedup_spread else f'{run.speedup:.2f}x'}; "
               f"map max abs diff {run.max_abs_diff_map:.2g}")
     _write_json(args.json, result.model_dump_json(indent=2))
     return 0
@@ -544,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     bv = bench_sub.add_parser("vision", help="ONNX Runtime chain vs PyTorch eager, batch 1 and 8")
     bv.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
     bv.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    bv.add_argument("--rounds", type=int, default=30)
+    bv.add_argument("--rounds", type=int, default=7, help="interleaved rounds after a warm-up (median and min-max "
+                    "reported; 5 or more for a comparison, fewer only to test the plumbing)")
     bv.add_argument("--json", metavar="OUT", default="artifacts/bench-vision.json")
     bv.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "triton"],
                     help="compare this backend's chain with ONNX Runtime's (CUDA EP on a GPU) instead of PyTorch")

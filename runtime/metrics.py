@@ -37,6 +37,8 @@ HEARTBEAT_COUNTERS = {
     "archive_failures": ("lineguard_archive_failures", "Archive writes that failed (disk full, read-only)"),
     "worker_restarts": ("lineguard_worker_restarts", "Inference workers replaced after a fatal fault"),
     "auth_denied": ("lineguard_auth_denied", "Connections refused by the CURVE allow-list"),
+    "camera_denied": ("lineguard_camera_denied", "Frames refused CAMERA_NOT_ALLOWED: the sender's key may not "
+                      "speak for their camera"),
 }
 HEARTBEAT_GAUGES = {
     "queue_depth": ("lineguard_queue_depth", "Frames waiting for an inference worker"),

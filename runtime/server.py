@@ -29,8 +29,12 @@ continue through ``state_file`` (lineguard.runtime.line_state). The loop only pa
 decoding and inference run on the batcher's threads.
 
 With ``security.curve`` every socket (the explanation port too) is a CURVE server whose clients a ZAP
-allow-list checks (lineguard.runtime.curve_auth); the server then uses a ZeroMQ context of its own
-(one ZAP handler per context) and the heartbeat's ``auth_denied`` counts refused handshakes.
+allow-list checks per endpoint (lineguard.runtime.curve_auth); the server then uses a ZeroMQ context of its
+own (one ZAP handler per context) and the heartbeat's ``auth_denied`` counts refused handshakes. Each frame
+carries its sender's key name (ZAP User-Id): a frame claiming a camera its key may not speak for is answered
+``ERROR``/``CAMERA_NOT_ALLOWED`` (inspect: the reply) and counted (``camera_denied``), never published on
+that camera's topic. Every receiving socket has ``MAXMSGSIZE`` (header + payload limit on frames and
+inspect): libzmq disconnects a peer that announces a larger message before buffering it.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from lineguard.runtime.batcher import BatcherClosed, FrameRequest, MicroBatcher
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.chain import VisionChain
 from lineguard.runtime.curve import CurveError
-from lineguard.runtime.curve_auth import CurveAuthority
+from lineguard.runtime.curve_auth import UNKNOWN_CLIENT, CurveAuthority
 from lineguard.runtime.drift_monitor import DriftMonitor
 from lineguard.runtime.explain_server import ExplanationServer
 from lineguard.runtime.inspector import Inspector, UnknownProductError
@@ -69,6 +73,7 @@ from lineguard.runtime.wire import (
     HEARTBEAT_TOPIC,
     ErrorCode,
     FrameError,
+    FrameHeader,
     FrameIds,
     Heartbeat,
     decode_payload,
@@ -80,10 +85,17 @@ from lineguard.runtime.wire import (
 log = logging.getLogger(__name__)
 
 READ_BURST = 64  # messages read from one socket before the loop looks at the others
+MAX_SUBSCRIPTION_BYTES = 4096  # PUB reads subscriptions only; a topic is ~200 bytes at most
 
 
 class ServerError(RuntimeError):
     """The service could not start (bind failed, product not enrolled, warm-up failed)."""
+
+
+def max_message_bytes(config: LineConfig) -> int:
+    """``MAXMSGSIZE`` of the frames and inspect sockets: the header plus the payload limit (libzmq applies it
+    to each part of a message; a larger part disconnects its sender before it is buffered)."""
+    return config.limits.max_header_bytes + config.limits.max_payload_bytes
 
 
 def split_envelope(parts: Sequence[zmq.Frame]) -> tuple[list[bytes], list[zmq.Frame]]:
@@ -129,6 +141,7 @@ class LineServer:
         self.frames_in = 0
         self.replies_out = 0
         self.dropped = 0
+        self.camera_denied = 0  # frames whose key may not speak for their camera (CAMERA_NOT_ALLOWED)
         self.errors: Counter[str] = Counter()
         self.verdicts: Counter[str] = Counter()
         self._counting = threading.Lock()  # the loop adds keys; heartbeat() may copy from another thread
@@ -347,9 +360,12 @@ class LineServer:
                                               secure=self.curve.secure if self.curve is not None else None).start()
         self.endpoints = self.endpoints.model_copy(update={"explanations": self.explanations.endpoint})
 
-    def _socket(self, kind: int, rcvhwm: int | None = None, sndhwm: int | None = None) -> zmq.Socket:
+    def _socket(self, kind: int, rcvhwm: int | None = None, sndhwm: int | None = None,
+                max_message: int | None = None) -> zmq.Socket:
         s = self.context.socket(kind)
         s.setsockopt(zmq.LINGER, self.config.linger_ms)
+        if max_message is not None:  # libzmq drops a peer announcing a larger message part, before buffering it
+            s.setsockopt(zmq.MAXMSGSIZE, max_message)
         if rcvhwm is not None:
             s.setsockopt(zmq.RCVHWM, rcvhwm)
         if sndhwm is not None:
@@ -358,9 +374,10 @@ class LineServer:
 
     def _bind(self) -> tuple[zmq.Socket, zmq.Socket, zmq.Socket]:
         hwm = self.config.hwm
-        frames = self._socket(zmq.PULL, rcvhwm=hwm.frames_rcv)
-        inspect = self._socket(zmq.ROUTER, rcvhwm=hwm.inspect_rcv, sndhwm=hwm.inspect_snd)
-        verdicts = self._socket(zmq.PUB, sndhwm=hwm.verdicts_snd)
+        largest = max_message_bytes(self.config)
+        frames = self._socket(zmq.PULL, rcvhwm=hwm.frames_rcv, max_message=largest)
+        inspect = self._socket(zmq.ROUTER, rcvhwm=hwm.inspect_rcv, sndhwm=hwm.inspect_snd, max_message=largest)
+        verdicts = self._socket(zmq.PUB, sndhwm=hwm.verdicts_snd, max_message=MAX_SUBSCRIPTION_BYTES)
         bound = {}
         try:
             for name, sock in (("frames", frames), ("inspect", inspect), ("verdicts", verdicts)):
@@ -448,7 +465,12 @@ class LineServer:
         received = time.monotonic()
         limits = self.config.limits
         try:
-            header = parse_header(parts, limits)
+            try:
+                header = parse_header(parts, limits)
+            except FrameError as exc:  # even a refusal is published on the camera's topic: only its keys may
+                self._check_camera(parts, exc.ids)
+                raise
+            self._check_camera(parts, header)
             product = self.config.product_for(header.camera_id, header.product)
             header = header.model_copy(update={"product": product})
             if product is None and not self.config.zero_shot:
@@ -477,6 +499,18 @@ class LineServer:
             verdict.latency_ms.total = (time.monotonic() - received) * 1e3
             self._deliver(verdict, envelope)
 
+    def _check_camera(self, parts: Sequence[zmq.Frame], ids: FrameIds | FrameHeader) -> None:
+        """With CURVE: the sender's key (its ZAP User-Id) must be allowed to speak for the camera it names."""
+        if self.curve is None or not ids.camera_id or not parts:
+            return
+        try:
+            client = parts[0].get("User-Id")
+        except (zmq.ZMQError, AttributeError):  # no metadata: not a message from a CURVE peer
+            client = UNKNOWN_CLIENT
+        if not self.curve.grant(client).may_claim(ids.camera_id):
+            raise FrameError(ErrorCode.CAMERA_NOT_ALLOWED, f"key {client!r} may not speak for camera "
+                             f"{ids.camera_id!r} (security.curve.clients)", ids)
+
     def _on_verdict(self, request: FrameRequest, verdict: Verdict) -> None:
         """Batcher threads hand verdicts to the loop thread (the only one that touches sockets)."""
         self._outbox.append((verdict, request.context))
@@ -493,15 +527,25 @@ class LineServer:
 
     def _deliver(self, verdict: Verdict, envelope: list[bytes] | None) -> None:
         """Publish (when the camera is known) and reply (inspect requests); count a frame neither can reach."""
+        denied = verdict.error is not None and verdict.error.code == ErrorCode.CAMERA_NOT_ALLOWED.value
         with self._counting:
             if verdict.error is not None:
                 self.errors[verdict.error.code] += 1
-            if not verdict.camera_id and envelope is None:
+            if denied:
+                self.camera_denied += 1
+            elif not verdict.camera_id and envelope is None:
                 self.dropped += 1
             else:
                 self.verdicts[verdict.verdict] += 1
         self.metrics.observe_verdict(verdict)
         self.drift.observe(verdict)  # calibrated few-shot OK/NG only
+        if denied:  # never on the camera's topic: the claim is what was refused
+            if self.camera_denied & (self.camera_denied - 1) == 0:  # 1st, 2nd, 4th, ...: a flood cannot fill the log
+                log.warning("refused frame %s/%s: %s (%d so far)", verdict.camera_id, verdict.frame_id,
+                            verdict.error.message if verdict.error else "", self.camera_denied)
+            if envelope is not None:
+                self._reply(envelope, verdict.model_dump_json().encode(), verdict)
+            return
         if not verdict.camera_id and envelope is None:
             log.warning("dropped a frame too broken to address: %s", verdict.error.message if verdict.error else "")
             return
@@ -513,11 +557,14 @@ class LineServer:
             with contextlib.suppress(zmq.Again):  # PUB does not block; a full subscriber just misses it
                 self._pub.send_multipart([verdict_topic(self.config.line, verdict.camera_id), body], zmq.NOBLOCK)
         if envelope is not None:
-            try:
-                self._router.send_multipart([*envelope, body], zmq.NOBLOCK)
-                self.replies_out += 1
-            except zmq.ZMQError as exc:  # client gone or its queue full: ROUTER cannot deliver
-                log.warning("inspect reply for %s/%s not delivered: %s", verdict.camera_id, verdict.frame_id, exc)
+            self._reply(envelope, body, verdict)
+
+    def _reply(self, envelope: list[bytes], body: bytes, verdict: Verdict) -> None:
+        try:
+            self._router.send_multipart([*envelope, body], zmq.NOBLOCK)
+            self.replies_out += 1
+        except zmq.ZMQError as exc:  # client gone or its queue full: ROUTER cannot deliver
+            log.warning("inspect reply for %s/%s not delivered: %s", verdict.camera_id, verdict.frame_id, exc)
 
     def _heartbeat(self) -> None:
         self.heartbeat_seq += 1
@@ -546,5 +593,6 @@ class LineServer:
             in_flight=self.batcher.in_flight, frames_in=self.frames_in, verdicts_out=self.seq,
             replies_out=self.replies_out, last_verdict_seq=self.seq, dropped=self.dropped,
             verdicts=verdicts, errors=errors, archive_failures=archive_failures,
-            worker_restarts=self.batcher.worker_restarts, auth_denied=self.curve.denied if self.curve else 0, lifetime=lifetime, previous_boot=self.before.last_boot,
+            worker_restarts=self.batcher.worker_restarts, auth_denied=self.curve.denied if self.curve else 0,
+            camera_denied=self.camera_denied, lifetime=lifetime, previous_boot=self.before.last_boot,
         )

@@ -10,7 +10,8 @@ Usage::
 
 Events (``WatchEvent.kind``):
 
-* ``verdict``  a verdict whose topic starts with ``prefix``;
+* ``verdict``  a verdict whose topic starts with ``prefix`` (whole components: ``verdict.press3.cam1`` is taken
+  as ``verdict.press3.cam1.``, the topic's trailing separator, so it never matches cam10);
 * ``heartbeat`` the service's health message;
 * ``gap``      ``missing`` verdicts were published but never arrived (seq jumped, or a heartbeat's
   ``last_verdict_seq`` is ahead of the last seq seen). PUB drops for a slow subscriber and while one
@@ -73,7 +74,8 @@ class VerdictWatcher:
         """``last_seq``: resume after this seq (a restarted watcher); ``heartbeat_timeout_s`` None:
         2.5 intervals of the service's announced heartbeat interval (2.5 s before the first)."""
         self.endpoint = endpoint
-        self.prefix = prefix
+        # topics end with a separator: a prefix of whole components (verdict.press3.cam1) never matches cam10
+        self.prefix = prefix + "." if prefix.startswith("verdict.") and not prefix.endswith(".") else prefix
         self.last_seq = last_seq
         self.boot_id: str | None = None
         self.heartbeat_timeout_s = heartbeat_timeout_s

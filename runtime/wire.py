@@ -64,6 +64,7 @@ class ErrorCode(str, Enum):
     INTERNAL = "INTERNAL"  # inference failed (the service keeps running)
     SHUTTING_DOWN = "SHUTTING_DOWN"  # arrived while the service was draining
     WORKER_FAILED = "WORKER_FAILED"  # the inference worker died mid-batch; a replacement took over
+    CAMERA_NOT_ALLOWED = "CAMERA_NOT_ALLOWED"  # the sender's CURVE key may not speak for this camera
 
 
 class FrameLimits(BaseModel):
@@ -133,8 +134,10 @@ HEARTBEAT_TOPIC = b"heartbeat"
 
 
 def verdict_topic(line: str, camera_id: str) -> bytes:
-    """``verdict.<line>.<camera>``: subscribe to a prefix of it (``verdict.``, ``verdict.<line>.``)."""
-    return f"verdict.{line}.{camera_id}".encode()
+    """``verdict.<line>.<camera>.``: subscribe to a prefix of it (``verdict.``, ``verdict.<line>.``,
+    ``verdict.<line>.<camera>.``). The trailing dot ends the camera id, so ``verdict.press3.cam1.`` never
+    matches cam10's verdicts (ZeroMQ subscriptions are byte prefixes)."""
+    return f"verdict.{line}.{camera_id}.".encode()
 
 
 class Heartbeat(BaseModel):
@@ -166,6 +169,7 @@ class Heartbeat(BaseModel):
     archive_failures: int = 0  # archive writes that failed (disk full, ...): verdicts went on; an alarm
     worker_restarts: int = 0  # inference workers that died and were replaced
     auth_denied: int = 0  # CURVE handshakes refused (key not allowed, no CURVE, wrong server key)
+    camera_denied: int = 0  # frames whose CURVE key may not speak for their camera_id (CAMERA_NOT_ALLOWED)
     lifetime: Totals | None = None  # over every boot of the line (with ``state_file`` configured)
     previous_boot: BootRecord | None = None  # the boot before this one, as it last recorded itself
     drift: list[DriftWindow] = Field(default_factory=list)  # per camera and product: reject rate, p-value uniformity
