@@ -6,6 +6,7 @@ Usage::
 
     public, secret = create_key_pair("keys", "cam0")     # keys/cam0.key (copy to the server's allow-list)
                                                         # keys/cam0.key_secret (stays on the camera, 0600)
+    init_line_keys("/var/lib/lineguard/keys")           # install step: server + panel pairs, clients/, http.token
     curve = CurveClientConfig(client_secret_key_file="keys/cam0.key_secret",
                               server_public_key_file="keys/server.key")
     sock = zmq.Context.instance().socket(zmq.PUSH)
@@ -25,6 +26,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import zmq
 import zmq.auth
@@ -43,14 +45,48 @@ class CurveError(ValueError):
     """A CURVE key file that cannot be used (missing, not a key file, no secret key where one is needed)."""
 
 
+EndpointName = Literal["frames", "verdicts", "inspect", "explanations"]
+ENDPOINT_NAMES: tuple[EndpointName, ...] = ("frames", "verdicts", "inspect", "explanations")
+UNLISTED_ENDPOINTS: tuple[EndpointName, ...] = ("frames", "verdicts", "inspect")  # explanations: listed keys only
+ANY_CAMERA = "*"
+
+
+class ClientGrant(BaseModel):
+    """What one client key (``NAME.key`` in the allow-list folder) may do on the line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoints: list[EndpointName] = Field(default_factory=lambda: list(ENDPOINT_NAMES),
+                                          description="endpoints this key may connect to; others refuse its handshake")
+    cameras: list[str] = Field(default_factory=list, description="camera ids its frames (frames, inspect) may "
+                               "claim; \"*\": any. Others are answered ERROR/CAMERA_NOT_ALLOWED")
+
+    def may_claim(self, camera_id: str) -> bool:
+        return ANY_CAMERA in self.cameras or camera_id in self.cameras
+
+
 class CurveServerConfig(BaseModel):
-    """``security.curve`` of a line config: every endpoint encrypted, only allow-listed clients served."""
+    """``security.curve`` of a line config: every endpoint encrypted, only allow-listed clients served.
+
+    ``clients`` grants each key (by its file name, ``cam0`` for ``cam0.key``) its endpoints and cameras. A key
+    in the folder but not in ``clients`` may connect to frames, verdicts and inspect and speak only for the
+    camera of its own name (``cam0.key``: frames claiming ``cam0``); the explanation port (the LLM) admits
+    only keys whose grant lists it (the panel's).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     server_secret_key_file: Path = Field(description="the server's NAME.key_secret (lineguard keys create)")
     allowed_clients_dir: Path = Field(description="folder of allowed clients' public NAME.key files; "
                                                   "re-read when it changes")
+    clients: dict[str, ClientGrant] = Field(default_factory=dict, description="key name -> endpoints and "
+                                            "cameras; unlisted keys: frames, verdicts and inspect, the camera "
+                                            "of their own name")
+
+    def grant_for(self, client: str) -> ClientGrant:
+        """The grant of the key named ``client`` (the stem of its ``NAME.key`` file)."""
+        grant = self.clients.get(client)
+        return grant if grant is not None else ClientGrant(endpoints=list(UNLISTED_ENDPOINTS), cameras=[client])
 
 
 class CurveClientConfig(BaseModel):
@@ -102,6 +138,49 @@ def create_key_pair(out_dir: str | os.PathLike[str], name: str) -> tuple[Path, P
         os.replace(secret_file, secret)
         os.replace(public_file, public)
     return public, secret
+
+
+CLIENTS_DIR = "clients"  # the allow-list folder inside a line's key folder
+HTTP_TOKEN_FILE = "http.token"
+INSTALL_CLIENTS = ("panel",)  # key pairs the install step makes besides the server's
+
+
+class LineKeys(BaseModel):
+    """What ``lineguard keys init DIR`` leaves in DIR (the paths a secure line config names)."""
+
+    server_secret_key_file: Path
+    server_public_key_file: Path
+    allowed_clients_dir: Path
+    http_token_file: Path
+    created: list[Path] = Field(default_factory=list, description="files made by this run (the rest existed)")
+
+
+def init_line_keys(folder: str | os.PathLike[str], clients: tuple[str, ...] = INSTALL_CLIENTS) -> LineKeys:
+    """The install step of a secure line: the server's key pair, the allow-list folder ``clients/``, one key
+    pair per client in ``clients`` (its public key allowed) and an HTTP bearer token (0600). Idempotent:
+    what exists is kept (a second run changes nothing), so it can run before every start."""
+    import secrets
+
+    root = Path(folder)
+    allowed = root / CLIENTS_DIR
+    allowed.mkdir(parents=True, exist_ok=True)
+    created: list[Path] = []
+    for name in ("server", *clients):
+        if not (root / f"{name}{SECRET_SUFFIX}").exists():
+            created += create_key_pair(root, name)
+        if name != "server" and not (allowed / f"{name}{PUBLIC_SUFFIX}").exists():
+            allowed_key = allowed / f"{name}{PUBLIC_SUFFIX}"
+            allowed_key.write_bytes((root / f"{name}{PUBLIC_SUFFIX}").read_bytes())
+            created.append(allowed_key)
+    token = root / HTTP_TOKEN_FILE
+    if not token.exists():
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+        created.append(token)
+    return LineKeys(server_secret_key_file=root / f"server{SECRET_SUFFIX}",
+                    server_public_key_file=root / f"server{PUBLIC_SUFFIX}", allowed_clients_dir=allowed,
+                    http_token_file=token, created=created)
 
 
 def _load(path: Path) -> tuple[bytes, bytes | None]:

@@ -26,6 +26,11 @@ Three parts, each from pyzmq's documented API:
 * :class:`HandshakeCounter` watches every secured socket (``zmq_socket_monitor``) and counts failed
   handshakes: a key not on the allow-list (ZAP said 400), a client without CURVE, a client that has the
   wrong server key. Refused peers get nothing: no frame of theirs is read and no verdict reaches them.
+
+Each endpoint has a ZAP domain of its own (``lineguard.frames``, ``lineguard.verdicts``, ...), so the allow-list
+also checks the key's grant (``security.curve.clients``): a key may be let into some endpoints only. ZAP answers
+with the key's name (``cam0`` for ``cam0.key``) as the connection's User-Id, so every message read from that
+peer carries it (``frame.get("User-Id")``): the server checks the cameras a frame claims against it.
 """
 
 from __future__ import annotations
@@ -36,15 +41,19 @@ import queue
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from lineguard.runtime.curve import (
+    ENDPOINT_NAMES,
     PUBLIC_SUFFIX,
+    ClientGrant,
     CurveError,
     CurveServerConfig,
     load_secret_key,
@@ -53,7 +62,13 @@ from lineguard.runtime.curve import (
 
 log = logging.getLogger(__name__)
 
-ZAP_DOMAIN = "lineguard"  # the ZAP domain of every secured socket; the allow-list answers for it
+ZAP_DOMAIN = "lineguard"  # secured sockets use ZAP domain "lineguard.<endpoint>"; the allow-list answers for them
+UNKNOWN_CLIENT = "?"  # User-Id of a peer whose key left the allow-list between handshake and lookup
+
+
+def zap_domain(endpoint: str) -> str:
+    """The ZAP domain of one endpoint's socket (``lineguard.frames``)."""
+    return f"{ZAP_DOMAIN}.{endpoint}"
 FAILED_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                            | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
@@ -61,11 +76,14 @@ FAILED_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HAND
 class ClientAllowList:
     """The public keys of the ``*.key`` files in a folder, re-read when the folder's listing changes.
 
-    ``callback(domain, key)`` is the credentials-provider hook of ``zmq.auth`` (``key`` in Z85).
+    ``callback(domain, key)`` is the credentials-provider hook of ``zmq.auth`` (``key`` in Z85). With
+    ``grant_for`` (key name -> ClientGrant) a key is let into an endpoint's domain only when its grant lists it.
     """
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str],
+                 grant_for: Callable[[str], ClientGrant] | None = None) -> None:
         self.folder = Path(folder)
+        self.grant_for = grant_for
         if not self.folder.is_dir():
             raise CurveError(f"allowed_clients_dir {self.folder} is not a folder (put clients' public NAME.key files there)")
         self._lock = threading.Lock()
@@ -109,21 +127,47 @@ class ClientAllowList:
         with self._lock:
             return dict(self._keys)
 
+    def name_of(self, key: bytes) -> str | None:
+        """The name (file stem: ``cam0`` for ``cam0.key``) of an allowed Z85 public key, else None."""
+        with self._lock:
+            file = self._keys.get(key)
+        return file.removesuffix(PUBLIC_SUFFIX) if file is not None else None
+
     def callback(self, domain: str, key: bytes) -> bool:
         # pyzmq runs this on its ZAP thread without a guard: an exception there would end that thread and
         # every later handshake would hang. Whatever goes wrong, the answer is a refusal.
         try:
             self.refresh()
-            with self._lock:
-                name = self._keys.get(key)
+            name = self.name_of(key)
+            endpoint = domain.removeprefix(f"{ZAP_DOMAIN}.")
+            granted = (name is not None and (self.grant_for is None or endpoint not in ENDPOINT_NAMES
+                                             or endpoint in self.grant_for(name).endpoints))
         except Exception:
             log.exception("CURVE allow-list check failed; refusing the client")
             return False
         if name is None:
             log.warning("refused a CURVE client whose key %s is not in %s", key.decode(errors="replace"), self.folder)
             return False
-        log.debug("CURVE client %s allowed", name)
+        if not granted:
+            log.warning("refused CURVE client %s on %s: not among its endpoints (security.curve.clients)", name, endpoint)
+            return False
+        log.debug("CURVE client %s allowed on %s", name, endpoint)
         return True
+
+
+class NamingAuthenticator(ThreadAuthenticator):
+    """pyzmq's ZAP thread, answering with the client key's name as User-Id (pyzmq's default: the Z85 key)."""
+
+    def __init__(self, context: zmq.Context, allow_list: ClientAllowList, log: logging.Logger | None = None) -> None:
+        super().__init__(context, log=log)
+        self.allow_list = allow_list
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        # called on the ZAP thread after the callback let the key in; must not raise
+        try:
+            return self.allow_list.name_of(z85.encode(client_public_key)) or UNKNOWN_CLIENT
+        except Exception:
+            return UNKNOWN_CLIENT
 
 
 class HandshakeCounter:
@@ -201,9 +245,9 @@ class CurveAuthority:
         self.config = config
         self.context = context
         self.public_key, self._secret_key = load_secret_key(config.server_secret_key_file)
-        self.allow_list = ClientAllowList(config.allowed_clients_dir)
+        self.allow_list = ClientAllowList(config.allowed_clients_dir, grant_for=config.grant_for)
         self.counter = HandshakeCounter(context)
-        self._authenticator: ThreadAuthenticator | None = None
+        self._authenticator: NamingAuthenticator | None = None
 
     @property
     def denied(self) -> int:
@@ -212,29 +256,36 @@ class CurveAuthority:
 
     def start(self) -> CurveAuthority:
         """Bind the context's ZAP handler; raises CurveError when the context already has one."""
-        authenticator = ThreadAuthenticator(self.context, log=logging.getLogger("lineguard.zap"))
+        authenticator = NamingAuthenticator(self.context, self.allow_list, log=logging.getLogger("lineguard.zap"))
         try:
             authenticator.start()
         except zmq.ZMQError as exc:
             authenticator.stop()
             raise CurveError(f"cannot start the ZAP handler ({exc}): this ZeroMQ context already has one; "
                              "give each CURVE server its own context") from None
-        authenticator.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self.allow_list)
+        for endpoint in ENDPOINT_NAMES:
+            authenticator.configure_curve_callback(zap_domain(endpoint), credentials_provider=self.allow_list)
         self._authenticator = authenticator
         self.counter.start()
         return self
 
     def secure(self, sock: zmq.Socket, name: str) -> zmq.Socket:
-        """Make ``sock`` a CURVE server whose clients ZAP checks; call before ``bind``."""
+        """Make ``sock`` a CURVE server whose clients ZAP checks for endpoint ``name``; call before ``bind``."""
+        if name not in ENDPOINT_NAMES:
+            raise CurveError(f"unknown endpoint {name!r}: one of {', '.join(ENDPOINT_NAMES)}")
         if self._authenticator is None:
             raise CurveError("start() the authority before securing sockets: without a ZAP handler libzmq "
                              "would let every CURVE client in")
         sock.curve_secretkey = self._secret_key
         sock.curve_publickey = self.public_key
         sock.curve_server = True
-        sock.zap_domain = ZAP_DOMAIN.encode()
+        sock.zap_domain = zap_domain(name).encode()
         self.counter.watch(sock, name)
         return sock
+
+    def grant(self, client: str) -> ClientGrant:
+        """What the key named ``client`` (a message's User-Id) may do."""
+        return self.config.grant_for(client)
 
     def stop(self) -> None:
         """Stop counting and answering ZAP; call once every secured socket is closed."""

@@ -115,15 +115,20 @@ def test_missed_heartbeats(pub: Publisher) -> None:
 
 
 def test_prefix_filters_verdicts_but_seq_covers_all(pub: Publisher) -> None:
-    with VerdictWatcher(pub.endpoint, prefix="verdict.l1.cam1") as watcher:
+    with VerdictWatcher(pub.endpoint, prefix="verdict.l1.cam1") as watcher:  # taken as verdict.l1.cam1.
         joined(pub, watcher)
         pub.verdict("cam0")
         pub.verdict("cam1")
-        pub.verdict("cam0")
+        pub.verdict("cam10")  # shares cam1's prefix but not its topic: the topic ends with a separator
         pub.verdict("cam1")
         events = collect(watcher, "verdict") + watcher.poll(0.2)
         assert [e.verdict.seq for e in events if e.kind == "verdict"] == [2, 4]
         assert "gap" not in [e.kind for e in events]
+
+
+def test_topics_end_with_a_separator() -> None:
+    assert verdict_topic("press3", "cam1") == b"verdict.press3.cam1."
+    assert not verdict_topic("press3", "cam10").startswith(verdict_topic("press3", "cam1"))
 
 
 def test_format_line() -> None:
