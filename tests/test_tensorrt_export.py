@@ -229,3 +229,39 @@ def test_bench_vision_reports_tensorrt_against_onnxruntime(engine_bundle: Path, 
     assert result["candidate"].startswith("tensorrt")
     assert [r["batch_size"] for r in result["runs"]] == [1, 8]
     assert all(r["candidate"]["frames_per_s"] > 0 and r["reference"]["frames_per_s"] > 0 for r in result["runs"])
+
+
+@pytest.mark.gpu
+def test_fp32_engine_chain_gives_the_verdicts_of_fp32_onnxruntime(engine_bundle: Path, tmp_path: Path,
+                                                                   weave_parts: list[np.ndarray]) -> None:
+    """FP32 engines (TF32 off) chained on the device: the map within the FP32 parity tolerance of ONNX
+    Runtime on the CPU, and the same verdicts for the same frames."""
+    import shutil
+
+    from lineguard.runtime.bundle import Bundle
+    from lineguard.runtime.chain import VisionChain
+    from lineguard.runtime.enroll import enroll_product
+    from lineguard.runtime.inspector import Inspector
+    from lineguard.runtime.tensorrt_backend import TensorRTChain
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(engine_bundle, copy)
+    bundle = Bundle.open(copy)
+    reference = VisionChain(bundle, backend="onnxruntime", providers=["CPUExecutionProvider"])
+    enroll_product(bundle, "weave", weave_parts[:4], chain=reference)
+    bundle = Bundle.open(copy)
+    engines = VisionChain(bundle, backend="tensorrt", precisions=("fp32",))
+    assert isinstance(engines.device_chain, TensorRTChain)
+    assert {r.precision for r in engines.backend.engines.values()} == {"fp32"}
+    reference = VisionChain(bundle, backend="onnxruntime", providers=["CPUExecutionProvider"])
+    batch = reference.preprocessor(weave_parts[4:14])
+    want, got = reference.run(batch), engines.run(batch)
+    assert set(got.features) == set(engines.host_stages)
+    scale = float(np.abs(want.decoder_map).max())
+    assert float(np.abs(got.decoder_map - want.decoder_map).max()) / scale < 1e-3
+    frames = weave_parts[4:16]
+    pairs = zip(Inspector(bundle, chain=reference).analyze(frames, "weave"),
+                Inspector(bundle, chain=engines).analyze(frames, "weave"), strict=True)
+    for w, g in pairs:
+        assert g.verdict.verdict == w.verdict.verdict
+        assert g.verdict.score == pytest.approx(w.verdict.score, rel=1e-2, abs=1e-2)
