@@ -249,7 +249,8 @@ def line_config_from_args(args: argparse.Namespace):
         deadline_ms=args.deadline_ms,
         batching={"max_batch": args.max_batch, "max_queue_delay_ms": args.max_queue_delay_ms},
         archive={"dir": args.archive} if args.archive else {},
-        http={"host": args.http_host, "port": max(args.http_port, 0), "enabled": args.http_port >= 0},
+        http={"host": args.http_host, "port": max(args.http_port, 0), "enabled": args.http_port >= 0,
+              "token_file": args.http_token_file},
     )
 
 
@@ -259,7 +260,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = line_config_from_args(args)
     # The HTTP port comes up first: /healthz answers and /readyz says 503 while the bundle loads.
-    http = RuntimeHttpService(config.http).start() if config.http.enabled else None
+    http = RuntimeHttpService(config.http, allow_open=config.security.insecure).start() if config.http.enabled else None
     if http is not None:
         print(f"health and metrics on {http.url} (/healthz /readyz /metrics)", file=sys.stderr)
     try:
@@ -302,7 +303,8 @@ def cmd_panel(args: argparse.Namespace) -> int:
 
     settings = PanelSettings.for_runtime(args.runtime, args.verdicts_port, args.explanations_port, args.runtime_http_port,
                                          token_file=args.token_file, curve_client_key=args.curve_client_key,
-                                         curve_server_key=args.curve_server_key, host=args.host, port=args.port)
+                                         curve_server_key=args.curve_server_key,
+                                         runtime_token_file=args.runtime_token_file, host=args.host, port=args.port)
     if settings.curve is not None:  # a bad key file fails here, naming the file, not inside the first page load
         import zmq
 
@@ -360,6 +362,27 @@ def cmd_bench_line(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from lineguard.runtime.soak import SoakPlan, soak_serve_process
+
+    plan = SoakPlan(duration_s=args.seconds, cameras=args.cameras, fps=args.fps, warm_fraction=args.warm_fraction,
+                    drain_timeout_s=60, connect_timeout_s=180)
+    result = soak_serve_process(args.bundle, plan, explanations=not args.no_explanations)
+    print(f"soak {result.duration_s:.0f} s: {result.verdicts_received}/{result.frames_addressable} verdicts (missing "
+          f"{result.missing}, duplicates {result.duplicates}), {result.dropped_counted}/{result.frames_unaddressable} "
+          f"unaddressable counted, {result.explanation_requests} explanation requests "
+          f"({result.explanations_unanswered} unanswered); inspected p50 {result.latency_p50_ms:.0f} ms, "
+          f"p99 {result.latency_p99_ms:.0f} ms")
+    print(f"once warm (from {result.warm_at_s:.0f} s): RSS {result.rss_slope_mb_per_min:+.2f} "
+          f"± {result.rss_slope_stderr_mb_per_min:.2f} MB/min (bound {result.rss_slope_bound_mb_per_min}), open files "
+          f"{result.fds_slope_per_min if result.fds_slope_per_min is not None else float('nan'):+.2f}/min "
+          f"(bound {result.fds_slope_bound_per_min})" + ("; LEAK: " + "; ".join(result.leak_reasons)
+                                                          if result.leak_suspected else "; no leak"))
+    _write_json(args.json, result.model_dump_json(indent=2))
+    failed = result.leak_suspected or result.missing or result.duplicates or result.explanations_unanswered
+    return 1 if failed else 0
+
+
 def cmd_bench_llm(args: argparse.Namespace) -> int:
     from lineguard.runtime.bench_llm import bench_llm
 
@@ -403,6 +426,21 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     print(f"CURVE key pair: {secret} (secret: stays with {args.name})\n"
           f"public key: {public} (a client's: copy into the server's security.curve.allowed_clients_dir; "
           f"the server's: give to every client as --curve-server-key)")
+    return 0
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from lineguard.runtime.curve import init_line_keys
+
+    keys = init_line_keys(args.folder, tuple(dict.fromkeys(args.client)))
+    for path in keys.created:
+        print(f"created {path}")
+    print(f"line keys in {args.folder} ({len(keys.created)} files created, the rest kept). In the line config:\n"
+          f"  security.curve.server_secret_key_file: {keys.server_secret_key_file}\n"
+          f"  security.curve.allowed_clients_dir: {keys.allowed_clients_dir}\n"
+          f"  http.token_file: {keys.http_token_file}\n"
+          f"clients connect with --curve-server-key {keys.server_public_key_file}; a camera's key: "
+          f"lineguard keys create cam0 --out DIR, then copy DIR/cam0.key into {keys.allowed_clients_dir}")
     return 0
 
 
@@ -563,16 +601,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="LINE.yaml", help="line config (see deploy/line.example.yaml); "
                        "overrides the flags below")
     serve.add_argument("--line", default="line1")
-    serve.add_argument("--frames", default="tcp://*:5555")
-    serve.add_argument("--verdicts", default="tcp://*:5556")
-    serve.add_argument("--inspect", default="tcp://*:5558")
-    serve.add_argument("--explanations", default="tcp://*:5557")
+    # without a config the line binds loopback only: a local try-out; the plant network needs CURVE (--config)
+    serve.add_argument("--frames", default="tcp://127.0.0.1:5555")
+    serve.add_argument("--verdicts", default="tcp://127.0.0.1:5556")
+    serve.add_argument("--inspect", default="tcp://127.0.0.1:5558")
+    serve.add_argument("--explanations", default="tcp://127.0.0.1:5557")
     serve.add_argument("--deadline-ms", type=float, default=200.0)
     serve.add_argument("--max-batch", type=int, default=8)
     serve.add_argument("--max-queue-delay-ms", type=float, default=5.0)
     serve.add_argument("--archive", metavar="DIR", help="keep NG frames with their maps here")
     serve.add_argument("--http-host", default="127.0.0.1", help="health/metrics/archive HTTP interface")
     serve.add_argument("--http-port", type=int, default=8081, help="health/metrics HTTP port (-1: off)")
+    serve.add_argument("--http-token-file", metavar="FILE", help="bearer token /api/frames needs (beyond loopback)")
     serve.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "triton"],
                        help="inference backend (default: the line config's inference.backend, else auto)")
     serve.add_argument("--triton-url", metavar="HOST:PORT", help="Triton gRPC endpoint for --backend triton")
@@ -589,6 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     panel.add_argument("--curve-client-key", metavar="NAME.key_secret", help="the panel's CURVE key pair "
                        "(a line with security.curve on)")
     panel.add_argument("--curve-server-key", metavar="SERVER.key", help="the runtime's public CURVE key")
+    panel.add_argument("--runtime-token-file", metavar="FILE", help="the runtime's HTTP token (its http.token_file), "
+                       "for a runtime whose HTTP port is beyond loopback")
     panel.set_defaults(func=cmd_panel)
 
     camera = sub.add_parser("camera", help="push frames from a folder, video or device to a line")
@@ -605,7 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = sub.add_parser("watch", help="subscribe to verdicts; reports seq gaps and missed heartbeats")
     watch.add_argument("--connect", default="tcp://localhost:5556")
-    watch.add_argument("--topic", default="verdict.", help="topic prefix, e.g. verdict.press3.cam0")
+    watch.add_argument("--topic", default="verdict.", help="topic prefix, e.g. verdict.press3.cam0. (the trailing "
+                       "dot ends the camera id: cam1 never matches cam10)")
     watch.add_argument("--json", action="store_true", help="verdicts as JSON lines")
     watch.add_argument("--heartbeats", action="store_true", help="print heartbeats too")
     watch.add_argument("--duration", type=float, help="stop after S seconds")
@@ -629,6 +672,17 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--timeout", type=float, default=120.0, help="give up after S silent seconds")
     _curve_client_flags(explain)
     explain.set_defaults(func=cmd_explain)
+
+    bso = bench_sub.add_parser("soak", help="a `lineguard serve` process under a mixed stream (+ explanation "
+                               "requests): one verdict per frame, RSS and open-file slopes once warm; exit 1 on a leak")
+    bso.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    bso.add_argument("--seconds", type=float, default=600.0, help="stream length (the slope needs minutes)")
+    bso.add_argument("--cameras", type=int, default=3)
+    bso.add_argument("--fps", type=float, default=3.0, help="frames/s per camera")
+    bso.add_argument("--warm-fraction", type=float, default=0.3, help="share of the run before the slopes start")
+    bso.add_argument("--no-explanations", action="store_true", help="frames only, even with an LLM in the bundle")
+    bso.add_argument("--json", metavar="OUT", default="artifacts/bench-soak.json")
+    bso.set_defaults(func=cmd_bench_soak)
 
     bm = bench_sub.add_parser("llm", help="time to first token and tokens/s of the bundle's LLM")
     bm.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
@@ -654,6 +708,12 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--passphrase-env", metavar="VAR", help="--signing: encrypt the private key with the "
                     "passphrase in this environment variable")
     kc.set_defaults(func=cmd_keys_create)
+    ki = keys_sub.add_parser("init", help="install step of a secure line: server and panel CURVE keys, the "
+                             "allow-list folder and the HTTP token (keeps what exists)")
+    ki.add_argument("folder", help="e.g. /var/lib/lineguard/keys (what line.station.yaml names)")
+    ki.add_argument("--client", action="append", default=["panel"], metavar="NAME",
+                    help="also make (and allow) this client's key pair; repeatable (default: panel)")
+    ki.set_defaults(func=cmd_keys_init)
 
     bundle = sub.add_parser("bundle", help="sign a bundle's manifest, or check its signature")
     bundle_sub = bundle.add_subparsers(dest="what", required=True)

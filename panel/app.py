@@ -72,7 +72,9 @@ class PanelService:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.feed.start()
-        self.http = httpx.AsyncClient(base_url=self.settings.runtime_http, timeout=10.0)
+        token = self.settings.runtime_token
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else None
+        self.http = httpx.AsyncClient(base_url=self.settings.runtime_http, timeout=10.0, headers=headers)
         try:
             yield
         finally:

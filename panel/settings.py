@@ -50,6 +50,8 @@ class PanelSettings(BaseModel):
     gallery_size: int = Field(24, ge=1, le=200)
     curve: CurveClientConfig | None = Field(None, description="the panel's key pair and the runtime's public key, "
                                             "for a line with CURVE on (security.curve)")
+    runtime_token: SecretStr | None = Field(None, description="the runtime's HTTP token (http.token_file), sent "
+                                            "with every archive request when the runtime's port is beyond loopback")
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> PanelSettings:
@@ -62,8 +64,16 @@ class PanelSettings(BaseModel):
     def for_runtime(cls, runtime: str, verdicts_port: int = 5556, explanations_port: int = 5557,
                     http_port: int = 8081, token_file: str | os.PathLike[str] | None = None,
                     curve_client_key: str | os.PathLike[str] | None = None,
-                    curve_server_key: str | os.PathLike[str] | None = None, **options: object) -> PanelSettings:
+                    curve_server_key: str | os.PathLike[str] | None = None,
+                    runtime_token_file: str | os.PathLike[str] | None = None, **options: object) -> PanelSettings:
         """Settings for a runtime on ``runtime`` (host name or address) at its default ports."""
+        runtime_token = None
+        if runtime_token_file is not None:
+            try:
+                runtime_token = Path(runtime_token_file).read_text().strip()
+            except OSError as exc:
+                raise PanelSettingsError(f"cannot read the runtime token file {runtime_token_file}: "
+                                         f"{exc.strerror or exc}") from None
         token = os.environ.get(TOKEN_ENV)
         if token_file is not None:
             try:
@@ -76,6 +86,7 @@ class PanelSettings(BaseModel):
         try:
             return cls(verdicts=f"tcp://{host}:{verdicts_port}", explanations=f"tcp://{host}:{explanations_port}",
                        runtime_http=f"http://{host}:{http_port}", token=token,
-                       curve=client_config(curve_client_key, curve_server_key), **options)
+                       curve=client_config(curve_client_key, curve_server_key), runtime_token=runtime_token,
+                       **options)
         except ValidationError as exc:
             raise PanelSettingsError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None

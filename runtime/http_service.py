@@ -22,14 +22,20 @@ Routes (Triton-style: health and metrics are first-class, not an afterthought):
 
 Everything here only reads; ids from the URL are looked up through the archive's hashed index, never
 used as paths. The server binds its socket in ``start()`` so a port in use fails there, loudly.
+
+``/api/frames*`` shows archived part images: with ``http.token_file`` set those routes need
+``Authorization: Bearer TOKEN`` (health, readiness and metrics stay open for probes and scrapers), and a
+bind beyond loopback without a token is refused at start (unless the line says ``security: insecure``).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -41,7 +47,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from lineguard.runtime.line_config import HttpEndpoint
+from lineguard.runtime.line_config import HttpEndpoint, is_loopback_host
 from lineguard.runtime.messages import ArchivedVerdict, Readiness
 from lineguard.runtime.overlay import overlay_jpeg
 
@@ -52,6 +58,7 @@ log = logging.getLogger(__name__)
 
 MAX_GALLERY = 200
 VERDICT_FILTERS = ("NG", "OK", "all")
+MIN_TOKEN_CHARS = 12
 
 
 class HttpServiceError(RuntimeError):
@@ -109,9 +116,25 @@ class UvicornThread:
             self._thread.join(5)
 
 
+def read_token(path: Path) -> str:
+    """A bearer token from its file (``lineguard keys init`` writes one); HttpServiceError when unusable."""
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise HttpServiceError(f"cannot read the HTTP token file {path}: {exc.strerror or exc}") from None
+    if len(token) < MIN_TOKEN_CHARS:
+        raise HttpServiceError(f"the HTTP token in {path} is shorter than {MIN_TOKEN_CHARS} characters")
+    return token
+
+
 class RuntimeHttpService:
-    def __init__(self, endpoint: HttpEndpoint) -> None:
+    def __init__(self, endpoint: HttpEndpoint, allow_open: bool = False) -> None:
+        """``allow_open``: serve /api/frames beyond loopback without a token (``security: insecure``)."""
         self.endpoint = endpoint
+        self.token = read_token(endpoint.token_file) if endpoint.token_file is not None else None
+        if self.token is None and not allow_open and not is_loopback_host(endpoint.host):
+            raise HttpServiceError(f"the HTTP port binds {endpoint.host}, beyond this machine, and serves archived "
+                                   "part images: set http.token_file or bind 127.0.0.1")
         self.server: LineServer | None = None
         # Before a line is attached /metrics still answers (lineguard_ready 0), so scrapers see the boot.
         self._booting = CollectorRegistry()
@@ -175,7 +198,19 @@ class RuntimeHttpService:
         registry = self.server.metrics.registry if self.server is not None else self._booting
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    def _refused(self, request: Request) -> Response | None:
+        """401 unless the request carries the token (when one is set)."""
+        if self.token is None:
+            return None
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), self.token.encode()):
+            return None
+        return JSONResponse({"error": "the archive needs Authorization: Bearer TOKEN (http.token_file)"}, 401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
     async def frames(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
         archive = self.server.archive if self.server is not None else None
         if archive is None:
             return JSONResponse({"error": "this line keeps no archive (archive.dir in the line config)"}, 404)
@@ -191,6 +226,8 @@ class RuntimeHttpService:
                              for v, at in verdicts])
 
     async def overlay(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
         archive = self.server.archive if self.server is not None else None
         if archive is None:
             return JSONResponse({"error": "this line keeps no archive"}, 404)

@@ -10,10 +10,15 @@ Usage::
 
 Every section refuses unknown keys, so a misspelt option fails loudly instead of silently keeping
 its default. ``deploy/line.example.yaml`` documents every field.
+
+Secure by default: the endpoints bind loopback unless the config says otherwise, and a config that binds
+a ZeroMQ endpoint beyond this machine without ``security.curve``, or the HTTP port without
+``http.token_file``, is refused unless it says ``security: insecure`` (``security.insecure: true``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -37,13 +42,32 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ::1 (brackets allowed); ``*``, 0.0.0.0, names and interfaces are not."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """A ZeroMQ endpoint only this machine can reach: ipc://, inproc://, or tcp:// on a loopback address."""
+    if not endpoint.startswith("tcp://"):
+        return True  # ipc (a socket file) and inproc (this process)
+    address = endpoint.removeprefix("tcp://").rsplit(":", 1)[0]
+    return is_loopback_host(address.split(";")[-1])  # "source;destination" connects: the bound part is last
+
+
 class Endpoints(_Section):
     """Where the service binds (DESIGN.md section 4)."""
 
-    frames: str = Field("tcp://*:5555", description="PULL: cameras PUSH [header, payload] here")
-    verdicts: str = Field("tcp://*:5556", description="PUB: [topic, Verdict JSON] and heartbeats")
-    inspect: str = Field("tcp://*:5558", description="ROUTER: one frame in, one Verdict back (REQ/DEALER)")
-    explanations: str = Field("tcp://*:5557", description="ROUTER: ExplainRequest in, streamed ExplainReply out")
+    frames: str = Field("tcp://127.0.0.1:5555", description="PULL: cameras PUSH [header, payload] here")
+    verdicts: str = Field("tcp://127.0.0.1:5556", description="PUB: [topic, Verdict JSON] and heartbeats")
+    inspect: str = Field("tcp://127.0.0.1:5558", description="ROUTER: one frame in, one Verdict back (REQ/DEALER)")
+    explanations: str = Field("tcp://127.0.0.1:5557", description="ROUTER: ExplainRequest in, streamed ExplainReply out")
 
     @field_validator("frames", "verdicts", "inspect", "explanations")
     @classmethod
@@ -101,9 +125,13 @@ class Explanations(_Section):
 
 
 class Security(_Section):
-    """CURVE on every endpoint, and the key bundles must be signed with. Both off by default."""
+    """CURVE on every endpoint, and the key bundles must be signed with. Without CURVE the line binds
+    loopback only, unless ``insecure`` says explicitly that it runs open (``security: insecure`` for short)."""
 
-    curve: CurveServerConfig | None = Field(None, description="encryption + client allow-list; null: off")
+    curve: CurveServerConfig | None = Field(None, description="encryption + per-endpoint client allow-lists + "
+                                            "key -> camera binding; null: off (loopback binds only)")
+    insecure: bool = Field(False, description="true: bind beyond loopback without CURVE and serve /api/frames "
+                           "without a token; anyone who reaches the ports can push frames and read verdicts")
     bundle_public_key: Path | None = Field(None, description="Ed25519 public key (PEM) the bundle's "
                                            "manifest must be signed with; null: signatures not checked")
 
@@ -114,6 +142,8 @@ class HttpEndpoint(_Section):
     enabled: bool = True
     host: str = Field("127.0.0.1", description="interface to bind; 0.0.0.0 exposes it to the network")
     port: int = Field(8081, ge=0, le=65535, description="0: any free port (tests)")
+    token_file: Path | None = Field(None, description="bearer token /api/frames* requires (health, readiness and "
+                                    "metrics stay open); needed to bind beyond loopback")
 
 
 class Inference(_Section):
@@ -177,6 +207,26 @@ class LineConfig(_Section):
         except ValidationError as exc:
             raise LineConfigError(describe(exc)) from None
 
+    @field_validator("security", mode="before")
+    @classmethod
+    def _insecure_shorthand(cls, value: Any) -> Any:
+        return {"insecure": True} if value == "insecure" else value
+
+    @model_validator(mode="after")
+    def _secure_by_default(self) -> LineConfig:
+        """Nothing beyond loopback runs open unless the config says ``security: insecure``."""
+        if self.security.insecure:
+            return self
+        if self.security.curve is None:
+            for name, endpoint in self.endpoints.model_dump().items():
+                if not is_local_endpoint(endpoint):
+                    raise ValueError(f"endpoints.{name}: {endpoint} binds beyond this machine without CURVE: set "
+                                     "security.curve (README, Security), bind 127.0.0.1, or say security: insecure")
+        if self.http.enabled and not is_loopback_host(self.http.host) and self.http.token_file is None:
+            raise ValueError(f"http.host: {self.http.host} serves archived part images beyond this machine: set "
+                             "http.token_file (lineguard keys init), bind 127.0.0.1, or say security: insecure")
+        return self
+
     def deadline_for(self, camera_id: str) -> float:
         """The deadline of a camera's frames, in milliseconds."""
         camera = self.cameras.get(camera_id)
@@ -212,7 +262,9 @@ def describe(error: ValidationError) -> str:
     for e in error.errors():
         where = ".".join(str(x) for x in e["loc"]) or "config"
         value = e.get("input")
-        if e["type"] == "extra_forbidden":
+        if not e["loc"]:  # a check across fields: its message names them
+            lines.append(e["msg"].removeprefix("Value error, "))
+        elif e["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown field")
         elif e["type"] != "missing" and isinstance(value, str | int | float | bool | None):
             lines.append(f"{where}: {e['msg']} (got {value!r})")

@@ -74,10 +74,12 @@ def yaml_documents(path: Path) -> list[dict]:
 
 
 def k8s_objects() -> dict[str, dict]:
+    """One object per kind, except Services: ``Service/<name>``."""
     objects = {}
     for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
         for doc in yaml_documents(path):
-            objects[doc["kind"]] = doc
+            key = f"Service/{doc['metadata']['name']}" if doc["kind"] == "Service" else doc["kind"]
+            objects[key] = doc
     return objects
 
 
@@ -106,9 +108,22 @@ def test_k8s_deployment_has_gpu_probes_and_the_line_config() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["line-config"]["configMap"]["name"] == objects["ConfigMap"]["metadata"]["name"]
     assert str(config.archive.dir).startswith(mounts["archive"])
-    service_ports = {p["targetPort"] for p in objects["Service"]["spec"]["ports"]}
-    assert service_ports == set(ports)
-    assert objects["Service"]["spec"]["selector"] == objects["Deployment"]["spec"]["selector"]["matchLabels"]
+    services = [o for key, o in objects.items() if key.startswith("Service/")]
+    assert {p["targetPort"] for o in services for p in o["spec"]["ports"]} == set(ports)
+    for service in services:
+        assert service["spec"]["selector"] == objects["Deployment"]["spec"]["selector"]["matchLabels"]
+    # secure by default: the load balancer carries only the CURVE-protected ZeroMQ ports, from private networks
+    balancer = objects["Service/lineguard-runtime"]["spec"]
+    assert balancer["type"] == "LoadBalancer" and balancer["loadBalancerSourceRanges"]
+    assert {p["targetPort"] for p in balancer["ports"]} == {"frames", "verdicts", "explanations", "inspect"}
+    assert objects["Service/lineguard-runtime-http"]["spec"]["type"] == "ClusterIP"
+    assert config.security.curve is not None and not config.security.insecure and config.http.token_file
+    # the keys come from the install step, into the folder the line config names, read-only for the runtime
+    (keys_step,) = [c for c in pod["initContainers"] if c["name"] == "keys"]
+    assert "lineguard keys init /var/lib/lineguard/keys" in " ".join(keys_step["command"])
+    assert mounts["keys"] == "/var/lib/lineguard/keys"
+    assert str(config.security.curve.server_secret_key_file).startswith(mounts["keys"])
+    assert str(config.http.token_file).startswith(mounts["keys"])
 
 
 def test_compose_runs_runtime_and_panel_of_one_station() -> None:
@@ -122,6 +137,17 @@ def test_compose_runs_runtime_and_panel_of_one_station() -> None:
     assert panel["command"][:3] == ["panel", "--runtime", "runtime"]
     assert panel["depends_on"]["runtime"]["condition"] == "service_healthy"
     assert "LINEGUARD_PANEL_TOKEN" in panel["environment"]  # the panel binds beyond loopback
+    # secure by default: CURVE keys and the HTTP token from the install step (the keys service)
+    keys = compose["services"]["keys"]
+    assert "lineguard keys init /var/lib/lineguard/keys" in " ".join(keys["command"])
+    assert runtime["depends_on"]["keys"]["condition"] == "service_completed_successfully"
+    assert config.security.curve is not None and not config.security.insecure
+    assert str(config.security.curve.allowed_clients_dir).startswith("/var/lib/lineguard/keys")
+    assert config.http.token_file is not None
+    flags = panel["command"]
+    assert flags[flags.index("--curve-client-key") + 1] == "/var/lib/lineguard/keys/panel.key_secret"
+    assert flags[flags.index("--runtime-token-file") + 1] == str(config.http.token_file)
+    assert config.security.curve.grant_for("panel").endpoints == ["verdicts", "explanations"]
     gpu = yaml.safe_load((DEPLOY / "compose.gpu.yaml").read_text())
     (device,) = gpu["services"]["runtime"]["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
@@ -160,6 +186,12 @@ def test_systemd_unit_notifies_and_restarts() -> None:
 def test_station_config_is_a_valid_line_config() -> None:
     config = LineConfig.from_yaml(DEPLOY / "line.station.yaml")
     assert config.inference.backend == "auto" and config.http.port == 8081
+    assert config.security.curve is not None and not config.security.insecure  # CURVE on, nothing open
+
+
+def test_systemd_unit_installs_the_line_keys() -> None:
+    header = (DEPLOY / "systemd" / "lineguard.service").read_text()
+    assert "lineguard keys init /var/lib/lineguard/keys" in header
 
 
 @pytest.mark.slow

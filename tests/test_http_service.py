@@ -126,3 +126,28 @@ def test_a_port_in_use_is_a_clear_error() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(HttpServiceError, match=f"127.0.0.1:{port}"):
             RuntimeHttpService(HttpEndpoint(host="127.0.0.1", port=port)).start()
+
+
+def test_the_archive_routes_need_the_token_and_open_binds_need_one(tmp_path: Path) -> None:
+    """Beyond loopback the port refuses to start without a token; with one, /api/frames* answer 401 without it
+    while health, readiness and metrics stay open (probes and scrapers)."""
+    with pytest.raises(HttpServiceError, match="beyond this machine"):
+        RuntimeHttpService(HttpEndpoint(host="0.0.0.0", port=0))
+    short = tmp_path / "short.token"
+    short.write_text("abc\n")
+    with pytest.raises(HttpServiceError, match="shorter than"):
+        RuntimeHttpService(HttpEndpoint(host="127.0.0.1", port=0, token_file=short))
+    token = tmp_path / "http.token"
+    token.write_text("a-long-enough-secret-token\n")
+    with RuntimeHttpService(HttpEndpoint(host="0.0.0.0", port=0, token_file=token)) as service:
+        url = f"http://127.0.0.1:{service.port}"
+        assert httpx.get(f"{url}/api/frames", timeout=5).status_code == 401
+        assert httpx.get(f"{url}/api/frames/cam0/f1/overlay.jpg", timeout=5).status_code == 401
+        assert httpx.get(f"{url}/api/frames", headers={"Authorization": "Bearer nope-nope-nope"},
+                         timeout=5).status_code == 401
+        bearer = {"Authorization": "Bearer a-long-enough-secret-token"}
+        assert httpx.get(f"{url}/api/frames", headers=bearer, timeout=5).status_code == 404  # no line: no archive
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert httpx.get(f"{url}/metrics", timeout=5).status_code == 200
+    with RuntimeHttpService(HttpEndpoint(host="0.0.0.0", port=0), allow_open=True):  # security: insecure
+        pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -23,20 +24,44 @@ def test_example_loads() -> None:
     assert config.deadline_for("cam1") == 120 and config.deadline_for("cam0") == 200
     assert config.product_for("cam0", None) == "tile" and config.product_for("cam0", "other") == "other"
     assert config.product_for("cam9", None) is None
-    assert config.security.curve is None and config.explanations.max_question_chars == 500
+    assert config.explanations.max_question_chars == 500
+    curve = config.security.curve  # the example binds the plant network, so it runs CURVE
+    assert curve is not None and not config.security.insecure
+    assert curve.allowed_clients_dir == Path("/var/lib/lineguard/keys/clients")
+    assert curve.grant_for("panel").endpoints == ["verdicts", "explanations"] and not curve.grant_for("panel").cameras
+    assert curve.grant_for("plc").may_claim("cam1") and not curve.grant_for("cam0").may_claim("cam1")
+    unlisted = curve.grant_for("cam7")  # not in clients: its own camera; never the LLM's port
+    assert unlisted.may_claim("cam7") and not unlisted.may_claim("cam0")
+    assert unlisted.endpoints == ["frames", "verdicts", "inspect"]
 
 
-def test_example_curve_block_is_valid_once_uncommented(tmp_path: Path) -> None:
-    text = EXAMPLE.read_text().replace("  # curve:", "  curve:").replace("  #   ", "    ")
-    config = LineConfig.from_yaml(write(tmp_path, text))
-    assert config.security.curve is not None
-    assert config.security.curve.allowed_clients_dir == Path("/etc/lineguard/clients")
+@pytest.mark.parametrize("text, words", [
+    ("line: a\nendpoints:\n  frames: tcp://*:5555\n", "endpoints.frames: tcp://*:5555 binds beyond this machine"),
+    ("line: a\nendpoints:\n  inspect: tcp://0.0.0.0:5558\n", "endpoints.inspect"),
+    ("line: a\nendpoints:\n  verdicts: tcp://eth0:5556\n", "endpoints.verdicts"),
+    ("line: a\nhttp:\n  host: 0.0.0.0\n", "http.host: 0.0.0.0 serves archived part images"),
+])
+def test_open_binds_need_curve_or_an_explicit_insecure(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(LineConfigError, match=re.escape(words)):
+        LineConfig.from_yaml(write(tmp_path, text))
+    assert LineConfig.from_yaml(write(tmp_path, text + "security: insecure\n")).security.insecure
+    assert LineConfig.from_yaml(write(tmp_path, text + "security:\n  insecure: true\n")).security.insecure
+
+
+def test_loopback_and_local_endpoints_need_no_curve() -> None:
+    local = {"frames": "tcp://127.0.0.1:5555", "verdicts": "tcp://[::1]:5556", "inspect": "ipc:///tmp/lg-inspect",
+             "explanations": "tcp://localhost:5557"}
+    assert LineConfig(line="a", endpoints=local).security.curve is None
+    curve = {"server_secret_key_file": "s.key_secret", "allowed_clients_dir": "clients"}
+    config = LineConfig(line="a", endpoints={"frames": "tcp://*:5555"}, security={"curve": curve},
+                        http={"host": "0.0.0.0", "token_file": "http.token"})
+    assert config.endpoints.frames == "tcp://*:5555" and not config.security.insecure
 
 
 def test_defaults_follow_the_protocol() -> None:
     config = LineConfig(line="l1")
     assert (config.endpoints.frames, config.endpoints.verdicts, config.endpoints.inspect) == (
-        "tcp://*:5555", "tcp://*:5556", "tcp://*:5558")
+        "tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556", "tcp://127.0.0.1:5558")  # loopback unless configured
     assert config.deadline_ms == 200 and config.false_reject_budget == 0.01
     assert (config.batching.max_batch, config.batching.max_queue_delay_ms, config.batching.max_queue) == (8, 5, 64)
     assert config.heartbeat_interval_ms == 1000

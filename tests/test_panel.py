@@ -72,6 +72,18 @@ def test_settings_refuse_an_open_panel_beyond_loopback(tmp_path: Path, monkeypat
         PanelSettings.for_runtime("10.1.2.3", token_file=tmp_path / "missing")
 
 
+def test_settings_carry_the_runtimes_http_token(tmp_path: Path) -> None:
+    """A runtime whose HTTP port is beyond loopback serves its archive only with its token; the panel sends it."""
+    runtime_token = tmp_path / "http.token"
+    runtime_token.write_text("runtime-archive-token-1234\n")
+    settings = PanelSettings.for_runtime("10.1.2.3", runtime_token_file=runtime_token)
+    assert settings.runtime_token is not None and settings.runtime_token.get_secret_value() == "runtime-archive-token-1234"
+    assert "runtime-archive-token" not in repr(settings)  # a secret: never printed
+    assert PanelSettings.for_runtime("10.1.2.3").runtime_token is None
+    with pytest.raises(PanelSettingsError, match="runtime token file"):
+        PanelSettings.for_runtime("10.1.2.3", runtime_token_file=tmp_path / "missing")
+
+
 # -- against a real station ---------------------------------------------------------------------------
 
 
