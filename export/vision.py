@@ -7,7 +7,8 @@ Usage::
     bundle = export_vision("bundles/tile", normals_dirs=["data/tile/train/good"])
 
 The export fails (ParityError) when ONNX Runtime and PyTorch disagree by more than PARITY_TOLERANCE on
-sample inputs; ``parity.json`` records the measured differences either way.
+sample inputs; ``parity.json`` records the measured differences either way. A failed export leaves no
+loadable bundle: no ``manifest.json`` is written, and a ``PARITY_FAILED`` marker makes ``Bundle.open`` say why.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lineguard.export.text_prototypes import clip_prototypes, minilm_prototypes
 from lineguard.export.textures import default_training_set
 from lineguard.export.training import train_decoder
 from lineguard.runtime.bundle import (
+    PARITY_FAILED_NAME,
     SCHEMA_VERSION,
     Bundle,
     BundleManifest,
@@ -135,10 +137,12 @@ def export_vision(
         exporter={"lineguard": lineguard.__version__, "torch": torch.__version__,
                   "onnxruntime": onnxruntime.__version__, "onnx_opset": str(OPSET), "python": platform.python_version()},
     )
+    if not parity.passed:  # the manifest is what makes a folder a bundle: without it nothing loads this one
+        (out / PARITY_FAILED_NAME).write_text(f"ONNX vs PyTorch max abs diff {diffs} exceeds {PARITY_TOLERANCE}\n")
+        raise ParityError(f"ONNX vs PyTorch max abs diff {diffs} exceeds tolerance {PARITY_TOLERANCE}; see "
+                          f"{out / 'parity.json'} (no manifest written: {out} is not a loadable bundle)")
     bundle = Bundle(out.resolve(), manifest)
     for name in ("encoder.onnx", "decoder.onnx", "prototypes.npz", "parity.json", DECODER_STATE):
         bundle.register_file(name)
     bundle.write_manifest()
-    if not parity.passed:
-        raise ParityError(f"ONNX vs PyTorch max abs diff {diffs} exceeds tolerance {PARITY_TOLERANCE}; see {out / 'parity.json'}")
     return bundle

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+PARITY_FAILED_NAME = "PARITY_FAILED"  # left by an export whose parity check failed, instead of a manifest
 
 
 class BundleError(Exception):
@@ -258,6 +259,9 @@ class Bundle:
         if not root.is_dir():
             raise BundleNotFoundError(f"bundle folder {root} does not exist")
         if not manifest_path.is_file():
+            if (root / PARITY_FAILED_NAME).is_file():
+                raise BundleIncompatibleError(f"{root} is an export that failed its parity check "
+                                              f"({PARITY_FAILED_NAME}, parity.json): not a loadable bundle")
             raise BundleNotFoundError(f"{manifest_path} is missing: not a lineguard bundle")
         manifest_bytes = manifest_path.read_bytes()
         if trusted_key is not None:
@@ -272,6 +276,10 @@ class Bundle:
             manifest = BundleManifest.model_validate(raw)
         except ValidationError as exc:
             raise BundleIncompatibleError(f"{manifest_path} does not validate:\n{exc}") from exc
+        if not manifest.parity.passed:  # an export that failed its parity check is never served
+            raise BundleIncompatibleError(
+                f"{root} failed its parity check at export (ONNX vs PyTorch max abs diff {manifest.parity.max_abs_diff}, "
+                f"tolerance {manifest.parity.tolerance}): its graphs do not compute what was trained; export it again")
         bundle = cls(root, manifest)
         if verify:
             bundle.verify()

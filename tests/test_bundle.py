@@ -105,3 +105,25 @@ def test_provider_order_prefers_tensorrt_then_cuda_then_cpu() -> None:
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert select_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     assert select_providers(["CPUExecutionProvider", "OpenVINOExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_a_bundle_that_failed_parity_is_refused(bundle_copy: Path) -> None:
+    """A manifest recording a failed parity check (older exports wrote one) never loads."""
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["parity"]["passed"] = False
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleIncompatibleError, match="failed its parity check"):
+        Bundle.open(bundle_copy)
+
+
+def test_an_export_failing_parity_leaves_no_loadable_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real export, with a tolerance nothing can meet: ParityError, no manifest, and Bundle.open says why."""
+    from lineguard.export import vision
+
+    monkeypatch.setattr(vision, "PARITY_TOLERANCE", -1.0)
+    out = tmp_path / "failed"
+    with pytest.raises(vision.ParityError, match="not a loadable bundle"):
+        vision.export_vision(out, steps=1, samples=4, seed=0)
+    assert not (out / "manifest.json").exists() and (out / "parity.json").is_file()
+    with pytest.raises(BundleIncompatibleError, match="failed its parity check"):
+        Bundle.open(out)

@@ -65,3 +65,22 @@ def test_a_model_without_chat_template_is_refused(bundle_copy: Path, tmp_path: P
     with pytest.raises(LlmExportError, match="chat_template"):
         export_llm(bundle_copy, gguf_file=write_tiny_gguf(tmp_path / "m.gguf", chat_template=None))
     assert Bundle.open(bundle_copy).manifest.llm is None
+
+
+def test_the_packaged_model_is_pinned_by_sha256(tmp_path: Path) -> None:
+    """Parts that add up to the right size but not the pinned bytes are refused, and nothing is left behind."""
+    from lineguard.export.llm import DEFAULT_SHA256, assemble
+
+    parts = [tmp_path / "part1", tmp_path / "part2"]
+    parts[0].write_bytes(b"GGUF" + b"\0" * 60)
+    parts[1].write_bytes(b"\1" * 64)
+    dest = tmp_path / "llm.gguf"
+    with pytest.raises(LlmExportError, match="sha256 .* expected " + DEFAULT_SHA256):
+        assemble(parts, dest, 128, DEFAULT_SHA256)
+    assert not dest.exists() and not dest.with_suffix(".partial").exists()
+    import hashlib
+
+    good = hashlib.sha256(parts[0].read_bytes() + parts[1].read_bytes()).hexdigest()
+    assemble(parts, dest, 128, good)
+    assert dest.read_bytes()[:4] == b"GGUF"
+    assert len(DEFAULT_SHA256) == 64 and int(DEFAULT_SHA256, 16) > 0
