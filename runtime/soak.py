@@ -1,4 +1,5 @@
-"""A sustained mixed stream against a running line service: one verdict per frame, p99, memory over time.
+"""A sustained mixed stream against a running line service: one verdict per frame, p99, and whether memory or
+open files leak.
 
 Usage::
 
@@ -6,16 +7,26 @@ Usage::
 
     with LineServer(inspector, config) as server:       # or a `lineguard serve` process: pass its pid
         result = run_soak(server.endpoints.frames, server.endpoints.verdicts, good=parts, defects=defect_parts,
-                          product="weave", plan=SoakPlan(duration_s=20, cameras=3, fps=4))
+                          product="weave", plan=SoakPlan(duration_s=60, cameras=3, fps=4),
+                          explanations=server.endpoints.explanations)
     result.missing, result.duplicates          # both 0: exactly one verdict per addressable frame
-    result.latency_p99_ms, result.rss_growth_mb
+    result.rss_slope_mb_per_min, result.fds_slope_per_min, result.leak_suspected
 
 Each camera is a thread with its own PUSH socket, sending at ``fps`` a deterministic mix of good raw and
 JPEG frames, defective parts, and malformed messages (bad header, truncated JPEG, wrong shape, unknown
-product, and messages too broken to name their camera, which the service counts as dropped). A SUB
-collects every verdict and the heartbeats (their ``dropped`` count); RSS of the service's process
-(``pid``, default this one; psutil) is sampled throughout. Nothing here
-asserts: the caller decides what is acceptable (tests: exactly one verdict each and bounded growth).
+product, and messages too broken to name their camera, which the service counts as dropped). With an
+``explanations`` endpoint a DEALER asks about frames every ``explain_interval_s``: unknown frames, malformed
+and over-long requests, and real NG frames (cancelled after the first chunk, so the LLM never hogs the
+cores); every request must get its final or error reply. A SUB collects every verdict and the heartbeats
+(their ``dropped`` count).
+
+RSS and open file descriptors of the service's process (``pid``, default this one; psutil) are sampled
+throughout. After the warm-up (``warm_fraction`` of the run: allocators, arenas and caches settle) a least-
+squares line through the samples gives the slope, with its standard error, in MB/min and files/min. A
+slope beyond the plan's bound (``rss_slope_bound_mb_per_min``, ``fds_slope_bound_per_min``) sets
+``leak_suspected``: a healthy service is flat once warm, while a leak of even a few KiB per frame climbs
+steadily (``tests/test_soak.py`` injects one and shows the bound catches it). Nothing here asserts: the
+caller decides what is acceptable.
 """
 
 from __future__ import annotations
@@ -31,10 +42,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import zmq
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from lineguard.runtime.curve import CurveClientConfig
 from lineguard.runtime.line_config import LineConfig
-from lineguard.runtime.messages import Verdict
+from lineguard.runtime.messages import ExplainReply, ExplainRequest, Verdict
 from lineguard.runtime.wire import HEARTBEAT_TOPIC, FrameHeader, Heartbeat, encode_frame
 
 MIB = 1024 * 1024
@@ -49,16 +61,28 @@ class SoakPlan(BaseModel):
     duration_s: float = 20.0
     cameras: int = 3
     fps: float = 4.0  # per camera
-    rss_interval_s: float = 0.5
-    warm_fraction: float = 0.3  # RSS growth is measured from this point of the run (allocators warm)
+    rss_interval_s: float = 0.5  # RSS and open files sampled this often
+    warm_fraction: float = 0.3  # slopes and growth are measured from this point of the run (allocators warm)
     drain_timeout_s: float = 60.0  # after the last frame: longest wait for the outstanding verdicts
     connect_timeout_s: float = 30.0  # longest wait for the service's first heartbeat (it may be starting)
+    explain_interval_s: float = 1.0  # one explanation request this often (with an explanations endpoint)
+    rss_slope_bound_mb_per_min: float = Field(2.0, gt=0, description="a steeper RSS slope once warm: leak")
+    fds_slope_bound_per_min: float = Field(2.0, gt=0, description="a steeper open-files slope once warm: leak")
     seed: int = 0
 
 
 class RssSample(BaseModel):
     t_s: float
     rss_mb: float
+    open_files: int | None = None  # file descriptors (sockets, pipes, files) of the process; None: not on Linux
+
+
+class Slope(BaseModel):
+    """A least-squares line through the samples after the warm mark."""
+
+    per_min: float  # units per minute
+    stderr_per_min: float  # standard error of the slope
+    samples: int
 
 
 class SoakResult(BaseModel):
@@ -84,6 +108,18 @@ class SoakResult(BaseModel):
     rss_peak_mb: float
     rss_growth_mb: float  # end minus warm mark
     rss_slope_mb_per_min: float  # least-squares slope after the warm mark
+    rss_slope_stderr_mb_per_min: float = 0.0
+    open_files_start: int | None = None  # at the warm mark
+    open_files_end: int | None = None
+    fds_slope_per_min: float | None = None  # least-squares slope of open files after the warm mark
+    fds_slope_stderr_per_min: float | None = None
+    rss_slope_bound_mb_per_min: float = 2.0
+    fds_slope_bound_per_min: float = 2.0
+    leak_suspected: bool = False  # a slope beyond its bound
+    leak_reasons: list[str] = Field(default_factory=list)
+    explanation_requests: int = 0  # requests that each must get a final or an error reply
+    explanation_replies: dict[str, int] = Field(default_factory=dict)  # final / cancelled / error code
+    explanations_unanswered: int = 0
     rss: list[RssSample]
 
 
@@ -148,10 +184,90 @@ def _rss_mb(process: object) -> float:
     return process.memory_info().rss / MIB  # type: ignore[attr-defined]
 
 
+def _sample(process: object, t_s: float) -> RssSample:
+    try:
+        files = int(process.num_fds())  # type: ignore[attr-defined]
+    except (AttributeError, OSError):  # not on Linux/Unix
+        files = None
+    return RssSample(t_s=t_s, rss_mb=_rss_mb(process), open_files=files)
+
+
+def fit_slope(t_s: Sequence[float], values: Sequence[float]) -> Slope:
+    """Least-squares slope of ``values`` over ``t_s`` (seconds), per minute, with its standard error."""
+    t, y = np.asarray(t_s, float), np.asarray(values, float)
+    if len(t) < 3 or np.ptp(t) <= 0:
+        return Slope(per_min=0.0, stderr_per_min=0.0, samples=len(t))
+    slope, intercept = np.polyfit(t, y, 1)
+    residuals = y - (slope * t + intercept)
+    stderr = float(np.sqrt(residuals @ residuals / (len(t) - 2) / np.sum((t - t.mean()) ** 2)))
+    return Slope(per_min=float(slope) * 60, stderr_per_min=stderr * 60, samples=len(t))
+
+
+class _Asker:
+    """The explanation side of the stream: one DEALER, a request every interval, every reply counted."""
+
+    QUESTION = "Why was this part rejected?"
+
+    def __init__(self, context: zmq.Context, endpoint: str, curve: CurveClientConfig | None, seed: int) -> None:
+        self.sock = context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.secure(self.sock)
+        self.sock.connect(endpoint)
+        self.rng = np.random.default_rng(seed)
+        self.requests = 0
+        self.replies: Counter[str] = Counter()
+        self._cancel_after_chunk: set[str] = set()
+        self.n = 0
+
+    def ask(self, ng_frames: list[str]) -> None:
+        kinds = ["unknown_frame", "malformed", "oversize"] + (["real"] * 2 if ng_frames else [])
+        kind = kinds[self.n % len(kinds)]
+        self.n += 1
+        if kind == "unknown_frame":
+            body = ExplainRequest(frame_id=f"soak-no-such-frame-{self.n}").model_dump_json().encode()
+        elif kind == "malformed":
+            body = b'{"frame_id": 7, "surprise": true}'
+        elif kind == "oversize":
+            body = ExplainRequest(frame_id="soak-oversize", question="x" * 3000).model_dump_json().encode()
+        else:
+            frame_id = ng_frames[int(self.rng.integers(len(ng_frames)))]
+            self._cancel_after_chunk.add(frame_id)
+            body = ExplainRequest(frame_id=frame_id, question=self.QUESTION).model_dump_json().encode()
+        self.sock.send(body)
+        self.requests += 1
+
+    def read(self) -> None:
+        while True:
+            try:
+                reply = ExplainReply.model_validate_json(self.sock.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            if reply.type == "chunk":
+                if reply.frame_id in self._cancel_after_chunk:  # the answer streams: stop it, free the model
+                    self._cancel_after_chunk.discard(reply.frame_id)
+                    self.sock.send(ExplainRequest(frame_id=reply.frame_id, cancel=True).model_dump_json().encode())
+                continue
+            self._cancel_after_chunk.discard(reply.frame_id)
+            if reply.type == "error":
+                self.replies[reply.error.code if reply.error else "error"] += 1
+            else:
+                self.replies["cancelled" if reply.finish_reason == "cancelled" else "final"] += 1
+
+    @property
+    def unanswered(self) -> int:
+        return self.requests - sum(self.replies.values())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def run_soak(frames_endpoint: str, verdicts_endpoint: str, good: Sequence[np.ndarray],
              defects: Sequence[np.ndarray], product: str, plan: SoakPlan | None = None,
-             pid: int | None = None) -> SoakResult:
-    """Drive a running service (serving ``product``; process ``pid``) with the mixed stream."""
+             pid: int | None = None, explanations: str | None = None,
+             curve: CurveClientConfig | None = None) -> SoakResult:
+    """Drive a running service (serving ``product``; process ``pid``) with the mixed stream; with
+    ``explanations`` (its endpoint) explanation requests too; ``curve``: the client keys of a CURVE line."""
     try:
         import psutil
     except ImportError as exc:  # a bench/test tool: the edge runtime itself does not need psutil
@@ -173,6 +289,8 @@ def run_soak(frames_endpoint: str, verdicts_endpoint: str, good: Sequence[np.nda
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.RCVHWM, 100_000)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
+    if curve is not None:
+        curve.secure(sub)
     sub.connect(verdicts_endpoint)
     beats: list[Heartbeat] = []  # the first and the latest
     give_up = time.monotonic() + plan.connect_timeout_s
@@ -207,7 +325,21 @@ def run_soak(frames_endpoint: str, verdicts_endpoint: str, good: Sequence[np.nda
 
     def sample_rss() -> None:
         while not stop_collecting.wait(plan.rss_interval_s):
-            rss.append(RssSample(t_s=time.perf_counter() - start, rss_mb=_rss_mb(process)))
+            rss.append(_sample(process, time.perf_counter() - start))
+
+    asker = _Asker(context, explanations, curve, plan.seed) if explanations is not None else None
+
+    def ask() -> None:
+        assert asker is not None
+        next_at = time.perf_counter() + plan.explain_interval_s
+        while not stop_collecting.is_set():
+            if not stop_sending.is_set() and time.perf_counter() >= next_at:
+                next_at += plan.explain_interval_s
+                with arrivals_lock:
+                    ng = [frame for (_, frame), got in arrivals.items() if got[0][1].verdict == "NG"][-20:]
+                asker.ask(ng)
+            if asker.sock.poll(50):
+                asker.read()
 
     def send(camera: _Camera, index: int) -> None:
         rng = np.random.default_rng(plan.seed * 1000 + index)
@@ -215,6 +347,8 @@ def run_soak(frames_endpoint: str, verdicts_endpoint: str, good: Sequence[np.nda
         push = context.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 2000)
         push.setsockopt(zmq.SNDHWM, 64)
+        if curve is not None:
+            curve.secure(push)
         push.connect(frames_endpoint)
         period = 1.0 / plan.fps
         next_at = time.perf_counter() + rng.uniform(0, period)  # cameras out of phase
@@ -241,9 +375,12 @@ def run_soak(frames_endpoint: str, verdicts_endpoint: str, good: Sequence[np.nda
         finally:
             push.close()
 
-    rss.append(RssSample(t_s=0.0, rss_mb=_rss_mb(process)))
+    rss.append(_sample(process, 0.0))
     threads = [threading.Thread(target=collect, name="soak-collect", daemon=True),
                threading.Thread(target=sample_rss, name="soak-rss", daemon=True)]
+    if asker is not None:
+        threads.append(threading.Thread(target=ask, name="soak-explain", daemon=True))
+    helpers = len(threads)
     threads += [threading.Thread(target=send, args=(c, i), name=f"soak-{c.camera_id}", daemon=True)
                 for i, c in enumerate(cameras)]
     for t in threads:
@@ -251,7 +388,7 @@ def run_soak(frames_endpoint: str, verdicts_endpoint: str, good: Sequence[np.nda
     try:
         time.sleep(plan.duration_s)
         stop_sending.set()
-        for t in threads[2:]:
+        for t in threads[helpers:]:
             t.join(10)
         expected = {(c.camera_id, f) for c in cameras for f in c.sent}
         unaddressable = sum(c.unaddressable for c in cameras)
@@ -260,7 +397,8 @@ def run_soak(frames_endpoint: str, verdicts_endpoint: str, good: Sequence[np.nda
         def answered() -> bool:
             with arrivals_lock:
                 every_frame = expected <= arrivals.keys()
-            return every_frame and dropped() >= unaddressable
+            explained = asker is None or asker.unanswered <= 0
+            return every_frame and dropped() >= unaddressable and explained
 
         while time.monotonic() < give_up and not answered():
             time.sleep(0.05)
@@ -271,11 +409,18 @@ def run_soak(frames_endpoint: str, verdicts_endpoint: str, good: Sequence[np.nda
             time.sleep(0.05)  # a heartbeat sent after the last verdict: its dropped count is final
     finally:
         stop_collecting.set()
-        for t in threads[:2]:
+        for t in threads[:helpers]:
             t.join(5)
         sub.close()
-    rss.append(RssSample(t_s=time.perf_counter() - start, rss_mb=_rss_mb(process)))
-    return _summarise(plan, cameras, arrivals, expected, unaddressable, dropped(), rss)
+        if asker is not None:
+            asker.close()
+    rss.append(_sample(process, time.perf_counter() - start))
+    result = _summarise(plan, cameras, arrivals, expected, unaddressable, dropped(), rss)
+    if asker is not None:
+        result.explanation_requests = asker.requests
+        result.explanation_replies = dict(asker.replies)
+        result.explanations_unanswered = asker.unanswered
+    return result
 
 
 def _summarise(plan: SoakPlan, cameras: list[_Camera], arrivals: dict[tuple[str, str], list[tuple[float, Verdict]]],
@@ -287,11 +432,28 @@ def _summarise(plan: SoakPlan, cameras: list[_Camera], arrivals: dict[tuple[str,
     inspected = [(t - sent_at[key]) * 1e3 for key, (t, v) in firsts.items() if v.verdict in ("OK", "NG")]
     ms = np.asarray(inspected or [float("nan")])
     warm_t = plan.warm_fraction * plan.duration_s
-    warm = [s for s in rss if s.t_s >= warm_t] or rss[-1:]
-    t = np.array([s.t_s for s in warm])
-    mb = np.array([s.rss_mb for s in warm])
-    slope = float(np.polyfit(t, mb, 1)[0] * 60) if len(warm) >= 3 and np.ptp(t) > 0 else 0.0
+    # the fit covers the stream itself: from the warm mark until the last frame was sent (the drain after
+    # it is idle time, which would flatten a leak's line)
+    warm = [s for s in rss if warm_t <= s.t_s <= plan.duration_s] or [s for s in rss if s.t_s >= warm_t] or rss[-1:]
+    rss_slope = fit_slope([s.t_s for s in warm], [s.rss_mb for s in warm])
+    counted = [s for s in warm if s.open_files is not None]
+    fds_slope = fit_slope([s.t_s for s in counted], [s.open_files or 0 for s in counted]) if counted else None
+    reasons = []
+    if rss_slope.per_min > plan.rss_slope_bound_mb_per_min:
+        reasons.append(f"RSS grows {rss_slope.per_min:+.2f} MB/min (± {rss_slope.stderr_per_min:.2f}) once warm, "
+                       f"beyond {plan.rss_slope_bound_mb_per_min} MB/min")
+    if fds_slope is not None and fds_slope.per_min > plan.fds_slope_bound_per_min:
+        reasons.append(f"open files grow {fds_slope.per_min:+.2f}/min (± {fds_slope.stderr_per_min:.2f}) once warm, "
+                       f"beyond {plan.fds_slope_bound_per_min}/min")
     return SoakResult(
+        rss_slope_stderr_mb_per_min=rss_slope.stderr_per_min,
+        open_files_start=counted[0].open_files if counted else None,
+        open_files_end=rss[-1].open_files,
+        fds_slope_per_min=fds_slope.per_min if fds_slope else None,
+        fds_slope_stderr_per_min=fds_slope.stderr_per_min if fds_slope else None,
+        rss_slope_bound_mb_per_min=plan.rss_slope_bound_mb_per_min,
+        fds_slope_bound_per_min=plan.fds_slope_bound_per_min,
+        leak_suspected=bool(reasons), leak_reasons=reasons,
         duration_s=plan.duration_s, cameras=plan.cameras, offered_fps=plan.cameras * plan.fps,
         frames_sent=len(expected) + unaddressable, frames_addressable=len(expected),
         frames_unaddressable=unaddressable, verdicts_received=sum(len(v) for v in arrivals.values()),
@@ -302,5 +464,64 @@ def _summarise(plan: SoakPlan, cameras: list[_Camera], arrivals: dict[tuple[str,
         latency_p50_ms=float(np.percentile(ms, 50)), latency_p99_ms=float(np.percentile(ms, 99)),
         latency_max_ms=float(ms.max()),
         warm_at_s=warm_t, rss_start_mb=warm[0].rss_mb, rss_end_mb=rss[-1].rss_mb, rss_peak_mb=max(s.rss_mb for s in rss),
-        rss_growth_mb=rss[-1].rss_mb - warm[0].rss_mb, rss_slope_mb_per_min=slope, rss=rss,
+        rss_growth_mb=rss[-1].rss_mb - warm[0].rss_mb, rss_slope_mb_per_min=rss_slope.per_min, rss=rss,
     )
+
+
+def soak_serve_process(bundle_dir: str | os.PathLike[str], plan: SoakPlan, explanations: bool = True,
+                       progress: bool = True) -> SoakResult:
+    """``lineguard bench soak``: a ``lineguard serve`` process on loopback (a scratch copy of the bundle, a
+    product enrolled from generated frames) driven by the mixed stream, with explanation requests when the
+    bundle has an LLM and ``explanations``. RSS and open files are the service process's alone."""
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from lineguard.runtime.bench_line import BENCH_PRODUCT, bench_frames
+    from lineguard.runtime.bundle import Bundle
+    from lineguard.runtime.enroll import enroll_product
+
+    def port() -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+    images = bench_frames(12)
+    with Bundle.scratch_copy(bundle_dir, prefix="lineguard-bench-soak-") as bundle, \
+            tempfile.TemporaryDirectory(prefix="lineguard-bench-soak-") as scratch:
+        enroll_product(bundle, BENCH_PRODUCT, images[:4])
+        ask = explanations and bundle.manifest.llm is not None
+        endpoints = {name: port() for name in ("frames", "verdicts", "inspect", "explanations")}
+        config = Path(scratch) / "line.yaml"
+        config.write_text(yaml.safe_dump({
+            "line": "soak", "products": [BENCH_PRODUCT], "deadline_ms": 2000, "heartbeat_interval_ms": 500,
+            "endpoints": endpoints, "batching": {"max_batch": 4, "max_queue_delay_ms": 5},
+            "archive": {"dir": str(Path(scratch) / "archive"), "max_bytes": 256 << 20},
+            "explanations": {"enabled": ask, "max_tokens": 16, "max_pending": 2}, "http": {"enabled": False},
+        }))
+        log_path = Path(scratch) / "serve.log"
+        with log_path.open("w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "lineguard.cli", "serve", str(bundle.root), "--config",
+                                     str(config)], stdout=log, stderr=subprocess.STDOUT)
+            try:
+                if progress:
+                    print(f"soak: `lineguard serve` (pid {proc.pid}), {plan.cameras} cameras x {plan.fps:.1f} "
+                          f"frames/s mixed{' + explanation requests' if ask else ''}, {plan.duration_s:.0f} s",
+                          file=sys.stderr, flush=True)
+                return run_soak(endpoints["frames"], endpoints["verdicts"], good=images[4:],
+                                defects=painted_defects(images[4:8]), product=BENCH_PRODUCT, plan=plan, pid=proc.pid,
+                                explanations=endpoints["explanations"] if ask else None)
+            except RuntimeError as exc:  # e.g. no heartbeat: say why the service did not come up
+                log.flush()
+                raise RuntimeError(f"{exc}\nlineguard serve output:\n{log_path.read_text()[-3000:]}") from exc
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)

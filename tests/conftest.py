@@ -17,7 +17,7 @@ TEST_SAMPLES = 128
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--soak-seconds", type=float, default=15.0,
+    parser.addoption("--soak-seconds", type=float, default=40.0,
                      help="how long tests/test_soak.py streams (default: %(default)s s; e.g. 3600 for an hour)")
 
 

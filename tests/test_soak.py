@@ -1,50 +1,157 @@
-"""Soak: a sustained mixed stream from several cameras; exactly one verdict per frame, memory stays bounded.
+"""Soak: a sustained mixed stream from several cameras plus explanation requests; exactly one verdict per frame,
+every explanation request answered, and no leak: RSS and open files flat once warm (their slope within bound).
 
-``pytest tests/test_soak.py`` streams for 15 s (part of ``make test``); ``--soak-seconds 3600`` for an hour.
-The numbers (verdict counts, p50/p99 latency, RSS samples, growth and slope) are written to
-``soak.json`` in the test's tmp dir and printed. Latency is recorded, never asserted: speed is the
-benchmarks' business (``lineguard bench all``).
+``pytest tests/test_soak.py`` streams for 40 s at a ``lineguard serve`` process (part of ``make test``; its RSS
+and open files are the service's alone); ``--soak-seconds 3600`` for an hour.
+The numbers (verdict counts, p50/p99 latency, RSS and open-file samples, slopes) are written to ``soak.json``
+in the test's tmp dir and printed. Latency is recorded, never asserted: speed is the benchmarks' business
+(``lineguard bench all``). ``test_an_injected_leak_crosses_the_bound`` proves the bound can fail: the same
+soak against a service that keeps 32 KiB and, now and then, a file descriptor per message it reads.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
-from line_helpers import LOOPBACK
+import yaml
+from line_helpers import LOOPBACK, free_port
 
 from lineguard.runtime.inspector import Inspector
 from lineguard.runtime.line_config import LineConfig
 from lineguard.runtime.server import LineServer
-from lineguard.runtime.soak import SoakPlan, memory_bound_mb, painted_defects, run_soak
+from lineguard.runtime.soak import SoakPlan, fit_slope, memory_bound_mb, painted_defects, run_soak
+
+LEAK_BYTES = 32 * 1024  # per message read: what keeping one small map or a copy of a header per frame costs
+LEAK_FD_EVERY = 8  # and one open file per this many messages
 
 
-def test_soak_mixed_stream(enrolled_dir: Path, weave_parts, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def line_config(archive: Path, explanations: bool, endpoints: dict[str, str] | None = None) -> LineConfig:
+    return LineConfig(line="soak", endpoints=endpoints or {**LOOPBACK, "explanations": "tcp://127.0.0.1:*"},
+                      products=["weave"], deadline_ms=5000, heartbeat_interval_ms=500,
+                      batching={"max_batch": 4, "max_queue_delay_ms": 5},
+                      archive={"dir": str(archive), "max_bytes": 64 << 20},
+                      explanations={"enabled": explanations, "max_tokens": 8, "max_pending": 2},
+                      http={"enabled": False})
+
+
+def plan(seconds: float) -> SoakPlan:
+    return SoakPlan(duration_s=seconds, cameras=3, fps=3.0, warm_fraction=0.3, connect_timeout_s=180)
+
+
+@contextlib.contextmanager
+def serve_process(bundle: Path, config: LineConfig, workdir: Path) -> Iterator[subprocess.Popen]:
+    path = workdir / "line.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
+    log = (workdir / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "lineguard.cli", "serve", str(bundle), "--config", str(path)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def soak_bundle(request: pytest.FixtureRequest) -> tuple[Path, bool]:
+    """The bundle with the packaged LLM where the [llm] extra is installed (explanation requests in the mix),
+    else the enrolled bundle alone."""
+    try:
+        return request.getfixturevalue("llm_bundle"), True
+    except pytest.skip.Exception:
+        return request.getfixturevalue("enrolled_dir"), False
+
+
+@pytest.mark.slow
+def test_soak_mixed_stream(soak_bundle: tuple[Path, bool], weave_parts, tmp_path: Path,
+                           request: pytest.FixtureRequest) -> None:
     seconds = request.config.getoption("--soak-seconds")
-    config = LineConfig(line="soak", endpoints=LOOPBACK, products=["weave"], deadline_ms=5000,
-                        heartbeat_interval_ms=500, batching={"max_batch": 4, "max_queue_delay_ms": 5})
-    good = weave_parts[4:12]
-    with LineServer(Inspector(enrolled_dir), config) as server:
-        result = run_soak(server.endpoints.frames, server.endpoints.verdicts, good=good,
-                          defects=painted_defects(weave_parts[12:16]), product="weave",
-                          plan=SoakPlan(duration_s=seconds, cameras=3, fps=3.0))
-        beat = server.heartbeat()
+    bundle, with_llm = soak_bundle
+    ports = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("frames", "verdicts", "inspect", "explanations")}
+    config = line_config(tmp_path / "archive", with_llm, ports)
+    with serve_process(bundle, config, tmp_path) as proc:
+        result = run_soak(ports["frames"], ports["verdicts"], good=weave_parts[4:12],
+                          defects=painted_defects(weave_parts[12:16]), product="weave", plan=plan(seconds),
+                          pid=proc.pid, explanations=ports["explanations"] if with_llm else None)
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
     report = tmp_path / "soak.json"
     report.write_text(result.model_dump_json(indent=1))
     print(f"\nsoak {seconds:.0f} s: {result.frames_sent} frames, {result.verdicts_received} verdicts, "
+          f"{result.explanation_requests} explanation requests {result.explanation_replies}, "
           f"p50 {result.latency_p50_ms:.0f} ms p99 {result.latency_p99_ms:.0f} ms, RSS {result.rss_start_mb:.0f} -> "
-          f"{result.rss_end_mb:.0f} MB (slope {result.rss_slope_mb_per_min:+.2f} MB/min); {report}")
+          f"{result.rss_end_mb:.0f} MB (slope {result.rss_slope_mb_per_min:+.2f} ± "
+          f"{result.rss_slope_stderr_mb_per_min:.2f} MB/min), open files {result.open_files_start} -> "
+          f"{result.open_files_end} (slope {result.fds_slope_per_min:+.2f}/min); {report}")
 
     # exactly one verdict per frame, every unaddressable one counted
     assert result.frames_addressable > 0 and result.frames_unaddressable > 0
     assert result.missing == 0 and result.duplicates == 0, result.model_dump(exclude={"rss"})
     assert result.verdicts_received == result.frames_addressable
     assert result.dropped_counted == result.frames_unaddressable
-    assert beat.verdicts_out == beat.last_verdict_seq == result.verdicts_received
     # the stream really was mixed: inspected frames and each kind of refusal
     assert result.verdict_classes.get("OK", 0) + result.verdict_classes.get("NG", 0) > 0
     assert {"BAD_HEADER", "BAD_PAYLOAD", "BAD_SHAPE", "UNKNOWN_PRODUCT"} <= set(result.error_codes)
-    # bounded memory: once warm, growth stays within what the bounded buffers can hold plus allocator slack
-    bound = memory_bound_mb(config, frame_bytes=good[0].nbytes)
+    if with_llm:  # and every explanation request got its final or error reply, of each kind
+        assert result.explanation_requests > 0 and result.explanations_unanswered == 0, result.explanation_replies
+        assert {"UNKNOWN_FRAME", "BAD_REQUEST", "OVERSIZE"} <= set(result.explanation_replies)
+    # no leak: once warm, RSS and open files stay flat (slopes within their bounds) ...
+    assert not result.leak_suspected, result.leak_reasons
+    assert result.fds_slope_per_min is not None and result.open_files_end is not None
+    # ... and growth stays within what the bounded buffers can hold plus allocator slack
+    bound = memory_bound_mb(config, frame_bytes=weave_parts[4].nbytes)
     assert result.rss_growth_mb < bound, (result.rss_growth_mb, bound)
     assert result.rss_peak_mb - result.rss_start_mb < bound
+
+
+@pytest.mark.slow
+def test_an_injected_leak_crosses_the_bound(enrolled_dir: Path, weave_parts, tmp_path: Path) -> None:
+    """The same soak (no LLM: the leak is in the frame path) against a service that leaks per message read."""
+    kept: list[object] = []
+
+    def leak(server: LineServer) -> None:
+        accept = server._accept
+
+        def leaky_accept(parts, envelope):  # type: ignore[no-untyped-def]
+            kept.append(bytearray(os.urandom(16)) * (LEAK_BYTES // 16))  # touched pages: real RSS
+            if len(kept) % LEAK_FD_EVERY == 0:
+                kept.append(open(os.devnull, "rb"))  # noqa: SIM115 (the leak is the point)
+            return accept(parts, envelope)
+
+        server._accept = leaky_accept  # type: ignore[method-assign]
+
+    try:
+        with LineServer(Inspector(enrolled_dir), line_config(tmp_path / "archive", False)) as server:
+            leak(server)
+            result = run_soak(server.endpoints.frames, server.endpoints.verdicts, good=weave_parts[4:12],
+                              defects=painted_defects(weave_parts[12:16]), product="weave", plan=plan(24.0))
+    finally:
+        for thing in kept:
+            if hasattr(thing, "close"):
+                thing.close()
+    assert result.missing == 0  # still one verdict per frame: the leak is all that is wrong
+    assert result.leak_suspected, result.model_dump(exclude={"rss"})
+    assert result.rss_slope_mb_per_min > result.rss_slope_bound_mb_per_min
+    assert result.fds_slope_per_min is not None and result.fds_slope_per_min > result.fds_slope_bound_per_min
+    assert any("RSS grows" in r for r in result.leak_reasons) and any("open files" in r for r in result.leak_reasons)
+
+
+def test_slope_fit_recovers_a_known_line() -> None:
+    t = np.arange(0, 60, 0.5)
+    noise = np.random.default_rng(0).normal(0, 0.3, t.size)
+    slope = fit_slope(t, 100 + 0.05 * t + noise)  # 3 MB/min under 0.3 MB of noise
+    assert slope.per_min == pytest.approx(3.0, abs=4 * slope.stderr_per_min) and slope.stderr_per_min < 0.2
+    flat = fit_slope(t, 100 + noise)
+    assert abs(flat.per_min) < 4 * flat.stderr_per_min
+    assert fit_slope([1.0, 2.0], [5.0, 9.0]).per_min == 0.0  # too few samples to say
