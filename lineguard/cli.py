@@ -341,11 +341,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_line(args: argparse.Namespace) -> int:
+    from lineguard.runtime.bench_burst import describe
     from lineguard.runtime.bench_line import bench_line
 
     try:
         result = bench_line(args.bundle, frames=args.frames, batch_sizes=args.batch,
-                            with_explanations=args.with_explanations, with_curve=args.curve)
+                            with_explanations=args.with_explanations, with_curve=args.curve,
+                            burst=args.burst, overload_factors=args.overload)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     for run in result.runs:
@@ -358,6 +360,8 @@ def cmd_bench_line(args: argparse.Namespace) -> int:
         print(f"verdict p99 while explanations stream / without: {result.p99_with_explanations_ratio:.2f}")
     if result.curve_vs_plain is not None:
         print("CURVE / plain throughput: " + ", ".join(f"batch {b}: {r:.2f}" for b, r in result.curve_vs_plain.items()))
+    for overload in result.overload:
+        print(describe(overload))
     _write_json(args.json, result.model_dump_json(indent=2))
     return 0
 
@@ -662,6 +666,10 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--with-explanations", action="store_true",
                     help="also measure verdict latency while explanations stream continuously")
     bl.add_argument("--curve", action="store_true", help="also run with CURVE on every endpoint (its cost)")
+    bl.add_argument("--burst", type=int, default=60, help="frames pushed at once in the burst scenario (with and "
+                    "without deadline-aware batching; 0: no burst or overload scenarios)")
+    bl.add_argument("--overload", type=float, nargs="*", default=[2.0, 5.0], metavar="X",
+                    help="sustained overload scenarios at X times the measured capacity (none: skip)")
     bl.add_argument("--json", metavar="OUT", default="artifacts/bench-line.json")
     bl.set_defaults(func=cmd_bench_line)
 

@@ -6,11 +6,17 @@ Usage::
     result.zeromq_vs_direct        # {"1": 0.97, "8": 0.95}: transport + service overhead
     result.microbatch_gain         # ZeroMQ throughput at max_batch 8 over max_batch 1
     bench_line("bundles/default", with_curve=True).curve_vs_plain   # CURVE on every endpoint / off
+    bench_line("bundles/default", burst=60).overload   # 60 frames at once (deadline-aware and plain), 2x, 5x
 
 Both sides inspect the same raw 224x224 frames of a generated, enrolled product in the same run.
 Direct: ``Inspector.analyze`` on batches of ``b``. ZeroMQ: a ``LineServer`` with ``max_batch = b``;
 a camera PUSHes raw frames keeping a bounded number in flight (so the service is saturated but never
 overloaded) and a subscriber times each verdict from send to arrival.
+
+Then overload (lineguard.runtime.bench_burst, at the line defaults: ``max_batch`` 8, 200 ms deadline):
+``burst`` frames at once, with deadline-aware batching and (``burst_plain_too``) without, and
+``overload_factors`` x the measured capacity for a few seconds; each reports frames judged vs the ideal
+(deadline x capacity for a burst), whether every frame got exactly one verdict, and the recovery after.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import zmq
 from pydantic import BaseModel
 from tqdm import tqdm
 
+from lineguard.runtime.bench_burst import OverloadRun, burst_run, measure_capacity, sustained_run
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.curve import CurveClientConfig, CurveServerConfig, create_key_pair
 from lineguard.runtime.enroll import enroll_product
@@ -56,6 +63,7 @@ class LineBench(BaseModel):
     microbatch_gain: float | None
     p99_with_explanations_ratio: float | None = None  # verdict p99 while explanations stream / without
     curve_vs_plain: dict[str, float] | None = None  # throughput with CURVE on every endpoint / without
+    overload: list[OverloadRun] = []  # bursts and sustained overload (bench_burst)
 
 
 def bench_frames(count: int, size: int = 224, seed: int = 5) -> list[np.ndarray]:
@@ -195,8 +203,10 @@ class ExplanationLoad:
 
 
 def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[int] = (1, 8),
-               with_explanations: bool = False, with_curve: bool = False) -> LineBench:
-    """``with_curve``: also run every batch size with CURVE on every endpoint (``zeromq+curve`` runs)."""
+               with_explanations: bool = False, with_curve: bool = False, burst: int = 0,
+               overload_factors: Sequence[float] = (2.0, 5.0), burst_plain_too: bool = True) -> LineBench:
+    """``with_curve``: also run every batch size with CURVE on every endpoint (``zeromq+curve`` runs);
+    ``burst``: frames of the burst scenario (``lineguard bench line`` asks for 60; 0: no overload scenarios)."""
     images = bench_frames(frames + 4)
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-bench-line-") as bundle:
         inspector = Inspector(bundle)
@@ -219,6 +229,7 @@ def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[
             explained = zeromq_run(inspector, test_frames, batch, explain_archive=bundle.root.parent / "archive")
             explained = explained.model_copy(update={"mode": "zeromq+explanations"})
             runs.append(explained)
+        overload = overload_runs(inspector, test_frames, burst, overload_factors, burst_plain_too)
     by = {(r.mode, r.max_batch): r for r in runs}
     ratios = {str(b): by["zeromq", b].frames_per_s / by["direct", b].frames_per_s for b in batch_sizes}
     gain = None
@@ -232,4 +243,17 @@ def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[
         curve_ratios = {str(b): by["zeromq+curve", b].frames_per_s / by["zeromq", b].frames_per_s for b in batch_sizes}
     return LineBench(bundle_id=bundle.manifest.bundle_id, frame_shape=tuple(images[0].shape), runs=runs,
                      zeromq_vs_direct=ratios, microbatch_gain=gain, p99_with_explanations_ratio=p99_ratio,
-                     curve_vs_plain=curve_ratios)
+                     curve_vs_plain=curve_ratios, overload=overload)
+
+
+def overload_runs(inspector: Inspector, frames: Sequence[np.ndarray], burst: int,
+                  factors: Sequence[float], plain_too: bool) -> list[OverloadRun]:
+    """The burst (deadline-aware, then plain if asked) and each sustained overload factor."""
+    if burst < 1:
+        return []
+    capacity = measure_capacity(inspector, frames, BENCH_PRODUCT)
+    runs = [burst_run(inspector, frames, BENCH_PRODUCT, capacity, count=burst)]
+    if plain_too:
+        runs.append(burst_run(inspector, frames, BENCH_PRODUCT, capacity, count=burst, deadline_aware=False))
+    runs += [sustained_run(inspector, frames, BENCH_PRODUCT, capacity, factor=f) for f in factors]
+    return runs

@@ -78,12 +78,19 @@ class Endpoints(_Section):
 
 
 class Batching(_Section):
-    """Dynamic batching, as Triton does it: same-product frames, up to max_batch or max_queue_delay_ms."""
+    """Dynamic batching of same-product frames, up to max_batch or max_queue_delay_ms, planned against each
+    batch size's measured latency so that a batch only forms if it can finish before its deadline."""
 
     max_batch: int = Field(8, ge=1, le=256)
     max_queue_delay_ms: float = Field(5.0, ge=0.0, le=1000.0)
     max_queue: int = Field(64, ge=1, description="frames waiting beyond this are answered OVERLOADED")
     workers: int = Field(1, ge=1, le=16, description="inference threads")
+    deadline_aware: bool = Field(True, description="form only batches whose measured latency ends before "
+                                 "their earliest deadline, and answer a frame that no batch can finish in time "
+                                 "TIMEOUT at once; false: plain dynamic batching (Triton's)")
+    latency_margin_deviations: float = Field(2.0, ge=0.0, le=10.0, description="safety margin of a batch's "
+                                             "planned latency, in mean deviations of the measured one: higher "
+                                             "means smaller batches that miss their deadline less often")
 
 
 class Watermarks(_Section):

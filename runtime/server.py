@@ -129,7 +129,8 @@ class LineServer:
         self.judge = self._llm_judge()
         self.batcher = MicroBatcher(inspector, self._on_verdict, b.max_batch, b.max_queue_delay_ms,
                                     b.max_queue, b.workers, self.bundle_id, archive=self.archive,
-                                    judge=self.judge, judged_products=frozenset(config.llm_verdict))
+                                    judge=self.judge, judged_products=frozenset(config.llm_verdict),
+                                    deadline_aware=b.deadline_aware, margin_deviations=b.latency_margin_deviations)
         self.endpoints = config.endpoints.model_copy()  # replaced by the bound addresses at start
         self.boot_id = uuid.uuid4().hex[:12]
         self._started_ns = time.time_ns()
@@ -287,13 +288,12 @@ class LineServer:
 
     def _warm_up(self) -> None:
         """Load every served product and run it at batch 1 and at max_batch, so neither the first frame
-        nor the first full batch pays for lazy set-up (allocations, an execution provider's engine build)."""
+        nor the first full batch pays for lazy set-up (allocations, an execution provider's engine build);
+        the batcher times a few batch sizes too (the latency its deadline-aware batches are planned with)."""
         h, w = self.inspector.input_size
-        sizes = sorted({1, self.config.batching.max_batch})
         for product in sorted(self.served) or [None]:
             try:
-                for size in sizes:
-                    self.inspector.analyze([np.full((h, w, 3), 127, np.uint8)] * size, product)
+                self.batcher.warm_up(np.full((h, w, 3), 127, np.uint8), product)
             except UnknownProductError as exc:
                 raise ServerError(f"line {self.config.line}: {exc}") from None
 

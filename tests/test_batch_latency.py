@@ -14,9 +14,9 @@ def test_unmeasured_model_predicts_nothing() -> None:
 
 def test_unmeasured_sizes_follow_the_line_through_the_measured_ones() -> None:
     latency = BatchLatency(margin_deviations=0.0)
-    for size in warm_up_sizes(8):  # 1, 4, 8
+    for size in warm_up_sizes(8):  # 1, 2, 3, 4, 8
         latency.observe(size, 0.02 + 0.05 * size)
-    assert warm_up_sizes(8) == [1, 4, 8]
+    assert warm_up_sizes(8) == [1, 2, 3, 4, 8]
     for size in (2, 3, 5, 6, 7):
         assert latency.mean(size) == pytest.approx(0.02 + 0.05 * size)
     assert latency.capacity_fps() == pytest.approx(8 / 0.42)
