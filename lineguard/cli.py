@@ -163,17 +163,37 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_enroll(args: argparse.Namespace) -> int:
     from lineguard.runtime.bundle import Bundle
     from lineguard.runtime.enroll import enroll_product
-    from lineguard.runtime.image_io import choose_shots, image_paths, read_image
+    from lineguard.runtime.image_io import image_paths, read_images, split_normals
+    from lineguard.runtime.product_model import ProductJudge
 
     paths = image_paths(args.normals)
     if not paths:
         raise CliError(f"{args.normals} holds no images")
-    if args.shots:
-        paths = choose_shots(paths, args.shots, args.seed)
+    shots, calibration = split_normals(paths, min(args.shots, len(paths)), args.seed)
     bundle = Bundle.open(args.bundle)
-    calibration = enroll_product(bundle, args.product, [read_image(p) for p in paths], seed=args.seed)
-    print(f"enrolled {args.product!r} from {len(paths)} image(s), {calibration.views_per_shot} views each; "
-          f"calibration {calibration.method} on {calibration.n_calibration_scores} held-out views")
+    result = enroll_product(bundle, args.product, read_images(shots), calibration_images=read_images(calibration),
+                            seed=args.seed)
+    judge = ProductJudge.from_calibration(result)
+    print(f"enrolled {args.product!r}: memory from {len(shots)} shot(s), {result.views_per_shot} views each; "
+          f"{judge.conformal.n} held-out calibration image(s)")
+    print(f"calibration at a {args.budget:g} false-reject budget: {judge.describe(args.budget)}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from lineguard.runtime.bundle import Bundle
+    from lineguard.runtime.enroll import calibrate_product
+    from lineguard.runtime.image_io import image_paths, read_images
+    from lineguard.runtime.product_model import ProductJudge
+
+    paths = image_paths(args.normals)
+    if not paths:
+        raise CliError(f"{args.normals} holds no images")
+    result, added = calibrate_product(Bundle.open(args.bundle), args.product, read_images(paths))
+    judge = ProductJudge.from_calibration(result)
+    print(f"calibrated {args.product!r}: {added} new image(s) of {len(paths)} ({len(paths) - added} already counted); "
+          f"{judge.conformal.n} in all; memory unchanged")
+    print(f"calibration at a {args.budget:g} false-reject budget: {judge.describe(args.budget)}")
     return 0
 
 
@@ -192,7 +212,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from lineguard.runtime.evaluation import evaluate
 
-    report = evaluate(args.bundle, args.data, args.category, args.shots, seed=args.seed, verdict_mode=args.verdict)
+    report = evaluate(args.bundle, args.data, args.category, args.shots, seed=args.seed, calib=args.calib,
+                      budget=args.budget, verdict_mode=args.verdict)
     payload = report.model_dump_json(indent=2)
     print(payload)
     _write_json(args.json, payload)
@@ -564,9 +585,22 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("bundle")
     enroll.add_argument("--product", required=True)
     enroll.add_argument("--normals", required=True, metavar="DIR")
-    enroll.add_argument("--shots", type=int, help="use K images drawn from DIR (default: all)")
+    enroll.add_argument("--shots", type=int, default=4,
+                        help="K images drawn from DIR build the memory; every other image in DIR calibrates "
+                             "(default %(default)s)")
     enroll.add_argument("--seed", type=int, default=0)
+    enroll.add_argument("--budget", type=float, default=0.01,
+                        help="the line's false-reject budget, to say whether calibration resolves it (default %(default)s)")
     enroll.set_defaults(func=cmd_enroll)
+
+    calibrate = sub.add_parser("calibrate", help="add held-out normal images to a product's calibration (memory unchanged)")
+    calibrate.add_argument("bundle")
+    calibrate.add_argument("--product", required=True)
+    calibrate.add_argument("--normals", required=True, metavar="DIR",
+                           help="normal images the product's memory never saw (e.g. newly confirmed good parts)")
+    calibrate.add_argument("--budget", type=float, default=0.01,
+                           help="the line's false-reject budget, to say whether calibration resolves it (default %(default)s)")
+    calibrate.set_defaults(func=cmd_calibrate)
 
     inspect = sub.add_parser("inspect", help="inspect image files and print verdicts")
     inspect.add_argument("bundle")
@@ -582,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--category", required=True)
     ev.add_argument("--shots", type=int, default=4)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--calib", type=int, metavar="N",
+                    help="calibrate on N of the other train/good images (default: all of them)")
+    ev.add_argument("--budget", type=float, default=0.01, help="false-reject budget (default %(default)s)")
     ev.add_argument("--json", metavar="OUT")
     ev.add_argument("--verdict", choices=["vision", "llm"], default="vision",
                     help="llm: also ask the bundle's LLM yes/no per image and report its accuracy")

@@ -1,7 +1,8 @@
 """``lineguard demo`` / ``make demo``: export the default bundle, enrol a generated product, run a line.
 
 A first-time user sees the whole system on this machine in a few minutes, with nothing downloaded:
-generated "weave" fabric parts, four normal shots enrolled, then the line service started on
+generated "weave" fabric parts, four normal shots enrolled and 99 further normals calibrating the 1%
+false-reject budget (split conformal: p-values are ranks among them), then the line service started on
 loopback, a camera pushing normal parts and parts with a defect pasted into a known 3x3 cell, and a
 subscriber printing each verdict with where the anomaly is, before a clean shutdown.
 """
@@ -17,6 +18,7 @@ from lineguard.runtime.location import GRID_WORDS
 
 PRODUCT = "weave"
 SHOTS = 4
+CALIBRATION = 99  # held-out normals: 1/(99 + 1) resolves the 1% budget without a fitted tail
 DEFECT_CELLS = ((0, 0), (1, 2), (2, 1))
 
 
@@ -28,18 +30,19 @@ def make_demo_images(workdir: Path, seed: int = 7) -> tuple[Path, list[tuple[Pat
     normals_dir, test_dir = workdir / "normals", workdir / "parts"
     normals_dir.mkdir(parents=True, exist_ok=True)
     test_dir.mkdir(parents=True, exist_ok=True)
-    parts = texture_variants(PRODUCT, SHOTS + 3 + len(DEFECT_CELLS), seed)
+    normals = SHOTS + CALIBRATION
+    parts = texture_variants(PRODUCT, normals + 3 + len(DEFECT_CELLS), seed)
     foreign = texture_variants("grain", 1, seed + 1)[0]
-    for i, img in enumerate(parts[:SHOTS]):
-        cv2.imwrite(str(normals_dir / f"normal_{i}.png"), img)
+    for i, img in enumerate(parts[:normals]):
+        cv2.imwrite(str(normals_dir / f"normal_{i:03d}.png"), img)
     tests: list[tuple[Path, str]] = []
-    for i, img in enumerate(parts[SHOTS : SHOTS + 3]):
+    for i, img in enumerate(parts[normals : normals + 3]):
         path = test_dir / f"ok_{i}.png"
         cv2.imwrite(str(path), img)
         tests.append((path, "-"))
     rng = np.random.default_rng(seed)
     h, w = parts[0].shape[:2]
-    for (row, col), img in zip(DEFECT_CELLS, parts[SHOTS + 3 :], strict=True):
+    for (row, col), img in zip(DEFECT_CELLS, parts[normals + 3 :], strict=True):
         centre = (int((col + 0.5) * w / 3), int((row + 0.5) * h / 3))
         sample = cut_paste_poisson(img, foreign, rng, 0.11, 0.14, center=centre, opacity=0.5)
         cell = GRID_WORDS[row][col]
@@ -56,7 +59,7 @@ def run_demo(bundle_dir: Path, workdir: Path, timeout_s: float = 120.0) -> int:
     from lineguard.runtime.bundle import Bundle
     from lineguard.runtime.camera import CameraPusher
     from lineguard.runtime.enroll import enroll_product
-    from lineguard.runtime.image_io import image_paths, read_image, read_images
+    from lineguard.runtime.image_io import image_paths, read_image, read_images, split_normals
     from lineguard.runtime.inspector import Inspector
     from lineguard.runtime.line_config import LineConfig
     from lineguard.runtime.server import LineServer
@@ -78,8 +81,11 @@ def run_demo(bundle_dir: Path, workdir: Path, timeout_s: float = 120.0) -> int:
         bundle = Bundle.open(bundle_dir)
     normals_dir, tests = make_demo_images(workdir)
     inspector = Inspector(bundle)
-    print(f"[2/4] enrolling product {PRODUCT!r} from {SHOTS} normal images in {normals_dir} ...")
-    enroll_product(bundle, PRODUCT, read_images(image_paths(normals_dir)), chain=inspector.chain)
+    shots, calibration = split_normals(image_paths(normals_dir), SHOTS, seed=0)
+    print(f"[2/4] enrolling product {PRODUCT!r}: memory from {len(shots)} normal images in {normals_dir}, "
+          f"the other {len(calibration)} calibrate ...")
+    enroll_product(bundle, PRODUCT, read_images(shots), calibration_images=read_images(calibration), chain=inspector.chain)
+    print(f"      {inspector.product_model(PRODUCT).judge.describe(inspector.false_reject_budget)}")
 
     loopback = "tcp://127.0.0.1:*"
     config = LineConfig(line="demo", endpoints={"frames": loopback, "verdicts": loopback, "inspect": loopback,

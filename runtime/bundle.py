@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -202,20 +202,42 @@ class ComponentNorm(_Strict):
     std: float
 
 
-class ProductCalibration(_Strict):
-    """Self-calibration of a product from its enrolled normals (see lineguard.runtime.calibration)."""
+class TailFit(_Strict):
+    """A Gumbel law fitted to image scores (lineguard.runtime.calibration.GumbelFit)."""
 
+    location: float
+    scale: float
+
+
+class ProductCalibration(_Strict):
+    """How a product's frames are scored and judged (see lineguard.runtime.calibration).
+
+    The shots fix the score function (component norms, border profile); held-out calibration images,
+    counted as images, give the split-conformal p-values. ``view_scores``/``view_tail`` (augmented
+    views of the shots) only serve verdicts marked ``provisional`` while calibration images are missing.
+    """
+
+    calibration_version: Literal[2] = 2
     product: str
     shots: int
     views_per_shot: int
-    method: Literal["leave-one-image-out", "leave-one-region-out"]
+    method: Literal["leave-one-image-out", "leave-one-region-out"] = Field(
+        description="how held-out views of the shots fixed the component norms and the border profile")
     components: dict[str, ComponentNorm]
     border_mean: list[float] = Field(description="fused-map mean of held-out normals by distance to the image edge")
     border_std: list[float] = Field(description="fused-map std of held-out normals by distance to the image edge")
-    n_calibration_scores: int
-    score_location: float = Field(description="Gumbel location fitted to held-out normal image scores")
-    score_scale: float = Field(description="Gumbel scale fitted to held-out normal image scores")
-    calibration_scores: list[float]
+    view_scores: list[float] = Field(description="image scores of the shots' held-out augmented views")
+    view_tail: TailFit = Field(description="Gumbel law of view_scores: the provisional p-value")
+    calibration_scores: list[float] = Field(
+        default_factory=list, description="image score of each held-out calibration normal, one per image")
+    calibration_images: list[str] = Field(
+        default_factory=list, description="sha256 of each calibration image's pixels: none is counted twice")
+
+    @model_validator(mode="after")
+    def _one_hash_per_score(self) -> ProductCalibration:
+        if len(self.calibration_scores) != len(self.calibration_images):
+            raise ValueError("calibration_scores and calibration_images must pair up")
+        return self
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -332,7 +354,12 @@ class Bundle:
 
     def calibration(self, product: str) -> ProductCalibration:
         entry = self.manifest.products[product]
-        return ProductCalibration.model_validate_json(self.path(entry.calibration_file).read_text())
+        try:
+            return ProductCalibration.model_validate_json(self.path(entry.calibration_file).read_text())
+        except ValidationError as exc:
+            raise BundleIncompatibleError(
+                f"{entry.calibration_file} does not validate (written by an older lineguard?): re-enrol with "
+                f"`lineguard enroll {self.root} --product {product} --normals DIR`\n{exc}") from exc
 
     # -- writing (export and enrol) ---------------------------------------------------------------
 

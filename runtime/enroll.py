@@ -1,20 +1,26 @@
-"""Few-shot enrolment: k normal images of a product -> patch memory + self-calibration, no retraining.
+"""Few-shot enrolment: K normal images build a product's memory, every other normal calibrates it.
 
 Usage::
 
-    from lineguard.runtime.enroll import enroll_product
-    enroll_product(bundle, "tile", [cv2.imread(p) for p in paths])   # writes products/tile/*
+    from lineguard.runtime.enroll import enroll_product, calibrate_product
+    enroll_product(bundle, "tile", shots, calibration_images=others)   # writes products/tile/*
+    calibrate_product(bundle, "tile", newly_confirmed_normals)          # more calibration, same memory
 
-Each reference image is expanded into light augmentations (small shifts, rotations, brightness and
-contrast changes, as a camera sees from part to part). The memory holds all views; the calibration
-scores each view against a memory that does *not* hold it (see lineguard.runtime.calibration):
+The shots are expanded into light augmentations (small shifts, rotations, brightness and contrast
+changes, as a camera sees from part to part); the memory holds all views. Held-out views of the shots
+fix the score function (lineguard.runtime.calibration):
 
-* k >= 2: leave-one-image-out, every view of image i against the memory of the other images;
-* k = 1:  leave-one-region-out, each quarter of every view against the memory of the other quarters.
+* K >= 2: leave-one-image-out, every view of image i against the memory of the other images;
+* K = 1:  leave-one-region-out, each quarter of every view against the memory of the other quarters.
+
+Calibration images are scored once each, unaugmented, against the full memory, exactly as the line
+scores a frame: their ranks are the p-values (split conformal). An image already counted (same pixels)
+is never counted again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +29,12 @@ import cv2
 import numpy as np
 
 from lineguard.runtime.anomaly_maps import component_maps
-from lineguard.runtime.bundle import Bundle, ProductCalibration, ProductEntry, ScoringSpec, utc_now
+from lineguard.runtime.bundle import Bundle, ProductCalibration, ProductEntry, ScoringSpec, TailFit, utc_now
 from lineguard.runtime.calibration import BorderProfile, GumbelFit, component_norms, fuse_maps, image_scores
 from lineguard.runtime.chain import ChainOutput, VisionChain
 from lineguard.runtime.patch_scoring import PatchMemory
 from lineguard.runtime.preprocess import ChannelOrder
+from lineguard.runtime.product_model import ProductModel, ProductScorer
 
 PRODUCT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 QUARTERS = ((0.0, 0.5, 0.0, 0.5), (0.0, 0.5, 0.5, 1.0), (0.5, 1.0, 0.0, 0.5), (0.5, 1.0, 0.5, 1.0))
@@ -92,12 +99,14 @@ def enroll_product(
     bundle: Bundle,
     product: str,
     images: Sequence[np.ndarray],
+    calibration_images: Sequence[np.ndarray] = (),
     views_per_shot: int | None = None,
     seed: int = 0,
     order: ChannelOrder = "BGR",
     chain: VisionChain | None = None,
 ) -> ProductCalibration:
-    """Enrol ``images`` (uint8, OpenCV order) as the normals of ``product``; updates the bundle in place."""
+    """Enrol ``images`` (the shots, uint8, OpenCV order) as the memory of ``product``, calibrated on
+    ``calibration_images`` (other normals of the product); updates the bundle in place."""
     if not PRODUCT_NAME.match(product):
         raise EnrollmentError(f"product name {product!r} must be 1-64 letters, digits, '_', '-' or '.'")
     if not images:
@@ -123,8 +132,12 @@ def enroll_product(
     norms = component_norms({name: [m] for name, m in held_out.items()})
     fused = fuse_maps(held_out, norms, spec.smoothing_sigma)
     border = BorderProfile.fit(fused)
-    scores = image_scores(border.apply(fused))
-    fit = GumbelFit.from_scores(scores)
+    view_scores = image_scores(border.apply(fused))
+    view_fit = GumbelFit.from_scores(view_scores) if view_scores.size >= 2 else GumbelFit(float(view_scores[0]), 1.0)
+    memory = PatchMemory.build(out.features, spec, seed)
+
+    scorer = ProductScorer(memory=memory, components=norms, border=border)
+    hashes, scores = _score_new_images(chain, scorer, bundle, calibration_images, order, already=())
     calibration = ProductCalibration(
         product=product,
         shots=shots,
@@ -133,20 +146,17 @@ def enroll_product(
         components=norms,
         border_mean=border.mean.tolist(),
         border_std=border.std.tolist(),
-        n_calibration_scores=int(scores.size),
-        score_location=fit.location,
-        score_scale=fit.scale,
-        calibration_scores=[float(s) for s in scores],
+        view_scores=[float(s) for s in view_scores],
+        view_tail=TailFit(location=view_fit.location, scale=view_fit.scale),
+        calibration_scores=scores,
+        calibration_images=hashes,
     )
 
-    memory = PatchMemory.build(out.features, spec, seed)
     folder = Path("products") / product
     bundle.path(str(folder)).mkdir(parents=True, exist_ok=True)
     memory_file, calibration_file = str(folder / "memory.npz"), str(folder / "calibration.json")
     np.savez(bundle.path(memory_file), **memory.to_arrays())
-    bundle.path(calibration_file).write_text(calibration.model_dump_json(indent=2))
     bundle.register_file(memory_file)
-    bundle.register_file(calibration_file)
     products = dict(bundle.manifest.products)
     products[product] = ProductEntry(
         name=product,
@@ -157,5 +167,64 @@ def enroll_product(
         enrolled_at=utc_now(),
     )
     bundle.manifest = bundle.manifest.model_copy(update={"products": products})
-    bundle.write_manifest()
+    _write_calibration(bundle, calibration_file, calibration)
     return calibration
+
+
+def calibrate_product(
+    bundle: Bundle,
+    product: str,
+    images: Sequence[np.ndarray],
+    order: ChannelOrder = "BGR",
+    chain: VisionChain | None = None,
+) -> tuple[ProductCalibration, int]:
+    """Add held-out normals to ``product``'s calibration without touching its memory.
+
+    Returns the new calibration and how many of ``images`` were new (same pixels are counted once).
+    """
+    if product not in bundle.manifest.products:
+        raise EnrollmentError(f"product {product!r} is not enrolled: run `lineguard enroll` first")
+    if not images:
+        raise EnrollmentError("calibration needs at least one normal image")
+    chain = chain or VisionChain(bundle)
+    model = ProductModel.load(bundle, product)
+    old = model.calibration
+    hashes, scores = _score_new_images(chain, model.scorer, bundle, images, order, already=old.calibration_images)
+    calibration = old.model_copy(update={"calibration_scores": [*old.calibration_scores, *scores],
+                                         "calibration_images": [*old.calibration_images, *hashes]})
+    _write_calibration(bundle, bundle.manifest.products[product].calibration_file, calibration)
+    return calibration, len(hashes)
+
+
+def pixel_digest(image: np.ndarray) -> str:
+    """sha256 of an image's pixels and shape: the identity under which a calibration image is counted."""
+    digest = hashlib.sha256(repr((image.shape, str(image.dtype))).encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()
+
+
+def _score_new_images(chain: VisionChain, scorer: ProductScorer, bundle: Bundle, images: Sequence[np.ndarray],
+                      order: ChannelOrder, already: Sequence[str], chunk: int = 8) -> tuple[list[str], list[float]]:
+    """Image scores of the images not counted yet, one per image, as the inspector scores a frame."""
+    seen = set(already)
+    fresh: list[np.ndarray] = []
+    hashes: list[str] = []
+    for image in images:
+        digest = pixel_digest(image)
+        if digest not in seen:
+            seen.add(digest)
+            hashes.append(digest)
+            fresh.append(image)
+    spec, input_size = bundle.manifest.scoring, bundle.manifest.preprocessing.input_size
+    scores: list[float] = []
+    for start in range(0, len(fresh), chunk):
+        batch = chain.preprocessor(fresh[start : start + chunk], order)
+        fused = scorer.fused(chain.run(batch), input_size, spec.smoothing_sigma)
+        scores.extend(float(s) for s in image_scores(fused))
+    return hashes, scores
+
+
+def _write_calibration(bundle: Bundle, relative: str, calibration: ProductCalibration) -> None:
+    bundle.path(relative).write_text(calibration.model_dump_json(indent=2))
+    bundle.register_file(relative)
+    bundle.write_manifest()

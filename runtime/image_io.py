@@ -37,6 +37,16 @@ def choose_shots(paths: list[Path], shots: int, seed: int) -> list[Path]:
     return [paths[i] for i in sorted(np.random.default_rng(seed).choice(len(paths), shots, replace=False))]
 
 
+def split_normals(paths: list[Path], shots: int, seed: int, calib: int | None = None) -> tuple[list[Path], list[Path]]:
+    """The K shots drawn by ``seed`` and the calibration normals: all the others, or ``calib`` of them."""
+    chosen = choose_shots(paths, shots, seed)
+    taken = set(chosen)
+    rest = [p for p in paths if p not in taken]
+    if calib is not None and calib < len(rest):
+        rest = choose_shots(rest, calib, seed + 1) if calib > 0 else []
+    return chosen, rest
+
+
 def read_image(path: str | os.PathLike[str], flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     image = cv2.imread(str(path), flags)
     if image is None:

@@ -11,9 +11,14 @@ Usage::
 Decision, per product:
 
 * enrolled (few-shot): fused z-map of decoder + memory + statistics; NG when the p-value of the image
-  score under the product's self-calibration is below the false-reject budget (default 1%);
-* ``product=None`` (zero-shot): NG when some region's abnormal probability beats its normal
-  probability, the decoder's own two-class decision.
+  score among the product's held-out calibration normals is at most the false-reject budget (default
+  1%); every verdict says how far its p-value can be trusted (``calibration``: conformal, tail or
+  provisional, see lineguard.runtime.calibration);
+* ``product=None`` (zero-shot, opt-in per line): NG when some region's abnormal probability beats its
+  normal probability, the decoder's own two-class decision; ``calibration: "uncalibrated"``.
+
+``reload_products()`` picks up a re-enrolment or `lineguard calibrate` written to the bundle while the
+inspector runs (the line service calls it when the manifest changes): no restart.
 """
 
 from __future__ import annotations
@@ -26,14 +31,13 @@ from functools import cached_property
 
 import numpy as np
 
-from lineguard.runtime.anomaly_maps import component_maps
-from lineguard.runtime.bundle import Bundle, ProductCalibration
-from lineguard.runtime.calibration import BorderProfile, GumbelFit, fuse_maps, image_scores, smooth
+from lineguard.runtime.bundle import MANIFEST_NAME, Bundle
+from lineguard.runtime.calibration import image_scores, smooth
 from lineguard.runtime.chain import VisionChain
 from lineguard.runtime.location import locate
-from lineguard.runtime.messages import LatencyBreakdown, Verdict
-from lineguard.runtime.patch_scoring import PatchMemory
+from lineguard.runtime.messages import CalibrationStatus, LatencyBreakdown, Verdict
 from lineguard.runtime.preprocess import ChannelOrder
+from lineguard.runtime.product_model import ProductModel, is_ng
 
 DEFAULT_FALSE_REJECT_BUDGET = 0.01
 ZERO_SHOT_DECISION = 0.5  # abnormal probability beats normal probability: the decoder's argmax
@@ -55,14 +59,6 @@ class Inspection:
     model_rgb: np.ndarray  # (H, W, 3) uint8, the image the map belongs to
 
 
-@dataclass
-class ProductModel:
-    memory: PatchMemory
-    calibration: ProductCalibration
-    fit: GumbelFit
-    border: BorderProfile
-
-
 class Inspector:
     def __init__(
         self,
@@ -79,6 +75,7 @@ class Inspector:
         # any object with VisionChain's preprocessor/run() serves (the PyTorch reference in bench)
         self.chain = chain or VisionChain(self.bundle, providers, threads)
         self._products: dict[str, ProductModel] = {}
+        self._manifest_mtime = self._manifest_stamp()
 
     @cached_property
     def input_size(self) -> tuple[int, int]:
@@ -89,22 +86,43 @@ class Inspector:
         return sorted(self.bundle.manifest.products)
 
     def product_model(self, product: str) -> ProductModel:
-        if product not in self._products:
-            entry = self.bundle.manifest.products.get(product)
-            if entry is None:
+        model = self._products.get(product)
+        if model is None:
+            if product not in self.bundle.manifest.products:
                 raise UnknownProductError(
                     f"product {product!r} is not enrolled in bundle {self.bundle.manifest.bundle_id}; "
                     f"enrolled: {self.products or 'none'}"
                 )
-            calibration = self.bundle.calibration(product)
-            self._products[product] = ProductModel(
-                memory=PatchMemory(self.bundle.manifest.scoring, self.bundle.load_arrays(entry.memory_file)),
-                calibration=calibration,
-                fit=GumbelFit(calibration.score_location, calibration.score_scale),
-                border=BorderProfile(np.asarray(calibration.border_mean, np.float32),
-                                     np.asarray(calibration.border_std, np.float32)),
-            )
-        return self._products[product]
+            model = self._products[product] = ProductModel.load(self.bundle, product)
+        return model
+
+    def _manifest_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (self.bundle.root / MANIFEST_NAME).stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def reload_products(self, force: bool = False) -> bool:
+        """Re-read the bundle's products when its manifest changed on disk (enrol, calibrate).
+
+        The new manifest and every file it lists are verified first; a bundle caught half-written or
+        tampered keeps the products already loaded. Returns whether anything was reloaded.
+        """
+        stamp = self._manifest_stamp()
+        if not force and stamp == self._manifest_mtime:
+            return False
+        fresh = Bundle.open(self.bundle.root)
+        if fresh.manifest.bundle_id != self.bundle.manifest.bundle_id:
+            raise ValueError("the bundle folder now holds another bundle: restart the service to switch")
+        models = {name: ProductModel.load(fresh, name) for name in self._products if name in fresh.manifest.products}
+        self.bundle.manifest = fresh.manifest
+        self._products = models
+        self._manifest_mtime = stamp
+        return True
+
+    def calibration_status(self, product: str) -> CalibrationStatus:
+        return self.product_model(product).judge.status(self.false_reject_budget)
 
     def inspect(self, image: np.ndarray, product: str | None, order: ChannelOrder = "BGR") -> Verdict:
         return self.analyze([image], product, order)[0].verdict
@@ -122,20 +140,23 @@ class Inspector:
         out = self.chain.run(batch)
         t2 = time.perf_counter()
         sigma = self.bundle.manifest.scoring.smoothing_sigma
+        budget = self.false_reject_budget
+        status: CalibrationStatus
         if model is None:
             fused = smooth(out.decoder_map.astype(np.float32), sigma)
             scores = image_scores(fused)
             p_values: list[float | None] = [None] * len(images)
-            is_ng = scores > ZERO_SHOT_DECISION
-            region_level = np.full(len(images), ZERO_SHOT_DECISION)
+            ng = [bool(s > ZERO_SHOT_DECISION) for s in scores]
+            region_level = ZERO_SHOT_DECISION
+            status = "uncalibrated"
         else:
-            maps = component_maps(out, model.memory, self.input_size)
-            fused = model.border.apply(fuse_maps(maps, model.calibration.components, sigma))
+            fused = model.scorer.fused(out, self.input_size, sigma)
             scores = image_scores(fused)
-            p_values = [model.fit.p_value(float(s)) for s in scores]
-            is_ng = np.asarray(p_values) < self.false_reject_budget
+            p_values = [model.judge.p_value(float(s), budget) for s in scores]
+            ng = [is_ng(p, budget) for p in p_values]
             # pixels above the level at which a map maximum would already be NG
-            region_level = np.full(len(images), model.fit.quantile(self.false_reject_budget))
+            region_level = model.judge.decision_level(budget)
+            status = model.judge.status(budget)
         t3 = time.perf_counter()
         per_image = 1e3 / len(images)
         latency = LatencyBreakdown(
@@ -147,13 +168,14 @@ class Inspector:
         )
         results = []
         for i, image in enumerate(images):
-            regions = locate(fused[i], fused[i] > region_level[i], image.shape[:2]) if is_ng[i] else []
+            regions = locate(fused[i], fused[i] > region_level, image.shape[:2]) if ng[i] else []
             verdict = Verdict(
                 product=product or "",
-                verdict="NG" if is_ng[i] else "OK",
+                verdict="NG" if ng[i] else "OK",
                 decided_by="zero-shot" if model is None else "few-shot",
                 score=float(scores[i]),
                 p_value=p_values[i],
+                calibration=status,
                 regions=regions,
                 latency_ms=latency,
                 bundle_id=self.bundle.manifest.bundle_id,

@@ -186,8 +186,9 @@ class LineConfig(_Section):
     endpoints: Endpoints = Field(default_factory=Endpoints)
     products: list[str] = Field(default_factory=list,
                                 description="products served (and warmed up); empty: every enrolled one")
-    zero_shot: bool = Field(True, description="frames naming no product are judged zero-shot; "
-                                              "false: they are refused UNKNOWN_PRODUCT")
+    zero_shot: bool = Field(False, description="opt-in: frames naming no product get the decoder's uncalibrated "
+                                               "zero-shot decision (decided_by zero-shot, calibration "
+                                               "uncalibrated); false: they are refused UNKNOWN_PRODUCT")
     deadline_ms: float = Field(200.0, gt=0.0, description="receipt to verdict; later verdicts are TIMEOUT")
     cameras: dict[str, CameraConfig] = Field(default_factory=dict)
     batching: Batching = Field(default_factory=Batching)

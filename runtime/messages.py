@@ -20,6 +20,14 @@ GridCell = Literal[
 ]
 VerdictClass = Literal["OK", "NG", "ERROR", "TIMEOUT"]
 DecisionMode = Literal["zero-shot", "few-shot", "llm"]
+# How far a verdict's p-value can be trusted (lineguard.runtime.calibration):
+#   conformal     rank among held-out calibration normals; their count resolves the line's budget
+#   tail          too few calibration normals to resolve the budget: a Gumbel tail fitted to them decides
+#                 beyond the largest one (validated by `lineguard eval`, see README "How the budget works")
+#   provisional   no (or too few) held-out calibration images: p from augmented views of the shots,
+#                 known to over-reject on real photos; enrol or calibrate with more normals
+#   uncalibrated  zero-shot: the decoder's own decision, no product normals behind it
+CalibrationStatus = Literal["conformal", "tail", "provisional", "uncalibrated"]
 QUESTION_CHARS_CAP = 4000  # the longest explanation question any line may allow (explanations.max_question_chars)
 
 
@@ -59,6 +67,7 @@ class Verdict(_Message):
     decided_by: DecisionMode | None = None
     score: float | None = None
     p_value: float | None = None
+    calibration: CalibrationStatus | None = None
     regions: list[Region] = Field(default_factory=list)
     latency_ms: LatencyBreakdown = Field(default_factory=LatencyBreakdown)
     bundle_id: str = ""

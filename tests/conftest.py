@@ -67,11 +67,15 @@ def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
     return copy
 
 
+CALIBRATION_PARTS = slice(16, 40)  # weave_parts held out for calibration: never a test's part
+
+
 @pytest.fixture(scope="session")
 def weave_parts() -> list[np.ndarray]:
+    """Normal weave parts: [0:4] the enrolled shots, [4:16] free for tests, [16:40] calibration normals."""
     from lineguard.export.textures import texture_variants
 
-    return texture_variants("weave", 16, seed=7)
+    return texture_variants("weave", 40, seed=7)
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +85,7 @@ def enrolled_dir(bundle_dir: Path, weave_parts: list[np.ndarray], tmp_path_facto
 
     copy = tmp_path_factory.mktemp("enrolled") / "bundle"
     shutil.copytree(bundle_dir, copy)
-    enroll_product(Bundle.open(copy), "weave", weave_parts[:4])
+    enroll_product(Bundle.open(copy), "weave", weave_parts[:4], calibration_images=weave_parts[CALIBRATION_PARTS])
     return copy
 
 

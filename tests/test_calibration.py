@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import binom, gumbel_r, lognorm
 
 from lineguard.runtime.bundle import ComponentNorm
-from lineguard.runtime.calibration import GumbelFit, fuse_maps, image_scores
+from lineguard.runtime.calibration import (
+    ConformalCalibration,
+    GumbelFit,
+    fuse_maps,
+    image_scores,
+    needed_images,
+)
+from lineguard.runtime.product_model import is_ng
 
 
 def test_gumbel_p_values_fall_with_the_score() -> None:
@@ -22,13 +30,63 @@ def test_quantile_inverts_p_value() -> None:
         assert fit.p_value(fit.quantile(p)) == pytest.approx(p, rel=1e-6)
 
 
-def test_small_calibration_sets_still_reach_one_percent() -> None:
-    """A rank test on 12 scores cannot go below 1/13; the fitted tail can."""
-    scores = np.random.default_rng(1).normal(2.0, 0.3, 12)
-    fit = GumbelFit.from_scores(scores)
-    assert fit.p_value(scores.max() + 2.0) < 0.01
+def test_rank_p_values_have_the_resolution_of_their_sample() -> None:
+    scores = np.arange(1.0, 20.0)  # n = 19 -> resolution 1/20
+    cal = ConformalCalibration.from_scores(scores)
+    assert cal.p_value(0.0) == 1.0
+    assert cal.p_value(19.0) == pytest.approx(2 / 20)  # one calibration score >= 19 -> (1 + 1) / 20
+    assert cal.p_value(10.5) == pytest.approx((1 + 9) / 20)
+    assert cal.resolves(0.05) and not cal.resolves(0.04)
+    assert cal.status(0.05) == "conformal" and cal.status(0.01) == "tail"
+    assert needed_images(0.01) == 99 and needed_images(0.05) == 19
 
 
+def test_no_p_value_below_the_resolution_without_a_tail() -> None:
+    cal = ConformalCalibration.from_scores(np.arange(5.0))  # n = 5 < MIN_TAIL_IMAGES: no tail
+    assert cal.tail is None and not cal.usable(0.01)
+    assert cal.p_value(1e9) == pytest.approx(1 / 6)
+
+
+def test_tail_extrapolates_a_bounded_distance_beyond_the_largest_score() -> None:
+    scores = np.random.default_rng(1).normal(2.0, 0.3, 16)
+    cal = ConformalCalibration.from_scores(scores)
+    assert cal.tail is not None and cal.status(0.01) == "tail"
+    assert cal.p_value(scores.max() + 2.0) < 0.01  # a clear outlier can be NG at 1%
+    assert cal.p_value(1e9) == pytest.approx(cal.resolution / 100)  # never a p like 1e-47
+    assert cal.p_value(float(np.median(scores))) == pytest.approx((1 + 8) / 17)  # inside the data: ranks
+
+
+@pytest.mark.parametrize("budget, n", [(0.05, 19), (0.05, 40), (0.1, 30), (0.02, 60)])
+def test_decision_level_separates_ng_from_ok(budget: float, n: int) -> None:
+    cal = ConformalCalibration.from_scores(np.random.default_rng(n).gumbel(0, 1, n))
+    level = cal.decision_level(budget)
+    assert is_ng(cal.p_value(level + 1e-9), budget) and not is_ng(cal.p_value(level), budget)
+
+
+@pytest.mark.parametrize("law", ["gumbel", "lognormal"])
+@pytest.mark.parametrize("n, budget", [(19, 0.05), (49, 0.02), (99, 0.01), (8, 0.01), (13, 0.01), (16, 0.01)])
+def test_false_rejects_of_unseen_normals_stay_within_the_budget(n: int, budget: float, law: str) -> None:
+    """Split conformal: calibrate on n normals; the chance that a further normal of the same law is
+    rejected (computed exactly from the law, averaged over many calibration draws) is at most the budget.
+    Where 1/(n+1) is above the budget the widened Gumbel tail decides: it must hold for a Gumbel and a
+    heavier log-normal law, as `eval` must show on real photos before it is trusted."""
+    rng = np.random.default_rng(n)
+    draw, sf = ((lambda: rng.gumbel(3.0, 0.7, n), lambda q: gumbel_r.sf(q, 3.0, 0.7)) if law == "gumbel"
+                else (lambda: rng.lognormal(0.0, 0.5, n), lambda q: lognorm.sf(q, 0.5)))
+    rates = np.array([sf(ConformalCalibration.from_scores(draw()).decision_level(budget)) for _ in range(1500)])
+    mean, spread = rates.mean(), 3 * rates.std() / np.sqrt(rates.size)
+    assert mean <= budget + spread
+    assert mean > budget / 10  # and the decision is not simply "always OK"
+
+
+def test_observed_false_rejects_within_a_binomial_bound() -> None:
+    """One line, counted as `eval` counts: n = 39 calibration normals, 400 further normals judged."""
+    rng = np.random.default_rng(5)
+    cal = ConformalCalibration.from_scores(rng.gumbel(3.0, 0.7, 39))
+    rejects = sum(is_ng(cal.p_value(s), 0.05) for s in rng.gumbel(3.0, 0.7, 400))
+    # the rank test's conditional rate given one calibration draw is Beta-distributed around 0.05; a
+    # binomial tail at twice the budget is a bound that a broken calibration (e.g. views) crosses
+    assert binom.sf(rejects - 1, 400, 0.10) > 1e-3
 def test_needs_two_scores() -> None:
     with pytest.raises(ValueError):
         GumbelFit.from_scores(np.array([1.0]))

@@ -1,4 +1,4 @@
-"""Few-shot enrolment from K = 1 and K = 4, and the self-calibration it writes."""
+"""Few-shot enrolment from K = 1 and K = 4, the calibration it writes, and `calibrate` adding normals."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ import pytest
 from lineguard.export.synthesis import cut_paste_poisson
 from lineguard.export.textures import texture_variants
 from lineguard.runtime.bundle import Bundle
-from lineguard.runtime.enroll import EnrollmentError, enroll_product
+from lineguard.runtime.enroll import EnrollmentError, calibrate_product, enroll_product
 from lineguard.runtime.inspector import Inspector, UnknownProductError
 
 
 @pytest.mark.parametrize("shots, method", [(1, "leave-one-region-out"), (4, "leave-one-image-out")])
 def test_enrolment_writes_memory_and_calibration(bundle_copy: Path, weave_parts, shots: int, method: str) -> None:
     bundle = Bundle.open(bundle_copy)
-    calibration = enroll_product(bundle, "weave", weave_parts[:shots])
+    calibration = enroll_product(bundle, "weave", weave_parts[:shots], calibration_images=weave_parts[16:24])
     assert calibration.method == method
     assert calibration.shots == shots
-    assert calibration.n_calibration_scores == shots * calibration.views_per_shot >= 12
+    assert len(calibration.view_scores) == shots * calibration.views_per_shot >= 12
+    assert len(calibration.calibration_scores) == len(set(calibration.calibration_images)) == 8
     assert set(calibration.components) >= {"decoder", "memory/s2", "statistics/s2"}
     reopened = Bundle.open(bundle_copy)  # checksums of the new files verify
     assert reopened.manifest.products["weave"].shots == shots
@@ -30,15 +31,60 @@ def test_enrolment_writes_memory_and_calibration(bundle_copy: Path, weave_parts,
 
 
 def test_single_shot_can_say_ng(bundle_copy: Path, weave_parts) -> None:
-    """With K = 1 a rank test could never go below p = 1/(n+1); the fitted tail must still flag defects."""
+    """K = 1 with 24 calibration normals: the rank test alone stops at p = 1/25, so the fitted tail decides
+    beyond the largest calibration score, and verdicts say so."""
     bundle = Bundle.open(bundle_copy)
-    enroll_product(bundle, "weave", weave_parts[:1])
+    enroll_product(bundle, "weave", weave_parts[:1], calibration_images=weave_parts[16:40])
     inspector = Inspector(bundle)
     foreign = texture_variants("grain", 1, seed=3)[0]
     defect = cut_paste_poisson(weave_parts[10], foreign, np.random.default_rng(0), 0.12, 0.16, opacity=0.5).image
     verdict = inspector.inspect(defect, "weave")
-    assert verdict.verdict == "NG" and verdict.p_value < 0.01
+    assert verdict.verdict == "NG" and verdict.p_value < 0.01 and verdict.calibration == "tail"
+    assert verdict.p_value >= 1 / 25 / 100  # extrapolated at most two decades below the resolution
     assert inspector.inspect(weave_parts[11], "weave").p_value > verdict.p_value
+
+
+def test_without_calibration_images_verdicts_are_provisional(bundle_copy: Path, weave_parts) -> None:
+    bundle = Bundle.open(bundle_copy)
+    enroll_product(bundle, "weave", weave_parts[:4])
+    verdict = Inspector(bundle).inspect(weave_parts[5], "weave")
+    assert verdict.calibration == "provisional" and verdict.decided_by == "few-shot"
+
+
+def test_calibrate_adds_images_once_and_keeps_the_memory(bundle_copy: Path, weave_parts) -> None:
+    bundle = Bundle.open(bundle_copy)
+    enroll_product(bundle, "weave", weave_parts[:4], calibration_images=weave_parts[16:26])
+    memory_sha = bundle.manifest.files["products/weave/memory.npz"].sha256
+    inspector = Inspector(Bundle.open(bundle_copy), false_reject_budget=0.05)
+    assert inspector.calibration_status("weave") == "tail"  # 10 images: p >= 1/11 > 5%
+
+    calibration, added = calibrate_product(bundle, "weave", weave_parts[20:36])  # 20..25 already counted
+    assert added == 10 and len(calibration.calibration_scores) == 20
+    reopened = Bundle.open(bundle_copy)
+    assert reopened.manifest.files["products/weave/memory.npz"].sha256 == memory_sha
+    assert reopened.calibration("weave").calibration_images == calibration.calibration_images
+
+    assert inspector.reload_products()  # a running inspector picks it up: no restart
+    assert inspector.calibration_status("weave") == "conformal"  # 20 images: p >= 1/21 resolves 5%
+    assert not inspector.reload_products()  # nothing changed since
+
+
+def test_budget_holds_on_held_out_normals(bundle_copy: Path) -> None:
+    """Real chain, real enrolment: calibrate on 39 normals, judge 60 further normals of the product.
+    At a 5% budget the rank test alone decides; the false rejects stay within a binomial bound of it."""
+    from scipy.stats import binom
+
+    parts = texture_variants("cells", 103, seed=11)
+    bundle = Bundle.open(bundle_copy)
+    enroll_product(bundle, "cells", parts[:4], calibration_images=parts[4:43])
+    inspector = Inspector(bundle, false_reject_budget=0.05)
+    verdicts = inspector.inspect_batch(parts[43:], "cells")
+    assert {v.calibration for v in verdicts} == {"conformal"}
+    assert all(v.p_value >= 1 / 40 for v in verdicts)  # the resolution of 39 calibration images
+    rejects = sum(v.verdict == "NG" for v in verdicts)
+    # the rate conditional on one calibration draw scatters around the budget (Beta law): allow it up to
+    # twice the budget at 1-in-1000 odds; the old view-based calibration rejected 27% of real normals
+    assert binom.sf(rejects - 1, len(verdicts), 0.10) > 1e-3, rejects
 
 
 def test_enrolment_errors(bundle_copy: Path, weave_parts) -> None:
@@ -55,7 +101,7 @@ def test_enrolled_files_are_checksummed(bundle_copy: Path, weave_parts) -> None:
     from lineguard.runtime.bundle import BundleIntegrityError
 
     bundle = Bundle.open(bundle_copy)
-    enroll_product(bundle, "weave", weave_parts[:2])
+    enroll_product(bundle, "weave", weave_parts[:2], calibration_images=weave_parts[16:18])
     calib = bundle_copy / "products" / "weave" / "calibration.json"
     calib.write_text(calib.read_text().replace('"shots": 2', '"shots": 3'))
     with pytest.raises(BundleIntegrityError, match="calibration.json"):

@@ -59,7 +59,7 @@ def socket(serve: Callable[..., LineServer], kind: int, endpoint: str) -> zmq.So
 
 
 def test_mixed_stream_gets_exactly_one_verdict_per_frame(serve, weave_parts) -> None:
-    server = serve(cameras={"cam2": {"product": "weave"}},
+    server = serve(cameras={"cam2": {"product": "weave"}}, zero_shot=True,
                    limits={"max_height": 1024, "max_width": 1024})
     watcher = watch(server)
     part = weave_parts[4]
@@ -101,7 +101,8 @@ def test_mixed_stream_gets_exactly_one_verdict_per_frame(serve, weave_parts) -> 
         else:
             assert v.verdict == "ERROR" and v.error.code == want, v
     by_id = {v.frame_id: v for v in verdicts}
-    assert by_id["zero-shot"].decided_by == "zero-shot"
+    assert by_id["zero-shot"].decided_by == "zero-shot" and by_id["zero-shot"].calibration == "uncalibrated"
+    assert by_id["ok-raw"].calibration in ("conformal", "tail")
     assert by_id["camera-product"].product == "weave" and by_id["camera-product"].decided_by == "few-shot"
     assert by_id["ok-raw"].latency_ms.encoder > 0
     assert sorted(v.seq for v in verdicts) == list(range(1, len(verdicts) + 1))
@@ -181,7 +182,7 @@ def test_inspect_handshake_with_req_and_dealer(serve, weave_parts) -> None:
 
 
 def test_restarted_subscriber_sees_the_gap(serve, weave_parts) -> None:
-    server = serve()
+    server = serve(zero_shot=True)
     req = socket(serve, zmq.REQ, server.endpoints.inspect)
 
     def inspect(frame_id: str) -> Verdict:
