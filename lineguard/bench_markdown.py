@@ -6,7 +6,9 @@ Usage::
 
     Path("artifacts/bench/report.md").write_text(report_markdown(report))
 
-Every number is read from the report (measured in that run); nothing here is hard-coded.
+Every number is read from the report (measured in that run); nothing here is hard-coded. Figures
+are medians over interleaved rounds with their min-max in brackets; a ratio whose min-max crosses 1.0
+is written "no measurable difference".
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lineguard.bench_report import BenchReport
+    from lineguard.runtime.bench_line_rounds import LineRoundsRun
+    from lineguard.runtime.bench_rounds import Spread
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+def _s(spread: Spread, digits: int = 1) -> str:
+    return spread.text(digits)
 
 
 def _figure(report: BenchReport, name: str, caption: str) -> list[str]:
@@ -27,12 +35,14 @@ def _figure(report: BenchReport, name: str, caption: str) -> list[str]:
 
 def report_markdown(report: BenchReport) -> str:
     v, line, soak = report.vision, report.line, report.soak
-    best = max((r for r in line.runs if r.mode == "zeromq"), key=lambda r: r.frames_per_s)
+    best = max((r for r in line.runs if r.mode == "zeromq"), key=lambda r: r.frames_per_s.median)
     md = [
         "# lineguard benchmark report",
         "",
         f"{report.created_utc} on {report.machine}; bundle `{report.bundle_id}`; settings: {report.settings}; "
-        f"the run took {report.wall_s / 60:.1f} min. Every number and figure below was measured in this run.",
+        f"the run took {report.wall_s / 60:.1f} min. Every number and figure below was measured in this run: "
+        f"medians over interleaved rounds (vision {v.rounds}, line {line.rounds}) with the min-max in brackets; "
+        "a ratio whose range crosses 1.0 is reported as no measurable difference.",
         "",
         "## Headlines",
         "",
@@ -41,8 +51,20 @@ def report_markdown(report: BenchReport) -> str:
         "## Vision chain: ONNX Runtime vs PyTorch eager",
         "",
         *_table(["batch", "ORT ms/frame", "PyTorch ms/frame", "speed-up", "whole inspection speed-up"],
-                [[str(r.batch_size), f"{r.onnxruntime.ms_per_frame:.1f}", f"{r.pytorch_eager.ms_per_frame:.1f}",
-                  f"{r.speedup:.2f}x", f"{r.inspection_speedup:.2f}x"] for r in v.runs]),
+                [[str(r.batch_size), _timing(r.onnxruntime), _timing(r.pytorch_eager),
+                  _ratio(r.speedup, r.speedup_spread), _ratio(r.inspection_speedup, r.inspection_speedup_spread)]
+                 for r in v.runs]),
+        "Where ONNX Runtime's whole inspection spends its time, ms per frame:",
+        "",
+        *_table(["batch", *STAGE_NAMES], [[str(r.batch_size), *(_s(r.stages_ms[s], 2) if s in r.stages_ms else "-"
+                                                                 for s in STAGE_NAMES)] for r in v.runs]),
+        "Preprocessing: resize first and one fused normalisation pass, against the path it replaced "
+        "(colour conversion at full resolution, then float copies):",
+        "",
+        *_table(["frames", "fused preprocessing ms/frame", "replaced path ms/frame", "speed-up", "max abs diff"],
+                [[f"{p_.batch_size} x {'x'.join(map(str, p_.frame_shape))}",
+                  _s(p_.fused_ms_per_frame, 2), _s(p_.reference_ms_per_frame, 2), p_.speedup.effect(),
+                  f"{p_.max_abs_diff:.2g}"] for p_ in v.preprocess]),
         *_figure(report, "vision", "ONNX Runtime vs PyTorch eager"),
         "## Throughput and latency vs batch size",
         "",
@@ -50,13 +72,13 @@ def report_markdown(report: BenchReport) -> str:
         "(latency here is saturated-pipeline latency).",
         "",
         *_table(["mode", "max_batch", "frames/s", "p50 ms", "p99 ms"],
-                [[r.mode, str(r.max_batch), f"{r.frames_per_s:.1f}", f"{r.latency_p50_ms:.0f}",
-                  f"{r.latency_p99_ms:.0f}"] for r in sorted(line.runs, key=lambda r: (r.mode, r.max_batch))]),
+                [[r.mode, str(r.max_batch), _s(r.frames_per_s), _s(r.latency_p50_ms, 0), _s(r.latency_p99_ms, 0)]
+                 for r in sorted(line.runs, key=lambda r: (r.mode, r.max_batch))]),
         *_figure(report, "batch", "throughput and latency vs batch size"),
         "## Transport overhead",
         "",
         *_table(["max_batch", "ZeroMQ / in-process throughput", "p50 added, ms"],
-                [[str(t.max_batch), f"{t.zeromq_vs_direct_throughput:.2f}", f"{t.p50_added_ms:+.1f}"]
+                [[str(t.max_batch), t.zeromq_vs_direct_throughput.effect(), _s(t.p50_added_ms)]
                  for t in report.transport]),
         *_figure(report, "transport", "transport overhead"),
         "## Offered load",
@@ -79,8 +101,8 @@ def report_markdown(report: BenchReport) -> str:
         md += _figure(report, "llm", "LLM time to first token and tokens/s")
     if report.explanations is not None:
         e = report.explanations
-        md += [f"Verdict p99 at max_batch {e.max_batch}: {e.verdict_p99_without_ms:.0f} ms without explanations, "
-               f"{e.verdict_p99_with_ms:.0f} ms while they stream back to back ({e.ratio:.2f}x).", ""]
+        md += [f"Verdict p99 at max_batch {e.max_batch}: {_s(e.verdict_p99_without_ms, 0)} ms without explanations, "
+               f"{_s(e.verdict_p99_with_ms, 0)} ms while they stream back to back: {e.ratio.effect()}.", ""]
         md += _figure(report, "explanations", "verdict p99 with and without explanations")
     md += [f"Not measured: {what}: {why}" for what, why in report.not_measured.items()] + [""]
     md += [
@@ -99,14 +121,34 @@ def report_markdown(report: BenchReport) -> str:
     return "\n".join(md) + "\n"
 
 
-def _headlines(report: BenchReport, best) -> list[str]:
+STAGE_NAMES = ("preprocess", "encoder", "decoder", "scoring")
+
+
+def _timing(t) -> str:
+    return _s(t.ms_per_frame_spread) if t.ms_per_frame_spread is not None else f"{t.ms_per_frame:.1f}"
+
+
+def _ratio(median: float, spread: Spread | None) -> str:
+    """The median first (as a figure to compare), then the range or the no-difference label."""
+    if spread is None:
+        return f"{median:.2f}x"
+    if spread.crosses(1.0):
+        return f"{median:.2f}x: {spread.effect()}"
+    return f"{median:.2f}x ({spread.low:.2f}-{spread.high:.2f})"
+
+
+def _headlines(report: BenchReport, best: LineRoundsRun) -> list[str]:
     v = report.vision.runs
     lines = [
-        "vision chain, ONNX Runtime over PyTorch eager: " + ", ".join(f"{r.speedup:.1f}x at batch {r.batch_size}" for r in v),
-        f"line service over ZeroMQ: {best.frames_per_s:.1f} frames/s at max_batch {best.max_batch} "
-        f"(p99 {best.latency_p99_ms:.0f} ms); " + ", ".join(
-            f"{t.zeromq_vs_direct_throughput:.2f} of in-process at batch {t.max_batch}" for t in report.transport),
+        "vision chain, ONNX Runtime over PyTorch eager: " + ", ".join(
+            f"{_ratio(r.speedup, r.speedup_spread)} at batch {r.batch_size}" for r in v),
+        f"line service over ZeroMQ: {_s(best.frames_per_s)} frames/s at max_batch {best.max_batch} "
+        f"(p99 {_s(best.latency_p99_ms, 0)} ms); of in-process throughput: " + ", ".join(
+            f"{t.zeromq_vs_direct_throughput.effect()} at batch {t.max_batch}" for t in report.transport),
     ]
+    if report.line.microbatch_gain is not None:
+        lines.append(f"micro-batching, ZeroMQ frames/s at the largest over the smallest max_batch: "
+                     f"{report.line.microbatch_gain.effect()}")
     if report.load:
         top = max(report.load, key=lambda r: r.achieved_fps)
         lines.append(f"offered load: up to {top.achieved_fps:.1f} judged frames/s; p99 "
@@ -115,7 +157,7 @@ def _headlines(report: BenchReport, best) -> list[str]:
         lines.append(f"LLM: time to first token {report.llm.time_to_first_token_ms_p50:.0f} ms (p50), "
                      f"{report.llm.tokens_per_s:.1f} tokens/s")
     if report.explanations is not None:
-        lines.append(f"verdict p99 while explanations stream: {report.explanations.ratio:.2f}x of without")
+        lines.append(f"verdict p99 while explanations stream, over without: {report.explanations.ratio.effect()}")
     lines.append(f"soak: {report.soak.verdicts_received}/{report.soak.frames_addressable} verdicts, RSS growth "
                  f"{report.soak.rss_growth_mb:+.1f} MB over {report.soak.duration_s:.0f} s")
     return lines

@@ -7,7 +7,8 @@ Usage::
     figures = write_figures(report, Path("artifacts/bench"))   # {"vision": "vision.png", ...}
 
 One function per figure; each returns the figure or None when the report has no data for it (the
-report's ``not_measured`` says why).
+report's ``not_measured`` says why). Bars and points are medians over the benchmark's interleaved
+rounds; error bars span the min-max over those rounds.
 """
 
 from __future__ import annotations
@@ -25,28 +26,49 @@ from matplotlib.figure import Figure  # noqa: E402
 
 if TYPE_CHECKING:
     from lineguard.bench_report import BenchReport
+    from lineguard.runtime.bench_rounds import Spread
 
 ORT, TORCH, DIRECT, ZMQ = "#1f77b4", "#d62728", "#2ca02c", "#9467bd"
+
+
+def _medians(spreads: list[Spread]) -> list[float]:
+    return [s.median for s in spreads]
+
+
+def _errors(spreads: list[Spread]) -> np.ndarray:
+    """(2, N) below/above the median: matplotlib's yerr for min-max error bars."""
+    return np.array([s.error for s in spreads]).T.reshape(2, len(spreads))
+
+
+def _ratio_label(spread: Spread | None, median: float) -> str:
+    if spread is None:
+        return f"{median:.1f}x"
+    return "no measurable\ndifference" if spread.crosses(1.0) else f"{median:.1f}x\n({spread.low:.1f}-{spread.high:.1f})"
 
 
 def vision_figure(report: BenchReport) -> Figure:
     runs = report.vision.runs
     x = np.arange(len(runs))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
-    for ax, (title, ort, ref) in zip(axes, (
-            ("encoder + decoder (exported chain)", [r.onnxruntime for r in runs], [r.pytorch_eager for r in runs]),
+    for ax, (title, ort, ref, ratios) in zip(axes, (
+            ("encoder + decoder (exported chain)", [r.onnxruntime for r in runs], [r.pytorch_eager for r in runs],
+             [(r.speedup, r.speedup_spread) for r in runs]),
             ("whole inspection (+ few-shot scoring)", [r.inspection_onnxruntime for r in runs],
-             [r.inspection_pytorch_eager for r in runs])), strict=True):
-        ax.bar(x - 0.2, [t.ms_per_frame for t in ort], 0.4, label="ONNX Runtime", color=ORT)
-        ax.bar(x + 0.2, [t.ms_per_frame for t in ref], 0.4, label="PyTorch eager", color=TORCH)
-        for i, (o, r) in enumerate(zip(ort, ref, strict=True)):
-            ax.text(i, max(o.ms_per_frame, r.ms_per_frame) * 1.02, f"{r.ms_per_frame / o.ms_per_frame:.1f}x",
-                    ha="center", va="bottom")
-        ax.set_ylim(top=max(t.ms_per_frame for t in [*ort, *ref]) * 1.15)  # room for the ratio labels
+             [r.inspection_pytorch_eager for r in runs], [(r.inspection_speedup, r.inspection_speedup_spread)
+                                                          for r in runs])), strict=True):
+        for offset, timings, label, color in ((-0.2, ort, "ONNX Runtime", ORT), (0.2, ref, "PyTorch eager", TORCH)):
+            spreads = [t.ms_per_frame_spread for t in timings]
+            yerr = _errors(spreads) if all(spreads) else None
+            ax.bar(x + offset, [t.ms_per_frame for t in timings], 0.4, yerr=yerr, capsize=4, label=label, color=color)
+        highs = [max(t.ms_per_frame_spread.high if t.ms_per_frame_spread else t.ms_per_frame for t in pair)
+                 for pair in zip(ort, ref, strict=True)]
+        for i, (median, spread) in enumerate(ratios):
+            ax.text(i, highs[i] * 1.04, _ratio_label(spread, median), ha="center", va="bottom", fontsize=8)
+        ax.set_ylim(top=max(highs) * 1.6)  # room for the ratio labels and the legend
         ax.set_xticks(x, [f"batch {r.batch_size}" for r in runs])
-        ax.set_ylabel("ms per frame")
+        ax.set_ylabel("ms per frame (median, min-max over rounds)")
         ax.set_title(title)
-        ax.legend()
+        ax.legend(loc="upper left", fontsize=8)
     fig.suptitle(f"Vision chain, {report.vision.threads} threads: ONNX Runtime vs PyTorch eager")
     return fig
 
@@ -56,9 +78,11 @@ def batch_figure(report: BenchReport) -> Figure:
     for mode, color in (("direct", DIRECT), ("zeromq", ZMQ)):
         runs = sorted((r for r in report.line.runs if r.mode == mode), key=lambda r: r.max_batch)
         b = [r.max_batch for r in runs]
-        left.plot(b, [r.frames_per_s for r in runs], "o-", color=color, label=mode)
-        right.plot(b, [r.latency_p50_ms for r in runs], "o-", color=color, label=f"{mode} p50")
-        right.plot(b, [r.latency_p99_ms for r in runs], "s--", color=color, label=f"{mode} p99")
+        fps = [r.frames_per_s for r in runs]
+        left.errorbar(b, _medians(fps), yerr=_errors(fps), fmt="o-", capsize=3, color=color, label=mode)
+        p50, p99 = [r.latency_p50_ms for r in runs], [r.latency_p99_ms for r in runs]
+        right.errorbar(b, _medians(p50), yerr=_errors(p50), fmt="o-", capsize=3, color=color, label=f"{mode} p50")
+        right.errorbar(b, _medians(p99), yerr=_errors(p99), fmt="s--", capsize=3, color=color, label=f"{mode} p99")
     for ax in (left, right):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("max_batch")
@@ -75,12 +99,18 @@ def transport_figure(report: BenchReport) -> Figure:
     t = report.transport
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     x = np.arange(len(t))
-    left.bar(x, [o.zeromq_vs_direct_throughput for o in t], color=ZMQ)
+    ratios = [o.zeromq_vs_direct_throughput for o in t]
+    left.bar(x, _medians(ratios), yerr=_errors(ratios), capsize=4, color=ZMQ)
     left.axhline(1.0, color="k", lw=0.8)
+    for i, spread in enumerate(ratios):
+        if spread.crosses(1.0):
+            left.text(i, spread.high * 1.02, "no measurable\ndifference", ha="center", va="bottom", fontsize=8)
+    left.set_ylim(top=max(s.high for s in ratios) * 1.25)
     left.set_xticks(x, [f"batch {o.max_batch}" for o in t])
     left.set_ylabel("ZeroMQ / in-process throughput")
     left.set_title("transport + service: throughput kept")
-    right.bar(x, [o.p50_added_ms for o in t], color=ZMQ)
+    added = [o.p50_added_ms for o in t]
+    right.bar(x, _medians(added), yerr=_errors(added), capsize=4, color=ZMQ)
     right.set_xticks(x, [f"batch {o.max_batch}" for o in t])
     right.set_ylabel("ms")
     right.set_title("p50 latency added by ZeroMQ + service")
@@ -131,9 +161,10 @@ def explanations_figure(report: BenchReport) -> Figure | None:
     if e is None:
         return None
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.bar(["without", "with explanations"], [e.verdict_p99_without_ms, e.verdict_p99_with_ms], color=[ZMQ, TORCH])
-    ax.set_ylabel("verdict p99, ms")
-    ax.set_title(f"verdict p99 while explanations stream ({e.ratio:.2f}x)")
+    both = [e.verdict_p99_without_ms, e.verdict_p99_with_ms]
+    ax.bar(["without", "with explanations"], _medians(both), yerr=_errors(both), capsize=4, color=[ZMQ, TORCH])
+    ax.set_ylabel("verdict p99, ms (median, min-max over rounds)")
+    ax.set_title("verdict p99 while explanations stream: " + _ratio_label(e.ratio, e.ratio.median).replace("\n", " "))
     return fig
 
 

@@ -7,7 +7,12 @@ Usage::
     report = bench_all("bundles/default", "artifacts/bench", FULL)    # ~5-10 min on 2 cores
     report.vision.runs[0].speedup, report.load[-1].latency_p99_ms, report.soak.rss_growth_mb
 
-What one run measures (each figure in the report comes from this run, on this machine):
+What one run measures (each figure in the report comes from this run, on this machine). Every
+comparison runs as interleaved rounds after a warm-up (lineguard.runtime.bench_rounds; 5 or more in
+``FULL``, fewer in ``QUICK``, which proves the plumbing only): figures are medians with their min-max
+over the rounds, ratios are taken per round, and a ratio whose range crosses 1.0 is reported as "no
+measurable difference".
+
 
 * the vision chain, ONNX Runtime against its PyTorch eager reference (``bench vision``);
 * throughput and p50/p99 latency against batch size, in-process and over loopback ZeroMQ (``bench
@@ -43,9 +48,11 @@ import yaml
 from pydantic import BaseModel
 
 from lineguard.export.bench_vision import VisionBench, bench_vision
-from lineguard.runtime.bench_line import BENCH_PRODUCT, LineBench, bench_frames, bench_line
+from lineguard.runtime.bench_line import BENCH_PRODUCT, bench_frames
+from lineguard.runtime.bench_line_rounds import LineRounds, line_rounds
 from lineguard.runtime.bench_llm import LlmBench, bench_llm
 from lineguard.runtime.bench_load import LoadRun, offered_load_run
+from lineguard.runtime.bench_rounds import Spread
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.enroll import enroll_product
 from lineguard.runtime.inspector import Inspector
@@ -58,9 +65,10 @@ class BenchSettings:
 
     name: str = "full"
     vision_batches: tuple[int, ...] = (1, 8)
-    vision_rounds: int = 15
+    vision_rounds: int = 7
     line_batches: tuple[int, ...] = (1, 2, 4, 8)
-    line_frames: int = 64
+    line_frames: int = 48
+    line_rounds: int = 5
     load_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5)  # of the measured ZeroMQ capacity
     load_seconds: float = 10.0
     load_batch: int = 4
@@ -72,24 +80,24 @@ class BenchSettings:
 
 FULL = BenchSettings()
 QUICK = BenchSettings(name="quick", vision_batches=(1, 2), vision_rounds=2, line_batches=(1, 2), line_frames=8,
-                      load_fractions=(0.5, 1.5), load_seconds=2.0, soak_seconds=4.0, llm_rounds=1)
+                      line_rounds=2, load_fractions=(0.5, 1.5), load_seconds=2.0, soak_seconds=4.0, llm_rounds=1)
 
 
 class TransportOverhead(BaseModel):
     max_batch: int
-    zeromq_vs_direct_throughput: float  # ZeroMQ frames/s over in-process frames/s
-    p50_added_ms: float  # ZeroMQ p50 latency minus in-process p50
+    zeromq_vs_direct_throughput: Spread  # ZeroMQ frames/s over in-process frames/s, per round
+    p50_added_ms: Spread  # ZeroMQ p50 latency minus in-process p50, per round
 
 
 class ExplanationImpact(BaseModel):
     max_batch: int
-    verdict_p99_without_ms: float
-    verdict_p99_with_ms: float
-    ratio: float
+    verdict_p99_without_ms: Spread
+    verdict_p99_with_ms: Spread
+    ratio: Spread  # per round: with / without
 
 
 class BenchReport(BaseModel):
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     created_utc: str
     machine: str
     cpus: int
@@ -97,7 +105,7 @@ class BenchReport(BaseModel):
     bundle_id: str
     wall_s: float
     vision: VisionBench
-    line: LineBench
+    line: LineRounds
     transport: list[TransportOverhead]
     load: list[LoadRun]
     llm: LlmBench | None
@@ -166,33 +174,35 @@ def bench_all(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str], s
         if progress:
             print(f"[bench all {time.perf_counter() - started:6.0f} s] {what}", file=sys.stderr, flush=True)
 
-    say(f"vision chain: ONNX Runtime vs PyTorch eager, batch {settings.vision_batches}")
+    say(f"vision chain: ONNX Runtime vs PyTorch eager, batch {settings.vision_batches}, {settings.vision_rounds} rounds")
     vision = bench_vision(bundle_dir, batch_sizes=settings.vision_batches, rounds=settings.vision_rounds)
-    say(f"line: in-process vs ZeroMQ, batch {settings.line_batches}" + (" (+ explanations)" if has_llm else ""))
-    line = bench_line(bundle_dir, frames=settings.line_frames, batch_sizes=settings.line_batches,
-                      with_explanations=has_llm)
-    by = {(r.mode, r.max_batch): r for r in line.runs}
-    transport = [TransportOverhead(max_batch=b, zeromq_vs_direct_throughput=line.zeromq_vs_direct[str(b)],
-                                   p50_added_ms=by["zeromq", b].latency_p50_ms - by["direct", b].latency_p50_ms)
-                 for b in settings.line_batches]
-    explanations = None
-    if has_llm:
-        with_llm = next(r for r in line.runs if r.mode == "zeromq+explanations")
-        without = by["zeromq", with_llm.max_batch]
-        explanations = ExplanationImpact(max_batch=with_llm.max_batch, verdict_p99_without_ms=without.latency_p99_ms,
-                                         verdict_p99_with_ms=with_llm.latency_p99_ms,
-                                         ratio=with_llm.latency_p99_ms / without.latency_p99_ms)
-    else:
+    if not has_llm:
         not_measured["explanations"] = not_measured["llm"] = (
             f"bundle {bundle_dir} has no LLM: add one with `lineguard export llm {bundle_dir}`")
-    capacity = max(r.frames_per_s for r in line.runs if r.mode == "zeromq")
 
-    images = bench_frames(12)
+    images = bench_frames(settings.line_frames + 4)
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-bench-all-") as bundle, \
             tempfile.TemporaryDirectory(prefix="lineguard-bench-all-") as scratch:
         inspector = Inspector(bundle)
         enroll_product(bundle, BENCH_PRODUCT, images[:4], chain=inspector.chain)
         test_frames = images[4:]
+        inspector.analyze(test_frames[:2], BENCH_PRODUCT)  # warm-up
+        say(f"line: in-process vs ZeroMQ, batch {settings.line_batches}, {settings.line_rounds} interleaved rounds"
+            + (" (+ explanations)" if has_llm else ""))
+        line = line_rounds(inspector, test_frames, settings.line_batches, rounds=settings.line_rounds,
+                           explain_archive=Path(scratch) / "archive" if has_llm else None, progress=progress)
+        by = {(r.mode, r.max_batch): r for r in line.runs}
+        transport = [TransportOverhead(max_batch=b, zeromq_vs_direct_throughput=line.zeromq_vs_direct[str(b)],
+                                       p50_added_ms=line.p50_added_ms[str(b)]) for b in settings.line_batches]
+        explanations = None
+        if line.p99_with_explanations_ratio is not None:
+            with_llm = by["zeromq+explanations", min(settings.line_batches)]
+            without = by["zeromq", with_llm.max_batch]
+            explanations = ExplanationImpact(max_batch=with_llm.max_batch,
+                                             verdict_p99_without_ms=without.latency_p99_ms,
+                                             verdict_p99_with_ms=with_llm.latency_p99_ms,
+                                             ratio=line.p99_with_explanations_ratio)
+        capacity = max(r.frames_per_s.median for r in line.runs if r.mode == "zeromq")
         load = []
         for fraction in settings.load_fractions:
             rate = fraction * capacity
@@ -215,7 +225,7 @@ def bench_all(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str], s
     report = BenchReport(
         created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         machine=_machine(), cpus=os.cpu_count() or 1, settings=settings.name,
-        bundle_id=line.bundle_id, wall_s=0.0, vision=vision, line=line, transport=transport,
+        bundle_id=vision.bundle_id, wall_s=0.0, vision=vision, line=line, transport=transport,
         load=load, llm=llm, explanations=explanations, soak=soak,
         not_measured=not_measured, figures={},
     )

@@ -53,6 +53,8 @@ class Spread(BaseModel):
         """A ratio as a reader should take it: the median with its range, or "no measurable difference"."""
         if self.crosses(1.0):
             return f"{NO_DIFFERENCE} ({self.low:.{digits}f}-{self.high:.{digits}f}x over {self.rounds} rounds)"
+        if self.rounds < MIN_ROUNDS:
+            return f"{self.text(digits, 'x')} [{self.rounds} rounds: too few to call an effect]"
         return self.text(digits, "x")
 
     @property

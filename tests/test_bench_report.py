@@ -61,4 +61,15 @@ def test_bench_all_quick_writes_a_complete_report(bundle_dir: Path, tmp_path: Pa
         assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100 and pixels.std() > 0, name
         assert f"]({file})" in markdown
     assert f"{report.vision.runs[0].speedup:.2f}x" in markdown
+    # every comparison comes from interleaved rounds: each ratio carries its spread, and one whose
+    # spread crosses 1.0 is labelled instead of reported as an effect
+    assert report.line.rounds == QUICK.line_rounds and report.vision.rounds == QUICK.vision_rounds
+    ratios = [*(t.zeromq_vs_direct_throughput for t in report.transport), report.line.microbatch_gain,
+              *(r.speedup_spread for r in report.vision.runs), *(r.inspection_speedup_spread for r in report.vision.runs)]
+    for ratio in ratios:
+        assert ratio.rounds >= 2 and ratio.low <= ratio.median <= ratio.high
+        assert (ratio.effect().startswith("no measurable difference")) == ratio.crosses(1.0)
+    for t in report.transport:
+        assert t.zeromq_vs_direct_throughput.effect() in markdown
+    assert "min-max" in markdown
     assert "Not measured: llm" in markdown
