@@ -7,6 +7,7 @@ the ``[export]`` extra still has ``enroll``, ``inspect`` and ``eval``.
     lineguard enroll bundles/default --product tile --normals data/tile/train/good --shots 4
     lineguard inspect bundles/default part.png --product tile
     lineguard eval bundles/default --data data --category tile --shots 4 --json eval.json
+    lineguard eval bundles/default --all --out artifacts/eval --update-readme     # the README's accuracy table
     lineguard bench vision --bundle bundles/default --json bench.json
     lineguard demo
 """
@@ -14,6 +15,7 @@ the ``[export]`` extra still has ``enroll``, ``inspect`` and ``eval``.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -209,14 +211,67 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+_EVAL_ALL_ONLY = ("out", "seeds", "update_readme", "readme", "realdev", "texture_cache")
+_EVAL_ONE_ONLY = ("data", "category", "seed", "json")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.all:
+        return _eval_all(args)
+    stray = [_flag(d) for d in _EVAL_ALL_ONLY if getattr(args, d) not in (None, False)]
+    if stray:
+        raise CliError(f"{', '.join(stray)} only go with eval --all")
+    if args.data is None or args.category is None:
+        raise CliError("eval needs --data DIR and --category NAME (one category), "
+                       "or --all (every category of the README's accuracy table)")
     from lineguard.runtime.evaluation import evaluate
 
-    report = evaluate(args.bundle, args.data, args.category, args.shots, seed=args.seed, calib=args.calib,
-                      budget=args.budget, verdict_mode=args.verdict)
+    report = evaluate(args.bundle, args.data, args.category, args.shots, seed=0 if args.seed is None else args.seed,
+                      calib=args.calib, budget=args.budget, verdict_mode=args.verdict)
     payload = report.model_dump_json(indent=2)
     print(payload)
     _write_json(args.json, payload)
+    return 0
+
+
+def _eval_all(args: argparse.Namespace) -> int:
+    """``eval --all``: lineguard.eval_suite over realdev + the scikit-image textures, several draws of the shots."""
+    from lineguard import eval_suite
+
+    stray = [_flag(d) for d in _EVAL_ONE_ONLY if getattr(args, d) is not None]
+    if stray:
+        raise CliError(f"{', '.join(stray)} cannot go with --all (it evaluates every category; "
+                       "draws of the shots: --seeds, output folder: --out)")
+    readme = Path(args.readme) if args.readme else eval_suite.REPO_ROOT / "README.md"
+    if args.update_readme:  # fail now, not after an hour of evaluation
+        try:
+            eval_suite.check_readme(readme)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"{readme}: {exc}") from exc
+    bundle = Path(args.bundle)
+    if not (bundle / "manifest.json").is_file():
+        if bundle != DEFAULT_BUNDLE:
+            raise CliError(f"no bundle in {bundle}: export one with `lineguard export vision --out {bundle}`")
+        try:
+            eval_suite.ensure_bundle(bundle)
+        except ImportError as exc:
+            raise CliError(f"exporting the default bundle needs the workstation extra: "
+                           f"pip install 'lineguard[export]' ({exc})") from exc
+    from lineguard.runtime import evaluation
+
+    evaluate_fn = functools.partial(evaluation.evaluate, calib=args.calib, budget=args.budget,
+                                    verdict_mode=args.verdict)
+    report = eval_suite.main_eval_all(bundle, args.out or "artifacts/eval", args.shots, args.seeds or [0, 1],
+                                      args.update_readme, readme, args.realdev, args.texture_cache,
+                                      evaluate_fn=evaluate_fn)
+    if report.failures or not report.categories:
+        print(f"lineguard: {len(report.failures)} failed runs, {len(report.categories)} categories evaluated",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -610,12 +665,24 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="one Verdict JSON per line")
     inspect.set_defaults(func=cmd_inspect)
 
-    ev = sub.add_parser("eval", help="AUROC and verdict accuracy on an MVTec-AD-style folder")
+    ev = sub.add_parser("eval", help="AUROC and verdict accuracy on an MVTec-AD-style folder (--all: the "
+                        "README's accuracy table)")
     ev.add_argument("bundle")
-    ev.add_argument("--data", required=True, help="dataset root holding CATEGORY/")
-    ev.add_argument("--category", required=True)
+    ev.add_argument("--data", help="dataset root holding CATEGORY/ (needed without --all)")
+    ev.add_argument("--category", help="needed without --all")
     ev.add_argument("--shots", type=int, default=4)
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, help="draw of the shots (default 0)")
+    ev.add_argument("--all", action="store_true", help="every category of ../shared/realdev the suite knows plus "
+                    "the scikit-image texture set, over --seeds draws; writes OUT/eval.json and OUT/eval.md")
+    ev.add_argument("--out", metavar="DIR", help="--all: folder for eval.json and eval.md (default artifacts/eval)")
+    ev.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="--all: draws of the shots (default 0 1)")
+    ev.add_argument("--update-readme", action="store_true",
+                    help="--all: replace the table between the README's eval-table markers")
+    ev.add_argument("--readme", metavar="PATH", help="--all: the README to update (default: the repository's)")
+    ev.add_argument("--realdev", metavar="DIR", help="--all: real-photo categories (default $LINEGUARD_REALDEV "
+                    "or ../shared/realdev)")
+    ev.add_argument("--texture-cache", metavar="DIR", help="--all: where the scikit-image texture set is built "
+                    "(default OUT/../eval-data/skimage)")
     ev.add_argument("--calib", type=int, metavar="N",
                     help="calibrate on N of the other train/good images (default: all of them)")
     ev.add_argument("--budget", type=float, default=0.01, help="false-reject budget (default %(default)s)")

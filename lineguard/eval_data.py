@@ -17,10 +17,11 @@ Each category is one photo that ships inside the scikit-image wheel (``skimage.d
     C/ground_truth/<defect>/000_mask.png          single-channel 0/255, same size as its image
     C/sources.json                                where every file came from (crop box, photometry)
 
-Normals are random square crops (160-240 px) of the photo with a small gain/bias/gamma change and
-sensor noise. The photo is cut into 2x2 quadrants: train crops come only from the top-left and
-bottom-right quadrants, test crops only from the other two (with a gap between), so no test pixel
-was ever seen in training, and both halves see the photo's perspective and lighting.
+Every image of a category comes from **one and the same process**: square crops (160-240 px) at
+independent, uniformly random positions over the whole photo, each with a small gain/bias/gamma
+change and sensor noise drawn from the same law. Only after all crops are drawn are they dealt to
+their roles (train/good, test/good, the clean base of each defect image) by a random permutation from
+a stream of its own, so a crop's split says nothing about where it lies or how it looks.
 
 The defects are written independently of ``lineguard.export.synthesis`` (which trains the decoder
 with polygon/ellipse cut-paste blended by ``cv2.seamlessClone``, hard polyline scratches, uniform
@@ -38,10 +39,16 @@ colour ellipses and blur/noise/contrast polygons), with other shapes and other b
 Every image's clean crop can be re-rendered from ``sources.json`` (:func:`render_crop`), which is
 how the tests prove the defect lies inside its mask. Deterministic for a seed.
 
-Mind one property when reading false-reject rates: a 512 px photo holds only ~10 disjoint 160 px
-crops, so crops *within* a split overlap each other. Calibration normals (train/good beyond the K
-shots) therefore share pixels with the shots, while test normals share none; that makes calibration
-scores lower than test normals' (optimistic p-values), unlike MVTec-AD where every image is a new part.
+Why one process: ``eval`` calibrates split-conformally (the K shots build the memory, every other
+train/good image calibrates, a test image's p-value is its rank among the calibration scores), which
+is valid only when test normals are exchangeable with the calibration normals. A 512 px photo holds
+only ~10 disjoint 160 px crops, so crops overlap the shots often; here they do so equally often for
+calibration normals, test normals and defect bases (each crop's ``draw`` index in ``sources.json``
+records the permutation), so the false-reject rates measure the budget honestly. The price: test
+pixels may have been seen in training, as on a line where the same surface comes back, which makes
+AUROC on this set read higher than on MVTec-AD, where every image is a new part. (Generator version
+1 took train crops from two quadrants and test crops from the other two: calibration crops shared
+pixels with the shots and test crops never did, so p-values were optimistic and false rejects high.)
 """
 
 from __future__ import annotations
@@ -57,14 +64,16 @@ import cv2
 import numpy as np
 from pydantic import BaseModel
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2       # 2: one crop process for every split (1: train and test from different quadrants)
 TEXTURES: tuple[str, ...] = ("brick", "grass", "gravel")
 # other photos in the wheel that serve as foreign material (never the category's own photo)
 FOREIGN_SOURCES: tuple[str, ...] = ("camera", "coins", "moon", "chelsea", "coffee", "astronaut", "rocket",
                                     "brick", "grass", "gravel")
 DEFECT_TYPES: tuple[str, ...] = ("scratch", "hole", "stain", "foreign", "smear", "missing")
 CROP_MIN, CROP_MAX = 160, 240
-QUADRANT_GAP = 8          # pixels left unused between train and test quadrants
+SAMPLING = ("every crop drawn independently: position uniform over the whole photo, side uniform in "
+            f"[{CROP_MIN}, {CROP_MAX}], one photometric law; then dealt to train/good, test/good and defect "
+            "bases by a random permutation")
 MIN_CHANGE = 8.0          # mean absolute grey-level change a defect must make inside its mask
 
 
@@ -73,6 +82,7 @@ class CropSpec(BaseModel):
 
     file: str                       # relative to the category folder
     split: str                      # "train" or "test"
+    draw: int                       # index of this crop in the category's draw order (before the permutation)
     defect: str                     # "good" or a defect type
     box: tuple[int, int, int]       # x, y, side in the photo
     gain: float
@@ -90,8 +100,8 @@ class CategorySources(BaseModel):
     photo_shape: tuple[int, int]
     seed: int
     generator_version: int
-    train_regions: list[tuple[int, int, int, int]]    # x0, y0, x1, y1 (exclusive)
-    test_regions: list[tuple[int, int, int, int]]
+    crop_region: tuple[int, int, int, int]            # x0, y0, x1, y1 (exclusive): where every crop may lie
+    sampling: str = SAMPLING
     images: list[CropSpec]
 
 
@@ -122,27 +132,42 @@ def load_photo(name: str) -> np.ndarray:
     return image
 
 
-def split_regions(h: int, w: int, gap: int = QUADRANT_GAP) -> tuple[list[tuple[int, int, int, int]],
-                                                                   list[tuple[int, int, int, int]]]:
-    """Train and test regions (x0, y0, x1, y1): the 2x2 quadrants, diagonal pairs, ``gap`` px apart."""
-    my, mx = h // 2, w // 2
-    lo_y, hi_y = (0, my - gap // 2), (my + gap - gap // 2, h)
-    lo_x, hi_x = (0, mx - gap // 2), (mx + gap - gap // 2, w)
-    train = [(lo_x[0], lo_y[0], lo_x[1], lo_y[1]), (hi_x[0], hi_y[0], hi_x[1], hi_y[1])]
-    test = [(hi_x[0], lo_y[0], hi_x[1], lo_y[1]), (lo_x[0], hi_y[0], lo_x[1], hi_y[1])]
-    return train, test
+def draw_crop(photo_shape: tuple[int, int], rng: np.random.Generator) -> dict[str, Any]:
+    """One crop of the single process every split shares: box uniform over the photo, photometric jitter."""
+    h, w = photo_shape
+    side = int(rng.integers(CROP_MIN, min(CROP_MAX, h, w) + 1))
+    x = int(rng.integers(0, w - side + 1))
+    y = int(rng.integers(0, h - side + 1))
+    return {"box": (x, y, side), "gain": float(rng.uniform(0.9, 1.1)), "bias": float(rng.uniform(-10, 10)),
+            "gamma": float(rng.uniform(0.9, 1.1)), "noise_sigma": float(rng.uniform(0.5, 2.5)),
+            "noise_seed": int(rng.integers(2**31))}
 
 
-def _draw_spec(regions: list[tuple[int, int, int, int]], index: int, rng: np.random.Generator,
-               split: str, defect: str, file: str) -> CropSpec:
-    x0, y0, x1, y1 = regions[index % len(regions)]
-    side = int(rng.integers(CROP_MIN, min(CROP_MAX, x1 - x0, y1 - y0) + 1))
-    x = int(rng.integers(x0, x1 - side + 1))
-    y = int(rng.integers(y0, y1 - side + 1))
-    return CropSpec(file=file, split=split, defect=defect, box=(x, y, side),
-                    gain=float(rng.uniform(0.9, 1.1)), bias=float(rng.uniform(-10, 10)),
-                    gamma=float(rng.uniform(0.9, 1.1)), noise_sigma=float(rng.uniform(0.5, 2.5)),
-                    noise_seed=int(rng.integers(2**31)))
+def _streams(category: str, seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
+    """Independent generators for the crops, their assignment to roles, and the defects."""
+    index = TEXTURES.index(category) if category in TEXTURES else sum(map(ord, category))
+    crops, assign, defects = np.random.SeedSequence([seed, index, GENERATOR_VERSION]).spawn(3)
+    return np.random.default_rng(crops), np.random.default_rng(assign), np.random.default_rng(defects)
+
+
+def plan_category(category: str, photo_shape: tuple[int, int], seed: int = 0, n_train: int = 24,
+                  n_test_good: int = 16, n_test_defect_per_type: int = 8,
+                  defect_types: Sequence[str] = DEFECT_TYPES) -> list[CropSpec]:
+    """Every image's clean crop, in file order (no pixels): N crops drawn alike, then randomly dealt to roles.
+
+    The pool of crops depends only on (category, seed, N); which role gets which crop only on an
+    independent permutation. Hence train/good, test/good and the defect bases are exchangeable.
+    """
+    crop_rng, assign_rng, _ = _streams(category, seed)
+    roles: list[tuple[str, str, str, str | None]] = [
+        ("train", "good", f"train/good/{i:03d}.png", None) for i in range(n_train)]
+    roles += [("test", "good", f"test/good/{i:03d}.png", None) for i in range(n_test_good)]
+    roles += [("test", kind, f"test/{kind}/{i:03d}.png", f"ground_truth/{kind}/{i:03d}_mask.png")
+              for kind in defect_types for i in range(n_test_defect_per_type)]
+    pool = [draw_crop(photo_shape, crop_rng) for _ in range(len(roles))]
+    order = assign_rng.permutation(len(roles))
+    return [CropSpec(file=file, split=split, defect=defect, draw=int(d), mask=mask, **pool[d])
+            for (split, defect, file, mask), d in zip(roles, order, strict=True)]
 
 
 def render_crop(photo: np.ndarray, spec: CropSpec) -> np.ndarray:
@@ -393,24 +418,11 @@ def build_category(root: str | Path, category: str, seed: int = 0, n_train: int 
                    n_test_defect_per_type: int = 8, defect_types: Sequence[str] = DEFECT_TYPES) -> CategorySources:
     """Write one category (photo ``skimage.data.<category>()``) under ``root``; returns its sources."""
     photo = load_photo(category)
-    index = TEXTURES.index(category) if category in TEXTURES else sum(map(ord, category))
-    rng = np.random.default_rng([seed, index, GENERATOR_VERSION])
-    train_regions, test_regions = split_regions(*photo.shape)
+    specs = plan_category(category, (photo.shape[0], photo.shape[1]), seed, n_train, n_test_good,
+                          n_test_defect_per_type, defect_types)
+    _, _, rng = _streams(category, seed)
     cat_dir = Path(root) / category
     _clear_category(cat_dir)
-    specs: list[CropSpec] = []
-    for i in range(n_train):
-        specs.append(_draw_spec(train_regions, i, rng, "train", "good", f"train/good/{i:03d}.png"))
-    test_index = 0
-    for i in range(n_test_good):
-        specs.append(_draw_spec(test_regions, test_index, rng, "test", "good", f"test/good/{i:03d}.png"))
-        test_index += 1
-    for kind in defect_types:
-        for i in range(n_test_defect_per_type):
-            spec = _draw_spec(test_regions, test_index, rng, "test", kind, f"test/{kind}/{i:03d}.png")
-            spec.mask = f"ground_truth/{kind}/{i:03d}_mask.png"
-            specs.append(spec)
-            test_index += 1
     for spec in specs:
         clean = render_crop(photo, spec)
         if spec.defect == "good":
@@ -422,8 +434,8 @@ def build_category(root: str | Path, category: str, seed: int = 0, n_train: int 
         assert spec.mask is not None
         _write_png(cat_dir / spec.mask, (mask > 0).astype(np.uint8) * 255)
     sources = CategorySources(category=category, photo=f"skimage.data.{category}", photo_shape=photo.shape,
-                              seed=seed, generator_version=GENERATOR_VERSION, train_regions=train_regions,
-                              test_regions=test_regions, images=specs)
+                              seed=seed, generator_version=GENERATOR_VERSION,
+                              crop_region=(0, 0, photo.shape[1], photo.shape[0]), images=specs)
     (cat_dir / "sources.json").write_text(sources.model_dump_json(indent=1))
     return sources
 

@@ -10,8 +10,8 @@ Usage::
     roots, notes = default_roots()                               # [(data_root, category, kind), ...]
     report = run_suite("bundles/default", roots, shots=4, seeds=(0, 1), notes=notes)
     print(render_markdown(report))
-    # or: make eval    (= python -m lineguard.eval_suite --bundle bundles/default --out artifacts/eval
-    #                       --update-readme --export-missing)
+    # or: make eval    (= lineguard eval bundles/default --all --out artifacts/eval --update-readme)
+    # or: python -m lineguard.eval_suite --bundle bundles/default --update-readme --export-missing
 
 What it runs: :func:`lineguard.runtime.evaluation.evaluate` (the same code as ``lineguard eval``) for
 each (data root, category) and each seed of the shot draw, then averages over seeds per category and
@@ -257,7 +257,8 @@ def render_markdown(report: SuiteReport) -> str:
     lines = [
         f"K={report.shots} shots, mean over {len(report.seeds)} draw{'s' if len(report.seeds) != 1 else ''} "
         f"of the shots (seed{'s' if len(report.seeds) != 1 else ''} {seeds}); "
-        f"bundle `{Path(report.bundle).name}`; {report.created_utc}. Regenerate with `make eval`.",
+        f"bundle `{Path(report.bundle).name}`; {report.created_utc}. Regenerate with `make eval` "
+        f"(`lineguard eval {report.bundle} --all --update-readme`).",
         "",
         "| category | kind | image AUROC | pixel AUROC | false rejects | misses | balanced accuracy |",
         "|---|---|---|---|---|---|---|",

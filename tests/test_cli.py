@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import pytest
@@ -41,3 +42,69 @@ def test_unknown_product_and_bad_image(bundle_copy: Path, tmp_path: Path, capsys
     cv2.imwrite(str(good), (255 * (cv2.imread(str(junk)) is None) * __import__("numpy").ones((32, 32, 3))).astype("uint8"))
     assert main(["inspect", str(bundle_copy), str(good), "--product", "ghost"]) == 2
     assert "not enrolled" in capsys.readouterr().err
+
+
+def _fake_eval_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, list[tuple]]:
+    """A bundle folder, a README with its markers, a realdev with one category; evaluate and the texture set
+    faked (no model is built): returns (bundle, readme, the evaluate calls)."""
+    import lineguard.eval_suite as suite
+    import lineguard.runtime.evaluation as evaluation
+
+    calls: list[tuple] = []
+
+    def fake_evaluate(bundle_dir, data_root, category, shots, seed=0, calib=None, budget=0.01,
+                      verdict_mode="vision"):
+        calls.append((category, shots, seed, calib, budget, verdict_mode))
+        return SimpleNamespace(image_auroc=0.8 + 0.1 * seed, pixel_auroc=None, accuracy=0.75,
+                               false_reject_rate=0.05 * seed, miss_rate=0.25, n_images=12, ms_per_image=3.0,
+                               miss_rate_by_type={"scratch": 0.25})
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    monkeypatch.setattr(suite, "texture_roots",
+                        lambda cache_dir, seed=0: ([(str(cache_dir), "brick", "texture")], []))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    (tmp_path / "realdev" / "pcb" / "test").mkdir(parents=True)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{suite.README_START}\nstale table\n{suite.README_END}\n\nafter\n")
+    return bundle, readme, calls
+
+
+def test_eval_all_writes_the_json_and_the_readme_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lineguard.eval_suite import README_END, README_START, SuiteReport, render_markdown
+
+    bundle, readme, calls = _fake_eval_setup(tmp_path, monkeypatch)
+    out = tmp_path / "eval"
+    assert main(["eval", str(bundle), "--all", "--out", str(out), "--seeds", "0", "1", "--shots", "2",
+                 "--budget", "0.05", "--update-readme", "--readme", str(readme),
+                 "--realdev", str(tmp_path / "realdev"), "--texture-cache", str(tmp_path / "tex")]) == 0
+    assert sorted(calls) == sorted((c, 2, s, None, 0.05, "vision") for c in ("pcb", "brick") for s in (0, 1))
+    report = SuiteReport.model_validate_json((out / "eval.json").read_text())
+    assert (report.shots, report.seeds, [c.category for c in report.categories]) == (2, [0, 1], ["pcb", "brick"])
+    assert report.categories[0].image_auroc == pytest.approx(0.85)
+    assert report.categories[0].false_reject_rate == pytest.approx(0.025)
+    assert (out / "eval.md").read_text() == render_markdown(report)
+    assert readme.read_text() == (f"# x\n\n{README_START}\n{render_markdown(report).rstrip()}\n{README_END}"
+                                  "\n\nafter\n")
+
+
+def test_eval_all_and_single_category_options_are_readable_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    bundle, readme, calls = _fake_eval_setup(tmp_path, monkeypatch)
+    cases = {
+        ("eval", str(bundle)): "--data DIR and --category NAME",
+        ("eval", str(bundle), "--data", "d"): "--data DIR and --category NAME",
+        ("eval", str(bundle), "--all", "--category", "pcb"): "--category cannot go with --all",
+        ("eval", str(bundle), "--data", "d", "--category", "c", "--update-readme"): "only go with eval --all",
+        ("eval", str(tmp_path / "no-bundle"), "--all"): "no bundle in",
+    }
+    for argv, message in cases.items():
+        assert main(list(argv)) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("lineguard: error:") and message in err, (argv, err)
+    readme.write_text("no markers\n")
+    assert main(["eval", str(bundle), "--all", "--update-readme", "--readme", str(readme),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "eval-table:start" in capsys.readouterr().err
+    assert calls == [] and not (tmp_path / "out").exists()        # refused before any evaluation

@@ -1,4 +1,4 @@
-"""lineguard.eval_data: MVTec-AD layout, masks that hold the defects, determinism, disjoint train/test crops."""
+"""lineguard.eval_data: MVTec-AD layout, masks that hold the defects, determinism, exchangeable splits."""
 
 from __future__ import annotations
 
@@ -8,15 +8,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from scipy.stats import ks_2samp
 
 from lineguard.eval_data import (
     DEFECT_TYPES,
+    GENERATOR_VERSION,
     MIN_CHANGE,
+    TEXTURES,
     CategorySources,
+    CropSpec,
     build_texture_set,
     ensure_texture_set,
     load_photo,
     make_defect,
+    plan_category,
     render_crop,
 )
 
@@ -76,17 +81,73 @@ def test_defects_lie_inside_their_masks(small_set: tuple[Path, list[str]]) -> No
             assert far.any() and not diff[far].any(), spec.file
 
 
-def test_train_and_test_crops_never_overlap(small_set: tuple[Path, list[str]]) -> None:
+def _role(spec: CropSpec) -> str:
+    return "train" if spec.split == "train" else ("test_good" if spec.defect == "good" else "defect_base")
+
+
+def _pool(specs: list[CropSpec]) -> dict[int, tuple]:
+    return {s.draw: (s.box, s.gain, s.bias, s.gamma, s.noise_sigma, s.noise_seed) for s in specs}
+
+
+def test_one_crop_process_for_every_split_then_a_permutation(small_set: tuple[Path, list[str]]) -> None:
     root, categories = small_set
+    n = SMALL["n_train"] + SMALL["n_test_good"] + SMALL["n_test_defect_per_type"] * len(DEFECT_TYPES)
     for category in categories:
         sources = _sources(root, category)
-        train = np.zeros(sources.photo_shape, bool)
-        test = np.zeros(sources.photo_shape, bool)
+        h, w = sources.photo_shape
+        assert sources.generator_version == GENERATOR_VERSION >= 2
+        assert sources.crop_region == (0, 0, w, h)                          # whole photo, for every split
+        assert sorted(s.draw for s in sources.images) == list(range(n))    # each crop dealt exactly once
         for spec in sources.images:
             x, y, side = spec.box
-            assert x >= 0 and y >= 0 and x + side <= sources.photo_shape[1] and y + side <= sources.photo_shape[0]
-            (train if spec.split == "train" else test)[y : y + side, x : x + side] = True
-        assert train.any() and test.any() and not (train & test).any()
+            assert x >= 0 and y >= 0 and x + side <= w and y + side <= h
+        # the pool of crops does not depend on how many go to which role: same seed and N, roles
+        # divided differently -> the very same crops, only dealt differently
+        swapped = plan_category(category, (h, w), seed=0, n_train=SMALL["n_test_good"],
+                                n_test_good=SMALL["n_train"],
+                                n_test_defect_per_type=SMALL["n_test_defect_per_type"])
+        assert _pool(swapped) == _pool(sources.images)
+        assert [s.draw for s in sources.images] != list(range(n))          # dealt at random, not in draw order
+
+
+def test_splits_are_exchangeable_in_position_size_and_overlap_with_the_shots() -> None:
+    """Split conformal calibration needs test normals exchangeable with the calibration normals."""
+    shape = (512, 512)
+    centres: dict[str, list[tuple[float, float, int]]] = {"train": [], "test_good": [], "defect_base": []}
+    overlap: dict[str, list[float]] = {"calibration": [], "test_good": [], "defect_base": []}
+    for seed in range(40):
+        for category in TEXTURES:
+            specs = plan_category(category, shape, seed)
+            for spec in specs:
+                x, y, side = spec.box
+                centres[_role(spec)].append((x + side / 2, y + side / 2, side))
+            train = [s for s in specs if s.split == "train"]
+            shots = set(np.random.default_rng(seed).choice(len(train), 4, replace=False).tolist())
+            seen = np.zeros(shape, bool)
+            for i in shots:
+                x, y, side = train[i].box
+                seen[y : y + side, x : x + side] = True
+            calibration = [s for i, s in enumerate(train) if i not in shots]
+            for role, members in (("calibration", calibration),
+                                  *((r, [s for s in specs if _role(s) == r]) for r in ("test_good", "defect_base"))):
+                for spec in members:
+                    x, y, side = spec.box
+                    overlap[role].append(float(seen[y : y + side, x : x + side].mean()))
+            if seed == 0:                                # the default set: every split sees every quadrant
+                for role in centres:
+                    quadrants = {(x + s / 2 >= shape[1] / 2, y + s / 2 >= shape[0] / 2)
+                                 for spec in specs if _role(spec) == role for x, y, s in [spec.box]}
+                    assert len(quadrants) == 4, (category, role, quadrants)
+    train = np.array(centres["train"])
+    for role in ("test_good", "defect_base"):
+        other = np.array(centres[role])
+        for j, what in enumerate(("centre x", "centre y", "side")):
+            assert ks_2samp(train[:, j], other[:, j]).pvalue > 0.01, (role, what)
+    # pixels shared with the shots: as likely for a test normal (or a defect's base) as for a calibration normal
+    cal = np.mean(overlap["calibration"])
+    assert cal > 0.3                                     # crops do overlap the shots ...
+    for role in ("test_good", "defect_base"):
+        assert abs(np.mean(overlap[role]) - cal) < 0.03, (role, np.mean(overlap[role]), cal)   # ... equally
 
 
 def test_deterministic_for_a_seed(small_set: tuple[Path, list[str]], tmp_path: Path) -> None:
@@ -122,6 +183,12 @@ def test_ensure_reuses_a_fresh_set_and_refuses_foreign_folders(tmp_path: Path) -
     assert (root / "brick" / "sources.json").stat().st_mtime_ns == first
     ensure_texture_set(root, seed=5, **small)
     assert '"seed": 5' in (root / "dataset.json").read_text()
+    # a set made by an older generator (v1: train and test crops from different quadrants) is rebuilt
+    info = root / "dataset.json"
+    info.write_text(info.read_text().replace(f'"generator_version": {GENERATOR_VERSION}', '"generator_version": 1'))
+    ensure_texture_set(root, seed=5, **small)
+    assert f'"generator_version": {GENERATOR_VERSION}' in info.read_text()
+    assert _sources(root, "brick").generator_version == GENERATOR_VERSION
 
     mine = tmp_path / "mine"
     (mine / "brick").mkdir(parents=True)
