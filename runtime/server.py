@@ -568,10 +568,21 @@ class LineServer:
 
     def _heartbeat(self) -> None:
         self.heartbeat_seq += 1
+        self._reload_calibration()
         beat = self.heartbeat()
         with contextlib.suppress(zmq.Again):
             self._pub.send_multipart([HEARTBEAT_TOPIC, beat.model_dump_json().encode()], zmq.NOBLOCK)
         self._save_state()
+
+    def _reload_calibration(self) -> None:
+        """`lineguard enroll`/`calibrate` wrote the bundle: take the new calibration without a restart.
+        A bundle caught half-written or tampered keeps serving what was loaded (and says so)."""
+        try:
+            if self.inspector.reload_products():
+                self.drift.reset()  # the old windows were judged against the calibration that was replaced
+                log.info("bundle products re-read (re-enrolment or new calibration normals)")
+        except Exception as exc:  # never let a bad write on disk stop the line
+            log.warning("bundle changed on disk but could not be re-read, serving the loaded products: %s", exc)
 
     def heartbeat(self) -> Heartbeat:
         """The service's health now (what the next heartbeat message carries). Safe from any thread."""

@@ -290,3 +290,28 @@ def test_ng_frames_are_archived_with_their_maps(enrolled_dir: Path, weave_parts,
     kept = archive.load("cam0", "ng-1")
     assert kept is not None and kept.verdict.verdict == "NG" and kept.anomaly_map.shape == (224, 224)
     assert archive.load("cam0", "ok-1") is None
+
+
+def test_new_calibration_normals_are_served_without_a_restart(enrolled_dir: Path, weave_parts, tmp_path: Path) -> None:
+    """`lineguard calibrate` writes the bundle while the line runs: the next heartbeat tick re-reads it, and
+    verdicts move from the fitted tail to the rank test once the images resolve the budget."""
+    import shutil
+
+    from lineguard.export.textures import texture_variants
+    from lineguard.runtime.bundle import Bundle
+    from lineguard.runtime.enroll import calibrate_product
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(enrolled_dir, copy)
+    budget = 0.03  # needs 33 calibration images; the fixture's product has 24
+    inspector = Inspector(copy, false_reject_budget=budget)
+    config = LineConfig(line="l1", endpoints=LOOPBACK, deadline_ms=30_000, heartbeat_interval_ms=100,
+                        products=["weave"], false_reject_budget=budget)
+    with LineServer(inspector, config) as server:
+        before = inspect_frames(server.endpoints.inspect, [frame("plc", "before", weave_parts[5])])[0]
+        assert before.calibration == "tail"
+        more = texture_variants("weave", 52, seed=7)[40:52]  # normals nobody has seen yet
+        calibrate_product(Bundle.open(copy), "weave", more)
+        wait_for(lambda: inspector.calibration_status("weave") == "conformal")
+        after = inspect_frames(server.endpoints.inspect, [frame("plc", "after", weave_parts[5])])[0]
+    assert after.calibration == "conformal" and after.p_value >= 1 / 37
