@@ -128,6 +128,24 @@ def cmd_export_trt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_int8(args: argparse.Namespace) -> int:
+    try:
+        from lineguard.export.cpu_int8 import Int8ExportError, export_int8
+    except ImportError as exc:
+        raise CliError(f"export int8 needs the workstation extra: pip install 'lineguard[export]' ({exc})") from exc
+    try:
+        record = export_int8(args.bundle, args.product, args.data, args.category)
+    except (Int8ExportError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    check = record.checks[args.product]
+    state = "passed: lines with inference.cpu_precision int8 use it" if check.passed else "FAILED: never used"
+    print(f"{record.file}: INT8 encoder calibrated on {record.calibration_images} normals, features within "
+          f"{record.feature_relative_diff:.3g} (relative) of FP32; on {check.n_images} test images of {args.product}: "
+          f"verdicts {check.verdict_agreement:.0%} equal to FP32, AUROC {check.image_auroc} vs FP32 "
+          f"{check.image_auroc_fp32}, accuracy {check.accuracy:.3f} vs {check.accuracy_fp32:.3f}: {state}")
+    return 0
+
+
 def cmd_export_triton(args: argparse.Namespace) -> int:
     from lineguard.export.triton_repository import TritonExportError, export_triton_repository
 
@@ -620,6 +638,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="identical profiles, one per concurrent inference worker (default %(default)s)")
     trt.add_argument("--workspace", type=int, default=2048, metavar="MB", help="builder workspace (default %(default)s)")
     trt.set_defaults(func=cmd_export_trt)
+
+    int8 = export_sub.add_parser("int8", help="an INT8 encoder for the CPU, calibrated on a product's normals and "
+                                 "checked against FP32 on its test images (used only where it passed)")
+    int8.add_argument("bundle")
+    int8.add_argument("--product", required=True, help="an enrolled product: its memory is used for the check")
+    int8.add_argument("--data", required=True, metavar="ROOT", help="MVTec-style: ROOT/CATEGORY/train/good, test/*")
+    int8.add_argument("--category", help="folder under ROOT (default: the product's name)")
+    int8.set_defaults(func=cmd_export_int8)
 
     triton = export_sub.add_parser("triton", help="a Triton model repository: encoder, decoder and their ensemble")
     triton.add_argument("bundle")

@@ -52,6 +52,7 @@ class OnnxRuntimeBackend:
         if threads.affinities:
             options.add_session_config_entry("session.intra_op_thread_affinities", threads.affinities)
         self.providers = providers or select_providers()
+        self.path = Path(model_path)
         self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=self.providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -171,6 +171,36 @@ class EngineRecord(_Strict):
     parity_passed: bool
 
 
+class PrecisionCheck(_Strict):
+    """One product's check of a reduced-precision model against FP32 (``lineguard export int8``): the
+    product's enrolled memory, held-out images, both chains; it passes only when every verdict agrees
+    and the image AUROC does not drop."""
+
+    product: str
+    memory_sha256: str = Field(description="the enrolled memory checked with; re-enrolling makes the check stale")
+    n_images: int
+    verdict_agreement: float = Field(description="share of images with the same verdict as FP32")
+    image_auroc_fp32: float | None
+    image_auroc: float | None
+    accuracy_fp32: float
+    accuracy: float
+    passed: bool
+    checked_at: str
+
+
+class CpuModelRecord(_Strict):
+    """A reduced-precision ONNX graph for ONNX Runtime on the CPU (static INT8, calibrated on normals).
+    Used only where a line asks for it (``inference.cpu_precision``) and every product it serves passed."""
+
+    model: Literal["encoder", "decoder"]
+    precision: Literal["int8"]
+    file: str
+    onnx_sha256: str = Field(description="the FP32 graph it was quantised from")
+    calibration_images: int
+    feature_relative_diff: float = Field(description="max abs diff / max abs FP32 output on held-out normals")
+    checks: dict[str, PrecisionCheck] = Field(default_factory=dict, description="by product")
+
+
 class BundleManifest(_Strict):
     schema_version: int
     bundle_id: str
@@ -186,6 +216,7 @@ class BundleManifest(_Strict):
     products: dict[str, ProductEntry] = Field(default_factory=dict)
     llm: LlmSpec | None = None
     engines: list[EngineRecord] = Field(default_factory=list, description="TensorRT engines; older bundles have none")
+    cpu_models: list[CpuModelRecord] = Field(default_factory=list, description="reduced-precision ONNX graphs")
 
     @field_validator("schema_version")
     @classmethod

@@ -7,6 +7,7 @@ Usage::
     out.features["s2"].shape        # (B, 40, 28, 28)
     out.decoder_map.shape           # (B, 224, 224), abnormal probability
     VisionChain(bundle, backend="tensorrt")   # or "onnxruntime", "triton" (with triton_url); default "auto"
+    VisionChain(bundle, cpu_precision="int8", products=["tile"])   # INT8 encoder where it passed its check
     chain.backend.summary()         # which backend runs the models, and why (runtime.backend_selection)
     chain.run(batch, host_stages=())   # only the map comes back (zero-shot needs no stage on the host)
 
@@ -30,6 +31,7 @@ import numpy as np
 from lineguard.runtime.backend_selection import PRECISION_ORDER, BackendChoice, Precision, RequestedBackend
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.chain_backends import DeviceChain, open_chain_backends
+from lineguard.runtime.cpu_precision import CpuPrecision
 from lineguard.runtime.ort_threading import OrtThreading
 from lineguard.runtime.preprocess import Preprocessor
 
@@ -47,7 +49,8 @@ class VisionChain:
 
     def __init__(self, bundle: Bundle, providers: list[str] | None = None, threads: int | OrtThreading | None = None,
                  backend: RequestedBackend = "auto", triton_url: str | None = None, triton_model: str | None = None,
-                 engine_cache_dir: Path | None = None, precisions: Sequence[Precision] = PRECISION_ORDER) -> None:
+                 engine_cache_dir: Path | None = None, precisions: Sequence[Precision] = PRECISION_ORDER,
+                 cpu_precision: CpuPrecision = "fp32", products: Sequence[str] | None = None) -> None:
         manifest = bundle.manifest
         self.bundle = bundle
         self.preprocessor = Preprocessor(manifest.preprocessing)
@@ -55,7 +58,7 @@ class VisionChain:
         scoring = set(manifest.scoring.memory_stages) | set(manifest.scoring.statistics_stages)
         self.host_stages = [name for name in self.stage_names if name in scoring]
         models = open_chain_backends(bundle, backend, providers, threads, triton_url, triton_model, engine_cache_dir,
-                                     precisions=precisions)
+                                     precisions=precisions, cpu_precision=cpu_precision, products=products)
         self.backend: BackendChoice = models.choice
         self.encoder = models.encoder
         self.decoder = models.decoder

@@ -42,6 +42,7 @@ from lineguard.runtime.backend_selection import (
 )
 from lineguard.runtime.backends import OnnxRuntimeBackend, OrtBoundChain, select_providers
 from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.cpu_precision import CpuPrecision, choose_cpu_models
 from lineguard.runtime.ort_threading import OrtThreading
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,10 @@ def _describe_device(requested: RequestedBackend, bundle: Bundle) -> RunningDevi
 def open_chain_backends(bundle: Bundle, requested: RequestedBackend = "auto", providers: list[str] | None = None,
                         threads: int | OrtThreading | None = None, triton_url: str | None = None, triton_model: str | None = None,
                         engine_cache_dir: Path | None = None, device: RunningDevice | None = None,
-                        precisions: Sequence[Precision] = PRECISION_ORDER) -> ChainBackends:
+                        precisions: Sequence[Precision] = PRECISION_ORDER, cpu_precision: CpuPrecision = "fp32",
+                        products: Sequence[str] | None = None) -> ChainBackends:
+    """``cpu_precision``/``products``: a reduced-precision graph on ONNX Runtime's CPU provider where it
+    passed its check on every product served (lineguard.runtime.cpu_precision); else FP32, with why."""
     manifest = bundle.manifest
     if providers is not None and requested == "auto":
         requested = "onnxruntime"  # explicit ONNX Runtime providers mean ONNX Runtime
@@ -131,10 +135,16 @@ def open_chain_backends(bundle: Bundle, requested: RequestedBackend = "auto", pr
     names = providers or choice.providers
     configured = onnxruntime_provider_options(
         names, engine_cache_dir or default_engine_cache_dir(manifest.bundle_id)) if providers is None else names
-    encoder = OnnxRuntimeBackend(bundle.path(manifest.encoder.file), configured, threads)
-    decoder = OnnxRuntimeBackend(bundle.path(manifest.decoder.file), configured, threads)
+    files, cpu_reasons = {"encoder": manifest.encoder.file, "decoder": manifest.decoder.file}, []
+    if cpu_precision != "fp32":
+        if any(p in GPU_PROVIDERS for p in names):
+            cpu_reasons = [f"{cpu_precision} graphs are checked for the CPU provider: FP32 on the GPU"]
+        else:
+            files, cpu_reasons = choose_cpu_models(bundle, cpu_precision, products)
+    encoder = OnnxRuntimeBackend(bundle.path(files["encoder"]), configured, threads)
+    decoder = OnnxRuntimeBackend(bundle.path(files["decoder"]), configured, threads)
     running = encoder.session.get_providers()
-    choice = choice.model_copy(update={"providers": running})
+    choice = choice.model_copy(update={"providers": running, "reasons": [*choice.reasons, *cpu_reasons]})
     (log.warning if manifest.engines and requested == "auto" else log.info)("backend %s", choice.summary())
     on_gpu = any(p in GPU_PROVIDERS for p in running) and any(p in GPU_PROVIDERS for p in decoder.session.get_providers())
     return ChainBackends(choice, encoder, decoder, OrtBoundChain(encoder, decoder, "cuda") if on_gpu else None)

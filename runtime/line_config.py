@@ -173,6 +173,8 @@ class Inference(_Section):
                                         "null: off (the LLM, workers and scoring share the cores)")
     cpu_cores: list[int] | None = Field(None, min_length=1, description="CPU numbers ONNX Runtime's threads "
                                         "are pinned to (one each); null: not pinned")
+    cpu_precision: Literal["fp32", "int8"] = Field("fp32", description="int8: the INT8 encoder of `lineguard "
+                                                   "export int8`, only if it passed its check on every product served")
 
     @model_validator(mode="after")
     def _triton_needs_url(self) -> Inference:

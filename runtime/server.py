@@ -171,7 +171,8 @@ class LineServer:
         threads = threading_for_line(config, has_llm=opened.manifest.llm is not None)
         chain = VisionChain(opened, backend=inference.backend, triton_url=inference.triton_url,
                             triton_model=inference.triton_model, engine_cache_dir=inference.engine_cache_dir,
-                            precisions=inference.precisions, threads=threads)
+                            precisions=inference.precisions, threads=threads, cpu_precision=inference.cpu_precision,
+                            products=config.products or None)
         log.info("line %s: inference backend %s", config.line, chain.backend.summary())
         if chain.backend.backend == "onnxruntime":
             log.info("line %s: onnxruntime %s", config.line, threads.summary())
