@@ -28,12 +28,15 @@ import torch
 from pydantic import BaseModel
 from tqdm import tqdm
 
+from lineguard.export.cpu_int8 import quantize_encoder
 from lineguard.export.reference_chain import TorchVisionChain
 from lineguard.export.textures import texture_variants
+from lineguard.runtime.backends import OnnxRuntimeBackend
 from lineguard.runtime.bench_backends import BackendTiming, timed_ms_per_frame
 from lineguard.runtime.bench_preprocess import PreprocessBench, bench_preprocess, camera_frames
 from lineguard.runtime.bench_rounds import Spread, interleaved_rounds, ratio_spread
 from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.chain import VisionChain
 from lineguard.runtime.enroll import enroll_product
 from lineguard.runtime.inspector import Inspector
 
@@ -55,6 +58,11 @@ class BatchRun(BaseModel):
     inspection_speedup: float
     inspection_speedup_spread: Spread | None = None
     stages_ms: dict[str, Spread] = {}  # ONNX Runtime inspection per frame: preprocess, encoder, decoder, scoring
+    # ONNX Runtime with the INT8 encoder (static quantisation calibrated on the bench product's normals)
+    onnxruntime_int8: BackendTiming | None = None
+    inspection_onnxruntime_int8: BackendTiming | None = None
+    int8_inspection_speedup: Spread | None = None  # FP32 ms / INT8 ms, whole inspection, per round
+    int8_verdicts_equal: float | None = None  # share of the batch's verdicts equal to FP32's
 
 
 class VisionBench(BaseModel):
@@ -70,9 +78,21 @@ class VisionBench(BaseModel):
 STAGES = ("preprocess", "encoder", "decoder", "scoring")
 
 
+def _int8_figures(ms: dict[str, list[float]], t: dict[str, BackendTiming], fp32: Inspector, int8: Inspector,
+                  images: Sequence) -> dict:
+    want = [r.verdict.verdict for r in fp32.analyze(images, BENCH_PRODUCT)]
+    got = [r.verdict.verdict for r in int8.analyze(images, BENCH_PRODUCT)]
+    return {"onnxruntime_int8": t["chain/onnxruntime-int8"],
+            "inspection_onnxruntime_int8": t["inspection/onnxruntime-int8"],
+            "int8_inspection_speedup": ratio_spread(ms["inspection/onnxruntime"], ms["inspection/onnxruntime-int8"]),
+            "int8_verdicts_equal": sum(a == b for a, b in zip(want, got, strict=True)) / len(want)}
+
+
 def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), rounds: int = 7,
                  warmup: int = 1, threads: int | None = None, per_round: int = 3,
-                 camera_size: tuple[int, int] = (1024, 1280)) -> VisionBench:
+                 camera_size: tuple[int, int] = (1024, 1280), int8: bool = True) -> VisionBench:
+    """``int8``: also the whole inspection with an INT8 encoder (export/cpu_int8.py), calibrated on the
+    bench product's normals; timed in the same rounds, its verdicts compared with FP32's."""
     threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     frames = texture_variants("weave", 8 + max(batch_sizes), seed=11)
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-bench-") as bundle:
@@ -80,6 +100,14 @@ def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), ro
         enroll_product(bundle, BENCH_PRODUCT, frames[:4], chain=ort_inspector.chain)
         torch_inspector = Inspector(bundle, chain=TorchVisionChain(bundle, threads=threads))
         ort_name = "onnxruntime-" + ",".join(ort_inspector.chain.providers)
+        candidates = [("onnxruntime", ort_inspector), ("pytorch", torch_inspector)]
+        int8_inspector = None
+        if int8:
+            record = quantize_encoder(bundle, frames[:8])
+            int8_chain = VisionChain(bundle, threads=threads)
+            int8_chain.encoder = OnnxRuntimeBackend(bundle.path(record.file), threads=threads)
+            int8_inspector = Inspector(bundle, chain=int8_chain)
+            candidates.append(("onnxruntime-int8", int8_inspector))
         runs = []
         for batch in tqdm(batch_sizes, desc="bench vision", unit="batch size"):
             images = frames[8 : 8 + batch]
@@ -97,12 +125,12 @@ def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), ro
             works = {f"{what}/{name}": (lambda work=work, inspector=inspector, batch=batch: timed_ms_per_frame(
                         lambda: work(inspector), per_round, batch))
                      for what, work in (("chain", chain_only), ("inspection", inspection))
-                     for name, inspector in (("onnxruntime", ort_inspector), ("pytorch", torch_inspector))}
+                     for name, inspector in candidates}
             ms = interleaved_rounds(works, rounds=rounds, warmup=warmup)
             for values in stages.values():
                 del values[: warmup * per_round]  # the warm-up calls are not part of the breakdown
-            t = {key: BackendTiming.from_rounds(ort_name if key.endswith("onnxruntime") else "pytorch-eager", v, batch)
-                 for key, v in ms.items()}
+            names = {"onnxruntime": ort_name, "pytorch": "pytorch-eager", "onnxruntime-int8": f"{ort_name} int8 encoder"}
+            t = {key: BackendTiming.from_rounds(names[key.split("/")[1]], v, batch) for key, v in ms.items()}
             speedup = ratio_spread(ms["chain/pytorch"], ms["chain/onnxruntime"])
             inspection_speedup = ratio_spread(ms["inspection/pytorch"], ms["inspection/onnxruntime"])
             runs.append(BatchRun(
@@ -111,6 +139,7 @@ def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), ro
                 inspection_onnxruntime=t["inspection/onnxruntime"], inspection_pytorch_eager=t["inspection/pytorch"],
                 inspection_speedup=inspection_speedup.median, inspection_speedup_spread=inspection_speedup,
                 stages_ms={stage: Spread.of(values) for stage, values in stages.items() if values},
+                **(_int8_figures(ms, t, ort_inspector, int8_inspector, images) if int8_inspector else {}),
             ))
         spec = bundle.manifest.preprocessing
         preprocess = [bench_preprocess(spec, frames[8 : 8 + max(batch_sizes)], rounds=rounds),

@@ -33,6 +33,30 @@ def _figure(report: BenchReport, name: str, caption: str) -> list[str]:
     return [f"![{caption}]({report.figures[name]})", ""] if name in report.figures else []
 
 
+def _overload(report: BenchReport) -> list[str]:
+    if not report.overload:
+        return []
+    rows = [[r.scenario if r.offered_fps is None else f"{r.offered_fps / r.capacity_fps:.0f}x sustained",
+             "deadline-aware" if r.deadline_aware else "plain", str(r.frames),
+             f"{r.judged} / {r.ideal_judged:.1f} ({r.judged_vs_ideal:.0%})", f"{r.achievable_judged:.1f}",
+             str(r.timeouts), str(r.overloaded), "yes" if r.exactly_one_verdict else "NO",
+             "yes" if r.first_after_judged else "no",
+             f"{r.recovery_s * 1e3:.0f}" if r.recovery_s is not None else "-"] for r in report.overload]
+    first = report.overload[0]
+    return [
+        "## Bursts and overload",
+        "",
+        f"A line at its defaults (max_batch {first.max_batch}, deadline {first.deadline_ms:.0f} ms, capacity measured "
+        f"{first.capacity_fps:.1f} frames/s): a burst of frames at once, and sustained overload, then half the "
+        "capacity. Ideal: min(frames, capacity x (send span + deadline)); achievable: the same with batches that "
+        "fit the deadline at the service's measured batch latencies; recovery: last overload frame sent to the "
+        "first in-time verdict after it.",
+        "",
+        *_table(["scenario", "batching", "frames", "judged / ideal", "achievable", "TIMEOUT", "OVERLOADED",
+                 "one verdict each", "next frame judged", "recovery ms"], rows),
+    ]
+
+
 def report_markdown(report: BenchReport) -> str:
     v, line, soak = report.vision, report.line, report.soak
     best = max((r for r in line.runs if r.mode == "zeromq"), key=lambda r: r.frames_per_s.median)
@@ -58,6 +82,7 @@ def report_markdown(report: BenchReport) -> str:
         "",
         *_table(["batch", *STAGE_NAMES], [[str(r.batch_size), *(_s(r.stages_ms[s], 2) if s in r.stages_ms else "-"
                                                                  for s in STAGE_NAMES)] for r in v.runs]),
+        *_int8_table(report),
         "Preprocessing: resize first and one fused normalisation pass, against the path it replaced "
         "(colour conversion at full resolution, then float copies):",
         "",
@@ -90,6 +115,7 @@ def report_markdown(report: BenchReport) -> str:
                 [[f"{r.offered_fps:.1f}", f"{r.achieved_fps:.1f}", f"{r.latency_p50_ms:.0f}", f"{r.latency_p99_ms:.0f}",
                   str(r.timeouts), str(r.overloaded), f"{r.verdicts} / {r.frames_sent}"] for r in report.load]),
         *_figure(report, "load", "throughput and latency vs offered load"),
+        *_overload(report),
         "## LLM",
         "",
     ]
@@ -122,6 +148,18 @@ def report_markdown(report: BenchReport) -> str:
 
 
 STAGE_NAMES = ("preprocess", "encoder", "decoder", "scoring")
+
+
+def _int8_table(report: BenchReport) -> list[str]:
+    runs = [r for r in report.vision.runs if r.inspection_onnxruntime_int8 is not None]
+    if not runs:
+        return []
+    return ["Whole inspection with ONNX Runtime's INT8 encoder (static quantisation calibrated on the bench "
+            "product's normals; a line uses it only after `lineguard export int8` checked it on its products):", "",
+            *_table(["batch", "FP32 ms/frame", "INT8 ms/frame", "speed-up", "verdicts equal to FP32"],
+                    [[str(r.batch_size), _timing(r.inspection_onnxruntime), _timing(r.inspection_onnxruntime_int8),
+                      r.int8_inspection_speedup.effect() if r.int8_inspection_speedup else "-",
+                      f"{r.int8_verdicts_equal:.0%}"] for r in runs])]
 
 
 def _timing(t) -> str:

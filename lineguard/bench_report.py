@@ -48,7 +48,8 @@ import yaml
 from pydantic import BaseModel
 
 from lineguard.export.bench_vision import VisionBench, bench_vision
-from lineguard.runtime.bench_line import BENCH_PRODUCT, bench_frames
+from lineguard.runtime.bench_burst import OverloadRun
+from lineguard.runtime.bench_line import BENCH_PRODUCT, bench_frames, overload_runs
 from lineguard.runtime.bench_line_rounds import LineRounds, line_rounds
 from lineguard.runtime.bench_llm import LlmBench, bench_llm
 from lineguard.runtime.bench_load import LoadRun, offered_load_run
@@ -69,6 +70,7 @@ class BenchSettings:
     line_batches: tuple[int, ...] = (1, 2, 4, 8)
     line_frames: int = 48
     line_rounds: int = 5
+    vision_int8: bool = True  # the INT8 encoder beside FP32 (quantisation takes about a minute)
     load_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5)  # of the measured ZeroMQ capacity
     load_seconds: float = 10.0
     load_batch: int = 4
@@ -76,11 +78,14 @@ class BenchSettings:
     soak_seconds: float = 60.0
     soak_load_fraction: float = 0.5
     llm_rounds: int = 3
+    overload_burst: int = 60  # frames at once (deadline-aware and plain); 0: no overload scenarios
+    overload_factors: tuple[float, ...] = (2.0, 5.0)  # sustained, x the measured capacity
 
 
 FULL = BenchSettings()
 QUICK = BenchSettings(name="quick", vision_batches=(1, 2), vision_rounds=2, line_batches=(1, 2), line_frames=8,
-                      line_rounds=2, load_fractions=(0.5, 1.5), load_seconds=2.0, soak_seconds=4.0, llm_rounds=1)
+                      line_rounds=2, vision_int8=False, load_fractions=(0.5, 1.5), load_seconds=2.0, soak_seconds=4.0, llm_rounds=1,
+                      overload_burst=6, overload_factors=())
 
 
 class TransportOverhead(BaseModel):
@@ -108,6 +113,7 @@ class BenchReport(BaseModel):
     line: LineRounds
     transport: list[TransportOverhead]
     load: list[LoadRun]
+    overload: list[OverloadRun] = []  # bursts and sustained overload at the line defaults (bench_burst)
     llm: LlmBench | None
     explanations: ExplanationImpact | None
     soak: SoakResult  # RSS is that of a separate `lineguard serve` process
@@ -175,7 +181,8 @@ def bench_all(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str], s
             print(f"[bench all {time.perf_counter() - started:6.0f} s] {what}", file=sys.stderr, flush=True)
 
     say(f"vision chain: ONNX Runtime vs PyTorch eager, batch {settings.vision_batches}, {settings.vision_rounds} rounds")
-    vision = bench_vision(bundle_dir, batch_sizes=settings.vision_batches, rounds=settings.vision_rounds)
+    vision = bench_vision(bundle_dir, batch_sizes=settings.vision_batches, rounds=settings.vision_rounds,
+                          int8=settings.vision_int8)
     if not has_llm:
         not_measured["explanations"] = not_measured["llm"] = (
             f"bundle {bundle_dir} has no LLM: add one with `lineguard export llm {bundle_dir}`")
@@ -209,6 +216,10 @@ def bench_all(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str], s
             say(f"offered load {rate:.1f} frames/s ({fraction:.0%} of the measured capacity) for {settings.load_seconds:.0f} s")
             load.append(offered_load_run(inspector, test_frames, BENCH_PRODUCT, rate, settings.load_seconds,
                                          max_batch=settings.load_batch, deadline_ms=settings.load_deadline_ms))
+        say(f"overload: {settings.overload_burst} frames at once, deadline-aware and plain; sustained at "
+            f"{', '.join(f'{f:g}x' for f in settings.overload_factors) or 'no'} capacity")
+        overload = overload_runs(inspector, test_frames, settings.overload_burst, settings.overload_factors,
+                                 plain_too=True)
         del inspector  # its ONNX Runtime sessions: the soak's service runs in a process of its own
         cameras = 3
         plan = SoakPlan(duration_s=settings.soak_seconds, cameras=cameras,
@@ -226,7 +237,7 @@ def bench_all(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str], s
         created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         machine=_machine(), cpus=os.cpu_count() or 1, settings=settings.name,
         bundle_id=vision.bundle_id, wall_s=0.0, vision=vision, line=line, transport=transport,
-        load=load, llm=llm, explanations=explanations, soak=soak,
+        load=load, overload=overload, llm=llm, explanations=explanations, soak=soak,
         not_measured=not_measured, figures={},
     )
     say("plots and report")

@@ -23,6 +23,9 @@ def test_bench_vision_reports_both_backends(bundle_dir: Path, tmp_path: Path) ->
         assert run["inspection_speedup"] == run["inspection_speedup_spread"]["median"] > 0
         assert set(run["stages_ms"]) == {"preprocess", "encoder", "decoder", "scoring"}
         assert ort["ms_per_frame_spread"]["low"] <= ort["ms_per_frame"] <= ort["ms_per_frame_spread"]["high"]
+        # the INT8 encoder beside FP32, in the same rounds, its verdicts compared with FP32's
+        assert run["inspection_onnxruntime_int8"]["frames_per_s"] > 0 and "int8" in run["onnxruntime_int8"]["backend"]
+        assert 0 <= run["int8_verdicts_equal"] <= 1 and run["int8_inspection_speedup"]["rounds"] == 2
     assert [p["max_abs_diff"] for p in report["preprocess"]] == [0.0, 0.0]  # the fused path gives the same numbers
 
 
