@@ -46,6 +46,9 @@ def test_bench_all_quick_writes_a_complete_report(bundle_dir: Path, tmp_path: Pa
     assert len(report.load) == len(QUICK.load_fractions)
     assert all(r.verdicts == r.frames_sent > 0 for r in report.load)  # open loop, still one verdict each
     assert report.load[0].offered_fps < report.load[-1].offered_fps
+    assert [(r.scenario, r.deadline_aware, r.frames) for r in report.overload] == [
+        ("burst", True, QUICK.overload_burst), ("burst", False, QUICK.overload_burst)]
+    assert all(r.exactly_one_verdict and r.ideal_judged > 0 for r in report.overload)
     soak = report.soak
     assert soak.missing == soak.duplicates == 0 and soak.verdicts_received == soak.frames_addressable > 0
     assert soak.dropped_counted == soak.frames_unaddressable and len(soak.rss) >= 3
@@ -54,6 +57,7 @@ def test_bench_all_quick_writes_a_complete_report(bundle_dir: Path, tmp_path: Pa
 
     assert set(report.figures) == {"vision", "batch", "transport", "load", "soak"}
     markdown = (out / "report.md").read_text()
+    assert "## Bursts and overload" in markdown
     for name, file in report.figures.items():
         png = out / file
         assert png.read_bytes()[:8] == PNG_MAGIC, name
