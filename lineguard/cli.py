@@ -472,9 +472,9 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
           f"({result.explanations_unanswered} unanswered); inspected p50 {result.latency_p50_ms:.0f} ms, "
           f"p99 {result.latency_p99_ms:.0f} ms")
     print(f"once warm (from {result.warm_at_s:.0f} s): RSS {result.rss_slope_mb_per_min:+.2f} "
-          f"± {result.rss_slope_stderr_mb_per_min:.2f} MB/min (bound {result.rss_slope_bound_mb_per_min}), open files "
+          f"± {result.rss_slope_stderr_mb_per_min:.2f} MB/min (bound {result.rss_slope_bound_mb_per_min:.2f}), open files "
           f"{result.fds_slope_per_min if result.fds_slope_per_min is not None else float('nan'):+.2f}/min "
-          f"(bound {result.fds_slope_bound_per_min})" + ("; LEAK: " + "; ".join(result.leak_reasons)
+          f"(bound {result.fds_slope_bound_per_min:.2f})" + ("; LEAK: " + "; ".join(result.leak_reasons)
                                                           if result.leak_suspected else "; no leak"))
     _write_json(args.json, result.model_dump_json(indent=2))
     failed = result.leak_suspected or result.missing or result.duplicates or result.explanations_unanswered

@@ -21,12 +21,13 @@ cores); every request must get its final or error reply. A SUB collects every ve
 (their ``dropped`` count).
 
 RSS and open file descriptors of the service's process (``pid``, default this one; psutil) are sampled
-throughout. After the warm-up (``warm_fraction`` of the run: allocators, arenas and caches settle) a least-
-squares line through the samples gives the slope, with its standard error, in MB/min and files/min. A
-slope beyond the plan's bound (``rss_slope_bound_mb_per_min``, ``fds_slope_bound_per_min``) sets
-``leak_suspected``: a healthy service is flat once warm, while a leak of even a few KiB per frame climbs
-steadily (``tests/test_soak.py`` injects one and shows the bound catches it). Nothing here asserts: the
-caller decides what is acceptable.
+throughout. After the warm-up (``warm_fraction`` of the stream: allocators, arenas and caches settle) a
+least-squares line through the samples up to the last frame gives the slope, with its standard error, in
+MB/min and files/min. A slope beyond its bound sets ``leak_suspected``: by default (:func:`leak_bound`) a
+slope that adds more than 2 MB (2 files) over the measured window and at least 2 MB/min (2 files/min), so a
+longer soak resolves a smaller leak. A healthy service is flat once warm, while a leak of a few KiB per
+frame climbs steadily (``tests/test_soak.py`` injects one and shows the bound catches it). Nothing here
+asserts: the caller decides what is acceptable.
 """
 
 from __future__ import annotations
@@ -66,9 +67,30 @@ class SoakPlan(BaseModel):
     drain_timeout_s: float = 60.0  # after the last frame: longest wait for the outstanding verdicts
     connect_timeout_s: float = 30.0  # longest wait for the service's first heartbeat (it may be starting)
     explain_interval_s: float = 1.0  # one explanation request this often (with an explanations endpoint)
-    rss_slope_bound_mb_per_min: float = Field(2.0, gt=0, description="a steeper RSS slope once warm: leak")
-    fds_slope_bound_per_min: float = Field(2.0, gt=0, description="a steeper open-files slope once warm: leak")
+    rss_slope_bound_mb_per_min: float | None = Field(None, gt=0, description="a steeper RSS slope once warm is a "
+                                                     "leak; None: leak_bound(window, RSS_STEP_MB)")
+    fds_slope_bound_per_min: float | None = Field(None, gt=0, description="a steeper open-files slope once warm "
+                                                  "is a leak; None: leak_bound(window, FDS_STEP)")
     seed: int = 0
+
+    @property
+    def warm_s(self) -> float:
+        """Seconds of the stream before the slopes start (allocators, arenas and caches settle)."""
+        return self.warm_fraction * self.duration_s
+
+
+# What a healthy service may still show in its measured window: the allocator grows in steps (an arena, a
+# larger batch's buffers) that stop once every kind of message has been seen, and sockets come and go.
+RSS_STEP_MB = 2.0
+FDS_STEP = 2.0
+MIN_RSS_BOUND_MB_PER_MIN = 2.0
+MIN_FDS_BOUND_PER_MIN = 2.0
+
+
+def leak_bound(window_s: float, step: float, floor: float) -> float:
+    """The slope a leak must exceed to be told from healthy settling: adding more than ``step`` over the
+    measured window, and at least ``floor`` per minute (a long soak resolves smaller leaks)."""
+    return max(floor, step / max(window_s / 60.0, 1e-9))
 
 
 class RssSample(BaseModel):
@@ -78,11 +100,12 @@ class RssSample(BaseModel):
 
 
 class Slope(BaseModel):
-    """A least-squares line through the samples after the warm mark."""
+    """A least-squares line through the samples after the warm mark (transient spikes set aside)."""
 
     per_min: float  # units per minute
     stderr_per_min: float  # standard error of the slope
     samples: int
+    outliers: int = 0  # samples set aside as transient spikes (beyond 5 median deviations of the first fit)
 
 
 class SoakResult(BaseModel):
@@ -113,8 +136,9 @@ class SoakResult(BaseModel):
     open_files_end: int | None = None
     fds_slope_per_min: float | None = None  # least-squares slope of open files after the warm mark
     fds_slope_stderr_per_min: float | None = None
-    rss_slope_bound_mb_per_min: float = 2.0
+    rss_slope_bound_mb_per_min: float = 2.0  # the plan's bound, or leak_bound over the measured window
     fds_slope_bound_per_min: float = 2.0
+    slope_window_s: float = 0.0  # the stream after the warm mark: what the slopes were fitted over
     leak_suspected: bool = False  # a slope beyond its bound
     leak_reasons: list[str] = Field(default_factory=list)
     explanation_requests: int = 0  # requests that each must get a final or an error reply
@@ -193,14 +217,24 @@ def _sample(process: object, t_s: float) -> RssSample:
 
 
 def fit_slope(t_s: Sequence[float], values: Sequence[float]) -> Slope:
-    """Least-squares slope of ``values`` over ``t_s`` (seconds), per minute, with its standard error."""
+    """Least-squares slope of ``values`` over ``t_s`` (seconds), per minute, with its standard error.
+
+    A sample far off the first fit (beyond 5 median absolute deviations: a batch's buffers caught in flight)
+    is set aside and the line fitted again; a leak is a trend through every sample, which this keeps."""
     t, y = np.asarray(t_s, float), np.asarray(values, float)
     if len(t) < 3 or np.ptp(t) <= 0:
         return Slope(per_min=0.0, stderr_per_min=0.0, samples=len(t))
     slope, intercept = np.polyfit(t, y, 1)
     residuals = y - (slope * t + intercept)
-    stderr = float(np.sqrt(residuals @ residuals / (len(t) - 2) / np.sum((t - t.mean()) ** 2)))
-    return Slope(per_min=float(slope) * 60, stderr_per_min=stderr * 60, samples=len(t))
+    deviation = np.abs(residuals - np.median(residuals))
+    keep = deviation <= max(5 * 1.4826 * float(np.median(deviation)), 1e-9)
+    if 3 <= keep.sum() < len(t) and np.ptp(t[keep]) > 0:
+        slope, intercept = np.polyfit(t[keep], y[keep], 1)
+        t, y = t[keep], y[keep]
+        residuals = y - (slope * t + intercept)
+    stderr = float(np.sqrt(residuals @ residuals / max(len(t) - 2, 1) / np.sum((t - t.mean()) ** 2)))
+    return Slope(per_min=float(slope) * 60, stderr_per_min=stderr * 60, samples=len(t),
+                 outliers=int(len(values) - len(t)))
 
 
 class _Asker:
@@ -283,7 +317,6 @@ def run_soak(frames_endpoint: str, verdicts_endpoint: str, good: Sequence[np.nda
     arrivals: dict[tuple[str, str], list[tuple[float, Verdict]]] = {}
     arrivals_lock = threading.Lock()
     rss: list[RssSample] = []
-    start = time.perf_counter()
 
     sub = context.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
@@ -375,6 +408,7 @@ def run_soak(frames_endpoint: str, verdicts_endpoint: str, good: Sequence[np.nda
         finally:
             push.close()
 
+    start = time.perf_counter()  # the stream starts now: the wait for the service is not part of its warm-up
     rss.append(_sample(process, 0.0))
     threads = [threading.Thread(target=collect, name="soak-collect", daemon=True),
                threading.Thread(target=sample_rss, name="soak-rss", daemon=True)]
@@ -431,28 +465,30 @@ def _summarise(plan: SoakPlan, cameras: list[_Camera], arrivals: dict[tuple[str,
     codes = Counter(v.error.code for _, v in firsts.values() if v.error is not None)
     inspected = [(t - sent_at[key]) * 1e3 for key, (t, v) in firsts.items() if v.verdict in ("OK", "NG")]
     ms = np.asarray(inspected or [float("nan")])
-    warm_t = plan.warm_fraction * plan.duration_s
+    warm_t = plan.warm_s
     # the fit covers the stream itself: from the warm mark until the last frame was sent (the drain after
     # it is idle time, which would flatten a leak's line)
     warm = [s for s in rss if warm_t <= s.t_s <= plan.duration_s] or [s for s in rss if s.t_s >= warm_t] or rss[-1:]
     rss_slope = fit_slope([s.t_s for s in warm], [s.rss_mb for s in warm])
     counted = [s for s in warm if s.open_files is not None]
     fds_slope = fit_slope([s.t_s for s in counted], [s.open_files or 0 for s in counted]) if counted else None
+    window_s = max(plan.duration_s - warm_t, 0.0)
+    rss_bound = plan.rss_slope_bound_mb_per_min or leak_bound(window_s, RSS_STEP_MB, MIN_RSS_BOUND_MB_PER_MIN)
+    fds_bound = plan.fds_slope_bound_per_min or leak_bound(window_s, FDS_STEP, MIN_FDS_BOUND_PER_MIN)
     reasons = []
-    if rss_slope.per_min > plan.rss_slope_bound_mb_per_min:
+    if rss_slope.per_min > rss_bound:
         reasons.append(f"RSS grows {rss_slope.per_min:+.2f} MB/min (± {rss_slope.stderr_per_min:.2f}) once warm, "
-                       f"beyond {plan.rss_slope_bound_mb_per_min} MB/min")
-    if fds_slope is not None and fds_slope.per_min > plan.fds_slope_bound_per_min:
+                       f"beyond {rss_bound:.2f} MB/min")
+    if fds_slope is not None and fds_slope.per_min > fds_bound:
         reasons.append(f"open files grow {fds_slope.per_min:+.2f}/min (± {fds_slope.stderr_per_min:.2f}) once warm, "
-                       f"beyond {plan.fds_slope_bound_per_min}/min")
+                       f"beyond {fds_bound:.2f}/min")
     return SoakResult(
         rss_slope_stderr_mb_per_min=rss_slope.stderr_per_min,
         open_files_start=counted[0].open_files if counted else None,
         open_files_end=rss[-1].open_files,
         fds_slope_per_min=fds_slope.per_min if fds_slope else None,
         fds_slope_stderr_per_min=fds_slope.stderr_per_min if fds_slope else None,
-        rss_slope_bound_mb_per_min=plan.rss_slope_bound_mb_per_min,
-        fds_slope_bound_per_min=plan.fds_slope_bound_per_min,
+        rss_slope_bound_mb_per_min=rss_bound, fds_slope_bound_per_min=fds_bound, slope_window_s=window_s,
         leak_suspected=bool(reasons), leak_reasons=reasons,
         duration_s=plan.duration_s, cameras=plan.cameras, offered_fps=plan.cameras * plan.fps,
         frames_sent=len(expected) + unaddressable, frames_addressable=len(expected),

@@ -190,7 +190,8 @@ def test_operator_token_guards_why_but_not_viewing(station: Station, ng_weave: n
 
 
 def test_panel_on_a_curve_line_needs_an_allowed_key(llm_bundle: Path, tmp_path: Path) -> None:
-    """With security.curve on, the panel's own key must be on the runtime's allow-list, like any client."""
+    """With security.curve on, the panel's own key must be on the runtime's allow-list, granted the explanation
+    port (security.curve.clients), like any client."""
     from lineguard.cli import main
     from lineguard.runtime.curve import CurveClientConfig
 
@@ -200,7 +201,9 @@ def test_panel_on_a_curve_line_needs_an_allowed_key(llm_bundle: Path, tmp_path: 
     allowed.mkdir()
     (allowed / "panel.key").write_bytes((keys / "panel.key").read_bytes())
     security = {"security": {"curve": {"server_secret_key_file": str(keys / "server.key_secret"),
-                                       "allowed_clients_dir": str(allowed)}}}
+                                       "allowed_clients_dir": str(allowed),
+                                       # the explanation port admits only keys whose grant lists it
+                                       "clients": {"panel": {"endpoints": ["verdicts", "explanations"]}}}}}
 
     def curve(name: str) -> CurveClientConfig:
         return CurveClientConfig(client_secret_key_file=keys / f"{name}.key_secret",
