@@ -174,3 +174,21 @@ def test_slope_fit_recovers_a_known_line() -> None:
 def test_the_leak_bound_tightens_with_the_window() -> None:
     assert leak_bound(22.0, RSS_STEP_MB, 2.0) == pytest.approx(2.0 / (22 / 60))  # 40 s soak: ~5.5 MB/min
     assert leak_bound(420.0, RSS_STEP_MB, 2.0) == 2.0  # a 10-minute soak: the floor
+
+
+@pytest.mark.slow
+def test_bench_soak_reports_the_slopes(bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``lineguard bench soak``: a serve process, the mixed stream, the slopes and their bounds in the JSON."""
+    import json
+
+    from lineguard.cli import main
+
+    out = tmp_path / "soak.json"
+    code = main(["bench", "soak", "--bundle", str(bundle_dir), "--seconds", "8", "--no-explanations",
+                 "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert code == (1 if report["leak_suspected"] or report["missing"] else 0)
+    assert report["missing"] == report["duplicates"] == 0 and report["frames_addressable"] > 0
+    assert report["slope_window_s"] == pytest.approx(8 * 0.7) and report["fds_slope_per_min"] is not None
+    assert report["rss_slope_bound_mb_per_min"] == pytest.approx(leak_bound(8 * 0.7, RSS_STEP_MB, 2.0))
+    assert "once warm" in capsys.readouterr().out
