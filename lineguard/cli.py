@@ -362,6 +362,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         inference = config.inference.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         server = LineServer.from_bundle(args.bundle, config.model_copy(update={"inference": inference}))
         print(f"inference backend {server.inspector.chain.backend.summary()}", file=sys.stderr)
+        threading = getattr(server.inspector.chain.encoder, "threading", None)  # ONNX Runtime sessions only
+        if threading is not None:
+            print(f"onnxruntime threading: {threading.summary()}", file=sys.stderr)
         if http is not None:
             http.attach(server)
         return _serve_until_stopped(server, config)

@@ -64,6 +64,8 @@ def test_serve_logs_its_threading_choice(bundle_dir: Path, caplog: pytest.LogCap
     from lineguard.runtime.server import LineServer
 
     with caplog.at_level(logging.INFO, logger="lineguard.runtime.server"):
-        LineServer.from_bundle(bundle_dir, LineConfig(line="t", inference={"backend": "onnxruntime"}))
+        server = LineServer.from_bundle(bundle_dir, LineConfig(line="t", inference={"backend": "onnxruntime"}))
     assert "onnxruntime 1 intra-op thread" in caplog.text or "intra-op threads" in caplog.text
     assert "spinning off because" in caplog.text
+    # what `lineguard serve` prints beside the backend line: the sessions' own choice
+    assert "spinning off because" in server.inspector.chain.encoder.threading.summary()
