@@ -36,7 +36,7 @@ def _figure(report: BenchReport, name: str, caption: str) -> list[str]:
 def _overload(report: BenchReport) -> list[str]:
     if not report.overload:
         return []
-    rows = [[r.scenario if r.offered_fps is None else f"{r.offered_fps / r.capacity_fps:.0f}x sustained",
+    rows = [[r.scenario if r.offered_fps is None else f"{r.offered_fps / r.capacity_before_fps:.0f}x sustained",
              "deadline-aware" if r.deadline_aware else "plain", str(r.frames),
              f"{r.judged} / {r.ideal_judged:.1f} ({r.judged_vs_ideal:.0%})", f"{r.achievable_judged:.1f}",
              str(r.timeouts), str(r.overloaded), "yes" if r.exactly_one_verdict else "NO",
@@ -48,7 +48,8 @@ def _overload(report: BenchReport) -> list[str]:
         "",
         f"A line at its defaults (max_batch {first.max_batch}, deadline {first.deadline_ms:.0f} ms, capacity measured "
         f"{first.capacity_fps:.1f} frames/s): a burst of frames at once, and sustained overload, then half the "
-        "capacity. Ideal: min(frames, capacity x (send span + deadline)); achievable: the same with batches that "
+        "capacity. Ideal: min(frames, capacity x (send span + deadline)), capacity measured in-process before and "
+        "after each run (their mean); achievable: the same with batches that "
         "fit the deadline at the service's measured batch latencies; recovery: last overload frame sent to the "
         "first in-time verdict after it.",
         "",

@@ -15,7 +15,9 @@ from one camera: ``count`` frames back to back (a burst), or ``factor`` x capaci
 ``after_s``: the first of those frames shows whether the line is on time again.
 
 The ideal is what a server of the measured capacity could judge: ``min(frames, capacity x (send span +
-deadline))`` (a burst: deadline x capacity). ``recovery_s`` runs from the last overload frame sent to the
+deadline))`` (a burst: deadline x capacity). Capacity is measured in-process right before the run (it
+sets the offered rates) and again right after it; the ideal takes their mean, since on a shared machine
+capacity moves with the other jobs' load. ``recovery_s`` runs from the last overload frame sent to the
 arrival of the first in-time verdict of a frame sent after it (the first of those is sent half a
 capacity period later). A judged verdict (OK/NG) is in time by construction: the service answers a
 result that comes after the deadline TIMEOUT. Every frame sent must get exactly one verdict.
@@ -52,7 +54,9 @@ class OverloadRun(BaseModel):
     deadline_aware: bool
     max_batch: int
     deadline_ms: float
-    capacity_fps: float  # measured in-process just before (best batch size up to max_batch)
+    capacity_fps: float  # mean of the two measurements: what the ideal is computed with
+    capacity_before_fps: float  # measured in-process just before (best batch size up to max_batch)
+    capacity_after_fps: float  # and again just after
     offered_fps: float | None  # sustained: the camera's rate; a burst: None (as fast as it can send)
     frames: int  # sent in the burst or the overload
     send_span_s: float  # first to last of them
@@ -186,6 +190,8 @@ def _run(inspector: Inspector, frames: Sequence[np.ndarray], product: str, capac
             receive(min(give_up, time.perf_counter() + 0.2))
         receive(time.perf_counter() + 0.2)  # a duplicate would come right behind
         planned = {str(size): mean * 1e3 for size, mean in server.batcher.latency.measured().items()}
+    capacity_after = measure_capacity(inspector, frames, product, max_batch, rounds=2)
+    capacity = (capacity_fps + capacity_after) / 2
 
     hot = [f"o{k}" for k in range(count)]
     after = [f"a{k}" for k in range(after_count)]
@@ -194,13 +200,14 @@ def _run(inspector: Inspector, frames: Sequence[np.ndarray], product: str, capac
     judged = kinds.get("OK", 0) + kinds.get("NG", 0)
     timeouts, overloaded = kinds.get("TIMEOUT", 0), kinds.get("OVERLOADED", 0)
     span = sent_at[hot[-1]] - sent_at[hot[0]]
-    ideal = min(float(count), capacity_fps * (span + deadline_ms / 1e3))
+    ideal = min(float(count), capacity * (span + deadline_ms / 1e3))
     achievable = min(ideal, achievable_judged(planned, deadline_ms, count, rate_fps, span))
     ms = [(arrived[f][0] - sent_at[f]) * 1e3 for f in hot if f in arrived and arrived[f][1].verdict in ("OK", "NG")]
     after_ok = [f for f in after if f in arrived and arrived[f][1].verdict in ("OK", "NG")]
     return OverloadRun(
         scenario=scenario, deadline_aware=deadline_aware, max_batch=max_batch, deadline_ms=deadline_ms,
-        capacity_fps=capacity_fps, offered_fps=rate_fps, frames=count, send_span_s=span, ideal_judged=ideal,
+        capacity_fps=capacity, capacity_before_fps=capacity_fps, capacity_after_fps=capacity_after,
+        offered_fps=rate_fps, frames=count, send_span_s=span, ideal_judged=ideal,
         achievable_judged=achievable,
         judged=judged, judged_vs_ideal=judged / ideal, timeouts=timeouts, overloaded=overloaded,
         other_errors=sum(kinds.values()) - judged - timeouts - overloaded,
@@ -235,10 +242,11 @@ def achievable_judged(batch_ms: dict[str, float], deadline_ms: float, frames: in
 def describe(run: OverloadRun) -> str:
     """One line for the terminal: what was offered, judged vs ideal, the verdict guarantee, recovery."""
     offered = f"{run.frames} frames at once" if run.offered_fps is None else \
-        f"{run.offered_fps / run.capacity_fps:.0f}x capacity ({run.offered_fps:.1f} frames/s, {run.frames} frames)"
+        f"{run.offered_fps / run.capacity_before_fps:.0f}x capacity ({run.offered_fps:.1f} frames/s, {run.frames} frames)"
     recovery = f"{run.recovery_s * 1e3:.0f} ms" if run.recovery_s is not None else "never"
     return (f"{run.scenario} {'deadline-aware' if run.deadline_aware else 'plain'}: {offered}, deadline "
-            f"{run.deadline_ms:.0f} ms: judged {run.judged} of ideal {run.ideal_judged:.1f} "
+            f"{run.deadline_ms:.0f} ms, capacity {run.capacity_before_fps:.1f}-{run.capacity_after_fps:.1f} frames/s "
+            f"before-after: judged {run.judged} of ideal {run.ideal_judged:.1f} "
             f"({run.judged_vs_ideal:.0%}; achievable with batches that fit the deadline: "
             f"{run.achievable_judged:.1f}), TIMEOUT {run.timeouts}, OVERLOADED {run.overloaded}; "
             f"exactly one verdict each: {run.exactly_one_verdict}; first frame after judged: "
