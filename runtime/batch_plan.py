@@ -4,12 +4,15 @@ Usage::
 
     from lineguard.runtime.batch_plan import plan_batch
 
-    plan = plan_batch(queue, now, latency.predict, max_batch=8, max_queue_delay=0.005)
+    plan = plan_batch(queue, now, latency.predict, max_batch=8, max_queue_delay=0.005, expect=latency.mean)
     plan.doomed     # answer these TIMEOUT now: no batch can finish them before their deadline
     plan.batch      # run these now, as one batch of one product; empty: plan again at plan.wake_at
 
 A pure function of the queue, the time and the latency model (``predict(size)``: seconds a batch of
-``size`` is planned with, None while unmeasured), so it is tested without threads or clocks. The rules,
+``size`` is planned with, margin included, None while unmeasured; ``expect(size)``: the mean, without
+margin), so it is tested without threads or clocks. A lone frame is planned with the mean and a batch
+of several with the margin: a batch that runs late loses all its frames, a lone frame only itself, and
+the alternative to trying it is giving it up (or an idle worker). The rules,
 as deadline-aware serving systems batch (Clipper's and Nexus's early drop, adapted to one queue):
 
 1. A frame that cannot finish even alone, starting now, is doomed.
@@ -65,19 +68,22 @@ class BatchPlan(Generic[P]):
     doomed: list[P] = field(default_factory=list)  # answer TIMEOUT now
     wake_at: float | None = None  # nothing due: plan again then (None: when the queue changes)
     probe: bool = False  # the batch is a lone frame the model says cannot make it (see rule 6)
+    busy_until: float | None = None  # when the batch is expected to end (as planned)
 
 
 def plan_batch(queue: Sequence[P], now: float, predict: Predict, max_batch: int, max_queue_delay: float = 0.0,
-               next_free: float | None = None, closing: bool = False, deadline_aware: bool = True) -> BatchPlan[P]:
+               next_free: float | None = None, closing: bool = False, deadline_aware: bool = True,
+               expect: Predict | None = None) -> BatchPlan[P]:
     """Plan the next batch for a worker free at ``now``. ``queue`` is in arrival order; ``next_free``: when
-    the soonest of the other workers is free (None: there is no other worker)."""
+    the soonest of the other workers is free (None: there is no other worker); ``expect``: the mean
+    latency a lone frame is planned with (default: ``predict``)."""
     if not queue:
         return BatchPlan()
     if not deadline_aware:
         return _fifo(queue, now, max_batch, max_queue_delay, closing)
 
     def cost(size: int) -> float:
-        return predict(size) or 0.0
+        return ((expect or predict)(1) if size == 1 else predict(size)) or 0.0
 
     solo = cost(1)
     viable = [r for r in queue if r.deadline >= now + solo]
@@ -86,7 +92,8 @@ def plan_batch(queue: Sequence[P], now: float, predict: Predict, max_batch: int,
         probe = _probe(doomed, now, solo)
         if probe is None:
             return BatchPlan(doomed=doomed)
-        return BatchPlan(batch=[probe], doomed=[r for r in doomed if r is not probe], probe=True)
+        return BatchPlan(batch=[probe], doomed=[r for r in doomed if r is not probe], probe=True,
+                         busy_until=now + solo)
 
     head = viable[0]
     same = sorted((r for r in viable if r.product == head.product), key=lambda r: r.deadline)
@@ -107,19 +114,19 @@ def plan_batch(queue: Sequence[P], now: float, predict: Predict, max_batch: int,
     if not due:
         return BatchPlan(doomed=doomed, wake_at=min(oldest + max_queue_delay,
                                                     earliest_deadline - cost(len(batch) + 1)))
-    free = now + cost(len(batch))
-    if next_free is not None:
-        free = min(free, max(now, next_free))
+    busy_until = now + cost(len(batch))
+    free = busy_until if next_free is None else min(busy_until, max(now, next_free))
     taken = {id(r) for r in batch}
     doomed += [r for r in viable if id(r) not in taken and r.deadline < free + solo]
-    return BatchPlan(batch=batch, doomed=doomed)
+    return BatchPlan(batch=batch, doomed=doomed, busy_until=busy_until)
 
 
-def hopeless(queue: Sequence[P], free_at: float, predict: Predict) -> list[P]:
-    """Queued frames that cannot finish even alone once a worker is free at ``free_at``: rule 4 for frames
-    that arrive while every worker is busy (the batcher checks them on arrival, not at the next plan).
-    Frames whose whole budget the model says a lone frame exceeds are left to planning (rule 6)."""
-    solo = predict(1) or 0.0
+def hopeless(queue: Sequence[P], free_at: float, expect: Predict) -> list[P]:
+    """Queued frames that cannot finish even alone (at the mean latency ``expect(1)``) once a worker is
+    free at ``free_at``: rule 4 for frames that arrive while every worker is busy (the batcher checks them
+    on arrival, not at the next plan). Frames whose whole budget the model says a lone frame exceeds are
+    left to planning (rule 6)."""
+    solo = expect(1) or 0.0
     return [r for r in queue if r.deadline < free_at + solo and r.deadline - r.enqueued >= solo]
 
 

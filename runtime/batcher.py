@@ -289,17 +289,17 @@ class MicroBatcher:
             others = [t for name, t in self._free_at.items() if name != me]
             plan = plan_batch(self._queue, now, self.latency.predict, self.max_batch, self.max_queue_delay,
                               next_free=min(others, default=None), closing=self._closing,
-                              deadline_aware=self.deadline_aware)
+                              deadline_aware=self.deadline_aware, expect=self.latency.mean)
             if plan.batch or plan.doomed:
                 gone = {*plan.batch, *plan.doomed}
                 self._queue = deque(r for r in self._queue if r not in gone)
                 self._in_flight.update(gone)
                 self.shed += len(plan.doomed)
-                if plan.batch:
-                    self._free_at[me] = now + (self.latency.predict(len(plan.batch)) or 0.0)
+                if plan.busy_until is not None:
+                    self._free_at[me] = plan.busy_until
                 if plan.probe:
                     log.info("latency model says a lone frame takes %.0f ms, more than frame %s/%s may wait: "
-                             "running it to measure again", (self.latency.predict(1) or 0.0) * 1e3,
+                             "running it to measure again", (self.latency.mean(1) or 0.0) * 1e3,
                              plan.batch[0].camera_id, plan.batch[0].frame_id)
                 return plan.batch, plan.doomed
             if not self._queue:
@@ -319,7 +319,7 @@ class MicroBatcher:
             for r in doomed:
                 left_ms = (r.deadline - self._clock()) * 1e3
                 self._finish(r, self._timeout(r, f"shed: {left_ms:.0f} ms left; no batch can finish it in "
-                                                 f"time (a lone frame: ~{(self.latency.predict(1) or 0) * 1e3:.0f} ms)"))
+                                                 f"time (a lone frame: ~{(self.latency.mean(1) or 0) * 1e3:.0f} ms)"))
             if not batch:
                 continue
             try:
@@ -405,7 +405,7 @@ class MicroBatcher:
                 shed: list[FrameRequest] = []
                 if self.deadline_aware and self._queue:
                     free = min((max(now, t) for t in self._free_at.values()), default=now)
-                    shed = [r for r in hopeless(self._queue, free, self.latency.predict) if r.deadline > now]
+                    shed = [r for r in hopeless(self._queue, free, self.latency.mean) if r.deadline > now]
                 if expired or shed:
                     gone = {*expired, *shed}
                     self._queue = deque(r for r in self._queue if r not in gone)

@@ -71,18 +71,19 @@ def simulate(arrivals: list[tuple[str, float]], latency: BatchLatency | None = N
             name, at = pending[i]
             queue.append(Frame(name, at + DEADLINE, at))
             i += 1
-        plan = plan_batch(queue, now, latency.predict, MAX_BATCH, max_queue_delay, deadline_aware=deadline_aware)
+        plan = plan_batch(queue, now, latency.predict, MAX_BATCH, max_queue_delay, deadline_aware=deadline_aware,
+                          expect=latency.mean)
         for r in plan.doomed:
             out.timeouts[r.name] = now
         gone = {id(r) for r in [*plan.batch, *plan.doomed]}
         queue = [r for r in queue if id(r) not in gone]
         if plan.batch:
-            expected_end = now + (latency.predict(len(plan.batch)) or 0.0)
+            expected_end = plan.busy_until if plan.busy_until is not None else now
             took = linear(len(plan.batch))
             while i < len(pending) and pending[i][1] <= now + took:  # arrivals while the worker is busy
                 name, at = pending[i]
                 arrived = Frame(name, at + DEADLINE, at)
-                if deadline_aware and hopeless([arrived], expected_end, latency.predict):
+                if deadline_aware and hopeless([arrived], expected_end, latency.mean):
                     out.timeouts[name] = at  # told on arrival
                 else:
                     queue.append(arrived)
@@ -239,3 +240,20 @@ def test_plain_dynamic_batching_waits_for_the_queue_delay_and_sheds_nothing() ->
     assert waiting.batch == [] and waiting.doomed == [] and waiting.wake_at == pytest.approx(0.005)
     due = plan_batch(queue, 0.005, lambda size: 1.0, MAX_BATCH, max_queue_delay=0.005, deadline_aware=False)
     assert [r.name for r in due.batch] == ["a0", "a1"] and due.doomed == []
+
+
+def test_a_lone_frame_is_tried_on_the_mean_latency_a_batch_only_with_the_margin() -> None:
+    """A noisy machine: the mean says 0.1 s a frame, the margin 0.15 s. A frame with 0.12 s left is still
+    worth a try alone (it risks only itself; the alternative is giving it up), never a batch of two."""
+    def predict(size: int) -> float:
+        return 0.15 * size
+
+    def expect(size: int) -> float:
+        return 0.10 * size
+
+    queue = [frame("f0", deadline=0.12, enqueued=-1.0), frame("f1", deadline=0.12, enqueued=-1.0)]
+    plan = plan_batch(queue, 0.0, predict, MAX_BATCH, expect=expect)
+    assert [r.name for r in plan.batch] == ["f0"] and [r.name for r in plan.doomed] == ["f1"]
+    assert plan.busy_until == pytest.approx(0.10)
+    cautious = plan_batch(queue, 0.0, predict, MAX_BATCH)  # the margin for a lone frame too: both given up
+    assert cautious.batch == [] and len(cautious.doomed) == 2
