@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lineguard-installed
 
-.PHONY: demo test bench eval lint clean browser
+.PHONY: demo test bench eval lint clean browser triton
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,9 +30,15 @@ browser:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core; } \
 		|| echo "note: chromium missing and not root: the panel's browser tests will skip"; }
 
-test: $(STAMP) browser
+# A real tritonserver with its Python backend, unpacked from the nvidia-pytriton wheel (not installed: it
+# pins numpy<2); tests/test_triton_server.py serves lineguard repositories through it.
+TRITON := $(VENV)/triton
+triton: $(STAMP)
+	$(PY) tests/fetch_tritonserver.py $(TRITON)
+
+test: $(STAMP) browser triton
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	LINEGUARD_TRITONSERVER=$(TRITON) $(PY) -m pytest
 
 bench: $(STAMP)
 	$(VENV)/bin/lineguard bench all --out artifacts/bench

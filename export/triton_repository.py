@@ -9,7 +9,8 @@ Usage::
 
 Layout (Triton's model repository convention)::
 
-    REPO/lineguard_<id>_encoder/config.pbtxt, 1/model.onnx  (or model.plan: --format plan)
+    REPO/lineguard_<id>_encoder/config.pbtxt, 1/model.onnx  (or model.plan: --format plan;
+                                                             1/model.py + model.onnx: --format python)
     REPO/lineguard_<id>_decoder/config.pbtxt, 1/model.onnx
     REPO/lineguard_<id>/config.pbtxt, 1/                    ensemble: encoder -> decoder, one request
 
@@ -17,7 +18,9 @@ Each config is built as Triton's own ``ModelConfig`` protobuf (shipped in ``trit
 in protobuf text format, so it parses exactly as the server parses it: platform, ``max_batch_size``,
 inputs and outputs with the graph's dims (batch dimension implicit), dynamic batching with a queue
 delay, instance groups, and for ONNX on GPU optionally the TensorRT execution accelerator. The
-ensemble carries the bundle id (parameter ``lineguard_bundle_id``): the runtime's triton backend
+ensemble carries the bundle id (``--format python``: Python-backend models running the ONNX with ONNX
+Runtime, lineguard.export.triton_python_model; ``python_path`` tells them where numpy and onnxruntime
+are when the server's Python lacks them). The ensemble carries the bundle id (parameter ``lineguard_bundle_id``): the runtime's triton backend
 refuses a server that serves another bundle's models than the one whose products it enrolled.
 """
 
@@ -31,10 +34,11 @@ from typing import Literal
 
 import onnxruntime as ort
 
+from lineguard.export.triton_python_model import write_python_model
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.triton_backend import BUNDLE_ID_PARAMETER, default_model_name
 
-ModelFormat = Literal["onnx", "plan"]
+ModelFormat = Literal["onnx", "plan", "python"]
 InstanceKind = Literal["gpu", "cpu"]
 TRITON_DTYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(int64)": "TYPE_INT64"}
 
@@ -101,9 +105,12 @@ def graph_tensors(onnx_path: Path, known: dict[str, tuple[int, ...]]) -> tuple[l
 def model_config(name: str, platform: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
                  max_batch: int, max_queue_delay_us: int, instances: int, kind: InstanceKind,
                  trt_accelerator: Literal["fp16", "fp32"] | None = None):
-    """The ModelConfig of one model with dynamic batching."""
+    """The ModelConfig of one model with dynamic batching (``platform`` "python": the Python backend)."""
     pb = _model_config_pb2()
-    config = pb.ModelConfig(name=name, platform=platform, max_batch_size=max_batch)
+    if platform == "python":
+        config = pb.ModelConfig(name=name, backend="python", max_batch_size=max_batch)
+    else:
+        config = pb.ModelConfig(name=name, platform=platform, max_batch_size=max_batch)
     for tensors, field in ((inputs, config.input), (outputs, config.output)):
         for t in tensors:
             field.add(name=t.name, data_type=pb.DataType.Value(t.data_type), dims=list(t.dims))
@@ -150,7 +157,7 @@ def export_triton_repository(bundle_dir: str | Path, out_dir: str | Path, model_
                              precision: Literal["fp32", "fp16", "int8"] = "fp16", max_batch: int = 8,
                              max_queue_delay_us: int = 2000, instances: int = 1, kind: InstanceKind = "gpu",
                              trt_accelerator: Literal["fp16", "fp32"] | None = None, name: str | None = None,
-                             overwrite: bool = False) -> TritonRepository:
+                             overwrite: bool = False, python_path: Sequence[str] = ()) -> TritonRepository:
     if max_batch < 1 or instances < 1 or max_queue_delay_us < 0:
         raise TritonExportError("max_batch and instances must be positive, max_queue_delay_us not negative")
     if trt_accelerator is not None and (model_format != "onnx" or kind != "gpu"):
@@ -184,13 +191,16 @@ def export_triton_repository(bundle_dir: str | Path, out_dir: str | Path, model_
                                         "export ONNX (--format onnx) or a bundle copy holding one GPU's engines")
             source, platform, batch = bundle.path(records[0].file), "tensorrt_plan", min(max_batch, records[0].max_batch)
         else:
-            source, platform, batch = bundle.path(onnx_file), "onnxruntime_onnx", max_batch
+            platform = "python" if model_format == "python" else "onnxruntime_onnx"
+            source, batch = bundle.path(onnx_file), max_batch
         ensemble_batch = min(ensemble_batch, batch)
         inputs, outputs = tensors[model]
         folder = out / names[model]
         write_config(folder, model_config(names[model], platform, inputs, outputs, batch, max_queue_delay_us,
-                                          instances, kind, trt_accelerator))
+                                          instances, "cpu" if model_format == "python" else kind, trt_accelerator))
         shutil.copyfile(source, folder / "1" / ("model.plan" if model_format == "plan" else "model.onnx"))
+        if model_format == "python":
+            write_python_model(folder / "1", python_path)
     (image,), features = tensors["encoder"]
     decoder_inputs, (prob,) = tensors["decoder"]
     write_config(out / ensemble, ensemble_config(ensemble, manifest.bundle_id, names["encoder"], names["decoder"],

@@ -153,7 +153,7 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
         repo = export_triton_repository(args.bundle, args.out, model_format=args.format, precision=args.precision,
                                         max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
                                         instances=args.instances, kind=args.kind, trt_accelerator=args.trt_accelerator,
-                                        name=args.name, overwrite=args.overwrite)
+                                        name=args.name, overwrite=args.overwrite, python_path=args.python_path or ())
     except TritonExportError as exc:
         raise CliError(str(exc)) from exc
     print(f"Triton repository in {repo.root}: ensemble {repo.ensemble} ({repo.encoder} -> {repo.decoder})")
@@ -653,8 +653,11 @@ def build_parser() -> argparse.ArgumentParser:
     triton = export_sub.add_parser("triton", help="a Triton model repository: encoder, decoder and their ensemble")
     triton.add_argument("bundle")
     triton.add_argument("--out", required=True, metavar="REPO")
-    triton.add_argument("--format", choices=["onnx", "plan"], default="onnx",
-                        help="plan: the bundle's TensorRT engines (Triton's TensorRT must match)")
+    triton.add_argument("--format", choices=["onnx", "plan", "python"], default="onnx",
+                        help="plan: the bundle's TensorRT engines (Triton's TensorRT must match); python: Python-"
+                        "backend models running the ONNX with ONNX Runtime (a server without its ONNX Runtime backend)")
+    triton.add_argument("--python-path", action="append", metavar="DIR",
+                        help="--format python: a folder put in front of the models' sys.path (numpy, onnxruntime)")
     triton.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="engines for --format plan")
     triton.add_argument("--max-batch", type=int, default=8)
     triton.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batching delay")
