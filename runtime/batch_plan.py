@@ -21,7 +21,8 @@ as deadline-aware serving systems batch (Clipper's and Nexus's early drop, adapt
    no earlier than ``now + predict(b)``. Bigger batches are more frames per second, so under overload
    this judges the most frames.
 3. When every viable frame of that product fits such a batch, the batch takes them earliest deadline
-   first (the newer ones keep their slack for the next batch). When some do not (they would make it
+   first (the newer ones keep their slack for the next batch), unless no frame could be served after
+   it anyway: then it takes those with the most slack (a burst). When some do not (they would make it
    alone, not in a batch that size), a small batch of them goes first if the big one still finishes in
    time after it; otherwise the queue is late: the batch takes the newest frames and the late ones are
    given up, instead of every frame behind them missing its deadline too.
@@ -105,7 +106,8 @@ def plan_batch(queue: Sequence[P], now: float, predict: Predict, max_batch: int,
     if late:
         batch = _late_first(late, eligible[-size:], now, cost, max_batch) or eligible[-size:]
     else:
-        batch = eligible[:size]
+        then = now + cost(size) if next_free is None else min(now + cost(size), max(now, next_free))
+        batch = eligible[:size] if same[-1].deadline >= then + solo else eligible[-size:]
 
     oldest = min(r.enqueued for r in batch)
     earliest_deadline = min(r.deadline for r in batch)

