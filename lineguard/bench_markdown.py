@@ -116,6 +116,7 @@ def report_markdown(report: BenchReport) -> str:
                 [[f"{r.offered_fps:.1f}", f"{r.achieved_fps:.1f}", f"{r.latency_p50_ms:.0f}", f"{r.latency_p99_ms:.0f}",
                   str(r.timeouts), str(r.overloaded), f"{r.verdicts} / {r.frames_sent}"] for r in report.load]),
         *_figure(report, "load", "throughput and latency vs offered load"),
+        *_triton(report),
         *_overload(report),
         "## LLM",
         "",
@@ -149,6 +150,19 @@ def report_markdown(report: BenchReport) -> str:
 
 
 STAGE_NAMES = ("preprocess", "encoder", "decoder", "scoring")
+
+
+def _triton(report: BenchReport) -> list[str]:
+    t = report.triton
+    if t is None:
+        return []
+    return ["## Central Triton", "",
+            f"The same {t.frames} frames, batches of {t.max_batch}, judged in-process and with the encoder and decoder "
+            f"in a real {t.server} over loopback gRPC ({t.rounds} interleaved rounds):", "",
+            *_table(["where the models run", "frames/s", "p50 ms"],
+                    [["in-process", _s(t.in_process_fps), _s(t.in_process_p50_ms, 0)],
+                     ["Triton", _s(t.triton_fps), _s(t.triton_p50_ms, 0)]]),
+            f"Triton over in-process throughput: {t.triton_vs_in_process.effect()}.", ""]
 
 
 def _int8_table(report: BenchReport) -> list[str]:
@@ -192,6 +206,9 @@ def _headlines(report: BenchReport, best: LineRoundsRun) -> list[str]:
         top = max(report.load, key=lambda r: r.achieved_fps)
         lines.append(f"offered load: up to {top.achieved_fps:.1f} judged frames/s; p99 "
                      + ", ".join(f"{r.latency_p99_ms:.0f} ms at {r.offered_fps:.1f} fps" for r in report.load))
+    if report.triton is not None:
+        lines.append(f"central Triton ({report.triton.server}), over in-process throughput: "
+                     f"{report.triton.triton_vs_in_process.effect()}")
     if report.llm is not None:
         lines.append(f"LLM: time to first token {report.llm.time_to_first_token_ms_p50:.0f} ms (p50), "
                      f"{report.llm.tokens_per_s:.1f} tokens/s")

@@ -47,6 +47,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel
 
+from lineguard.bench_triton import TritonComparison, triton_rounds
 from lineguard.export.bench_vision import VisionBench, bench_vision
 from lineguard.runtime.bench_burst import OverloadRun
 from lineguard.runtime.bench_line import BENCH_PRODUCT, bench_frames, overload_runs
@@ -58,6 +59,7 @@ from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.enroll import enroll_product
 from lineguard.runtime.inspector import Inspector
 from lineguard.runtime.soak import SoakPlan, SoakResult, painted_defects, run_soak
+from lineguard.triton_local import find_tritonserver
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class BenchSettings:
     line_frames: int = 48
     line_rounds: int = 5
     vision_int8: bool = True  # the INT8 encoder beside FP32 (quantisation takes about a minute)
+    triton_batch: int = 4  # the Triton row's batch (where a tritonserver is unpacked: make triton)
     load_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5)  # of the measured ZeroMQ capacity
     load_seconds: float = 10.0
     load_batch: int = 4
@@ -113,6 +116,7 @@ class BenchReport(BaseModel):
     line: LineRounds
     transport: list[TransportOverhead]
     load: list[LoadRun]
+    triton: TritonComparison | None = None  # in-process vs a real tritonserver (bench_triton)
     overload: list[OverloadRun] = []  # bursts and sustained overload at the line defaults (bench_burst)
     llm: LlmBench | None
     explanations: ExplanationImpact | None
@@ -220,6 +224,15 @@ def bench_all(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str], s
             f"{', '.join(f'{f:g}x' for f in settings.overload_factors) or 'no'} capacity")
         overload = overload_runs(inspector, test_frames, settings.overload_burst, settings.overload_factors,
                                  plain_too=True)
+        triton = None
+        server = find_tritonserver()
+        if server is None:
+            not_measured["triton"] = "no tritonserver unpacked here (make triton, or LINEGUARD_TRITONSERVER=DIR)"
+        else:
+            say(f"Triton: the same frames in-process and through a real tritonserver, batch {settings.triton_batch}, "
+                f"{settings.line_rounds} interleaved rounds")
+            triton = triton_rounds(bundle, inspector, test_frames, server, Path(scratch), batch=settings.triton_batch,
+                                   rounds=settings.line_rounds)
         del inspector  # its ONNX Runtime sessions: the soak's service runs in a process of its own
         cameras = 3
         plan = SoakPlan(duration_s=settings.soak_seconds, cameras=cameras,
@@ -237,7 +250,7 @@ def bench_all(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str], s
         created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         machine=_machine(), cpus=os.cpu_count() or 1, settings=settings.name,
         bundle_id=vision.bundle_id, wall_s=0.0, vision=vision, line=line, transport=transport,
-        load=load, overload=overload, llm=llm, explanations=explanations, soak=soak,
+        load=load, triton=triton, overload=overload, llm=llm, explanations=explanations, soak=soak,
         not_measured=not_measured, figures={},
     )
     say("plots and report")
