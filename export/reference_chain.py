@@ -12,6 +12,7 @@ Rebuilt from the bundle: the encoder from its packaged weights (or ``weights``),
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,8 @@ class TorchVisionChain:
         self.decoder.eval()
         self.providers = ["pytorch-eager-cpu"]
 
-    def run(self, batch: np.ndarray) -> ChainOutput:
+    def run(self, batch: np.ndarray, host_stages: Sequence[str] | None = None) -> ChainOutput:
+        """``host_stages``: as VisionChain.run's; everything is on the host here, so every stage comes back."""
         with torch.inference_mode():
             t0 = time.perf_counter()
             feats = self.encoder(torch.from_numpy(batch))

@@ -137,7 +137,8 @@ class Inspector:
         rgbs = [self.chain.preprocessor.to_model_rgb(img, order) for img in images]
         batch = self.chain.preprocessor.normalise_batch(rgbs)  # written in place, no stacking copy
         t1 = time.perf_counter()
-        out = self.chain.run(batch)
+        # zero-shot reads only the map: a device chain (GPU) then copies nothing else back
+        out = self.chain.run(batch) if model is not None else self.chain.run(batch, host_stages=())
         t2 = time.perf_counter()
         sigma = self.bundle.manifest.scoring.smoothing_sigma
         budget = self.false_reject_budget

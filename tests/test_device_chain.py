@@ -81,3 +81,18 @@ def test_cuda_ep_chain_matches_fp32_cpu_and_gives_the_same_verdicts(enrolled_dir
     for w, g in pairs:
         assert g.verdict.verdict == w.verdict.verdict
         assert g.verdict.score == pytest.approx(w.verdict.score, rel=1e-2)
+
+
+def test_zero_shot_asks_for_the_map_alone(bundle_dir: Path, weave_parts: list[np.ndarray]) -> None:
+    """Without an enrolled product nothing but the map is needed: a device chain copies nothing else back."""
+    chain = VisionChain(Bundle.open(bundle_dir), providers=["CPUExecutionProvider"])
+    asked: list = []
+
+    class Recording(OrtBoundChain):
+        def run(self, inputs, host_outputs):
+            asked.append(list(host_outputs))
+            return super().run(inputs, host_outputs)
+
+    chain.device_chain = Recording(chain.encoder, chain.decoder, "cpu")
+    verdict = Inspector(chain.bundle, chain=chain).inspect(weave_parts[0], None)
+    assert verdict.decided_by == "zero-shot" and asked == [[chain.bundle.manifest.decoder.output_name]]
