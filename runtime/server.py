@@ -33,8 +33,9 @@ allow-list checks per endpoint (lineguard.runtime.curve_auth); the server then u
 own (one ZAP handler per context) and the heartbeat's ``auth_denied`` counts refused handshakes. Each frame
 carries its sender's key name (ZAP User-Id): a frame claiming a camera its key may not speak for is answered
 ``ERROR``/``CAMERA_NOT_ALLOWED`` (inspect: the reply) and counted (``camera_denied``), never published on
-that camera's topic. Every receiving socket has ``MAXMSGSIZE`` (header + payload limit on frames and
-inspect): libzmq disconnects a peer that announces a larger message before buffering it.
+that camera's topic. Every receiving socket has ``MAXMSGSIZE`` (frames and inspect: twice the header +
+payload limit): libzmq disconnects a peer that announces a larger message before buffering it, while a
+message just beyond the limits is still read and answered OVERSIZE, so a misconfigured camera learns why.
 """
 
 from __future__ import annotations
@@ -93,9 +94,11 @@ class ServerError(RuntimeError):
 
 
 def max_message_bytes(config: LineConfig) -> int:
-    """``MAXMSGSIZE`` of the frames and inspect sockets: the header plus the payload limit (libzmq applies it
-    to each part of a message; a larger part disconnects its sender before it is buffered)."""
-    return config.limits.max_header_bytes + config.limits.max_payload_bytes
+    """``MAXMSGSIZE`` of the frames and inspect sockets: twice the header plus the payload limit (libzmq applies
+    it to each part of a message; a larger part disconnects its sender before it is buffered). Up to there a
+    frame beyond the limits is read and answered OVERSIZE: a camera sending slightly too large images learns
+    why, while no peer can make the service buffer more than twice what a frame may cost."""
+    return 2 * (config.limits.max_header_bytes + config.limits.max_payload_bytes)
 
 
 def split_envelope(parts: Sequence[zmq.Frame]) -> tuple[list[bytes], list[zmq.Frame]]:

@@ -160,6 +160,6 @@ def test_error_verdict_carries_code_and_ids() -> None:
 def test_error_codes_are_stable() -> None:
     assert [c.value for c in ErrorCode] == [
         "BAD_HEADER", "BAD_PARTS", "BAD_SHAPE", "BAD_PAYLOAD", "UNKNOWN_PRODUCT", "OVERSIZE", "OVERLOADED",
-        "INTERNAL", "SHUTTING_DOWN", "WORKER_FAILED",
+        "INTERNAL", "SHUTTING_DOWN", "WORKER_FAILED", "CAMERA_NOT_ALLOWED",
     ]
     assert ErrorCode.OVERSIZE == "OVERSIZE"
