@@ -39,10 +39,12 @@ from lineguard.runtime.backend_selection import (
     choose_backend,
     onnxruntime_provider_options,
     probe_device,
+    usable_onnxruntime_providers,
 )
 from lineguard.runtime.backends import OnnxRuntimeBackend, OrtBoundChain, select_providers
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.cpu_precision import CpuPrecision, choose_cpu_models
+from lineguard.runtime.gpu_packages import installed_tensorrt_version
 from lineguard.runtime.ort_threading import OrtThreading
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,9 @@ def _describe_device(requested: RequestedBackend, bundle: Bundle) -> RunningDevi
     """Probe the GPU only when engines could be chosen (probing imports tensorrt and cuda-python)."""
     if requested in ("auto", "tensorrt") and bundle.manifest.engines:
         return probe_device()
-    return RunningDevice(onnxruntime_providers=tuple(ort.get_available_providers()))
+    # without importing tensorrt: its installed version (package metadata) still vets ORT's TensorRT EP
+    return RunningDevice(onnxruntime_providers=usable_onnxruntime_providers(
+        ort.get_available_providers(), ort.__version__, installed_tensorrt_version()))
 
 
 def open_chain_backends(bundle: Bundle, requested: RequestedBackend = "auto", providers: list[str] | None = None,

@@ -64,6 +64,17 @@ def installed_onnxruntimes() -> dict[str, str]:
     return found
 
 
+def installed_tensorrt_version() -> str | None:
+    """TensorRT's version from package metadata (pip wheels, JetPack's python3-libnvinfer), without
+    importing it; None where no distribution says."""
+    for name in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-libs", "tensorrt-cu12-libs"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def onnxruntime_conflict(installed: dict[str, str] | None = None) -> str | None:
     """Why this install's ONNX Runtime is broken, with the command that fixes it; None when it is not."""
     installed = installed_onnxruntimes() if installed is None else installed

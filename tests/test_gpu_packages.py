@@ -130,3 +130,21 @@ def test_images_pin_cuda_python_and_keep_one_onnxruntime() -> None:
     assert "python -m lineguard.runtime.gpu_packages" in cuda  # the build fails on a wrong pairing
     gpu_extra = next(line for line in pyproject.splitlines() if line.startswith("gpu = "))
     assert '"cuda-python==12.6.*"' in gpu_extra and "onnxruntime" not in gpu_extra
+
+
+def test_tensorrt_version_from_metadata_without_importing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    from lineguard.runtime import gpu_packages
+
+    versions = {"tensorrt-cu12": "10.3.0"}
+
+    def version(name: str) -> str:
+        if name not in versions:
+            raise metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    monkeypatch.setattr(gpu_packages.metadata, "version", version)
+    assert gpu_packages.installed_tensorrt_version() == "10.3.0"
+    versions.clear()
+    assert gpu_packages.installed_tensorrt_version() is None
