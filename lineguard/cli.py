@@ -444,17 +444,23 @@ def cmd_bench_line(args: argparse.Namespace) -> int:
     try:
         result = bench_line(args.bundle, frames=args.frames, batch_sizes=args.batch,
                             with_explanations=args.with_explanations, with_curve=args.curve,
-                            burst=args.burst, overload_factors=args.overload)
+                            burst=args.burst, overload_factors=args.overload, rounds=args.rounds)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    print(f"medians over {result.rounds} interleaved rounds; ratios with their min-max")
     for run in result.runs:
         print(f"{run.mode:<7} max_batch {run.max_batch}: {run.frames_per_s:6.1f} frames/s, "
               f"latency p50 {run.latency_p50_ms:6.1f} ms, p99 {run.latency_p99_ms:6.1f} ms")
-    print("zeromq / direct throughput: " + ", ".join(f"batch {b}: {r:.2f}" for b, r in result.zeromq_vs_direct.items()))
+    spreads = result.zeromq_vs_direct_spread or {}
+    print("zeromq / direct throughput: " + ", ".join(
+        f"batch {b}: {spreads[b].effect() if b in spreads else f'{r:.2f}'}" for b, r in result.zeromq_vs_direct.items()))
     if result.microbatch_gain is not None:
-        print(f"micro-batching gain over batch 1 (zeromq): {result.microbatch_gain:.2f}x")
+        gain = result.microbatch_gain_spread
+        print(f"micro-batching gain over batch 1 (zeromq): {gain.effect() if gain else f'{result.microbatch_gain:.2f}x'}")
     if result.p99_with_explanations_ratio is not None:
-        print(f"verdict p99 while explanations stream / without: {result.p99_with_explanations_ratio:.2f}")
+        p99 = result.p99_with_explanations_spread
+        print(f"verdict p99 while explanations stream / without: "
+              f"{p99.effect() if p99 else f'{result.p99_with_explanations_ratio:.2f}'}")
     if result.curve_vs_plain is not None:
         print("CURVE / plain throughput: " + ", ".join(f"batch {b}: {r:.2f}" for b, r in result.curve_vs_plain.items()))
     for overload in result.overload:
@@ -806,6 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "without deadline-aware batching; 0: no burst or overload scenarios)")
     bl.add_argument("--overload", type=float, nargs="*", default=[2.0, 5.0], metavar="X",
                     help="sustained overload scenarios at X times the measured capacity (none: skip)")
+    bl.add_argument("--rounds", type=int, default=5, help="interleaved rounds of direct vs ZeroMQ (medians, min-max)")
     bl.add_argument("--json", metavar="OUT", default="artifacts/bench-line.json")
     bl.set_defaults(func=cmd_bench_line)
 

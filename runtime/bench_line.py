@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from lineguard.runtime.bench_burst import OverloadRun, burst_run, measure_capacity, sustained_run
+from lineguard.runtime.bench_rounds import Spread
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.curve import CurveClientConfig, CurveServerConfig, create_key_pair
 from lineguard.runtime.enroll import enroll_product
@@ -63,6 +64,11 @@ class LineBench(BaseModel):
     microbatch_gain: float | None
     p99_with_explanations_ratio: float | None = None  # verdict p99 while explanations stream / without
     curve_vs_plain: dict[str, float] | None = None  # throughput with CURVE on every endpoint / without
+    # the comparison in interleaved rounds (bench_line_rounds): runs and ratios above are medians
+    rounds: int = 1
+    zeromq_vs_direct_spread: dict[str, Spread] | None = None
+    microbatch_gain_spread: Spread | None = None
+    p99_with_explanations_spread: Spread | None = None
     overload: list[OverloadRun] = []  # bursts and sustained overload (bench_burst)
 
 
@@ -204,46 +210,46 @@ class ExplanationLoad:
 
 def bench_line(bundle_dir: str | Path, frames: int = 120, batch_sizes: Sequence[int] = (1, 8),
                with_explanations: bool = False, with_curve: bool = False, burst: int = 0,
-               overload_factors: Sequence[float] = (2.0, 5.0), burst_plain_too: bool = True) -> LineBench:
+               overload_factors: Sequence[float] = (2.0, 5.0), burst_plain_too: bool = True,
+               rounds: int = 5) -> LineBench:
     """``with_curve``: also run every batch size with CURVE on every endpoint (``zeromq+curve`` runs);
-    ``burst``: frames of the burst scenario (``lineguard bench line`` asks for 60; 0: no overload scenarios)."""
+    ``burst``: frames of the burst scenario (``lineguard bench line`` asks for 60; 0: no overload scenarios);
+    ``rounds``: direct vs ZeroMQ (and with explanations) as interleaved rounds: runs are the median round,
+    each ratio the median with its min-max (``*_spread``)."""
+    from lineguard.runtime.bench_line_rounds import line_rounds  # built on this module's runs
     images = bench_frames(frames + 4)
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-bench-line-") as bundle:
         inspector = Inspector(bundle)
         enroll_product(bundle, BENCH_PRODUCT, images[:4], chain=inspector.chain)
         test_frames = images[4:]
         inspector.analyze(test_frames[:2], BENCH_PRODUCT)  # warm-up
-        runs: list[LineRun] = []
-        for batch in tqdm(batch_sizes, desc="bench line", unit="batch size"):
-            runs.append(direct_run(inspector, test_frames, batch))
-            runs.append(zeromq_run(inspector, test_frames, batch))
-            if with_curve:
-                with tempfile.TemporaryDirectory(prefix="lineguard-bench-keys-") as keys:
-                    secured = zeromq_run(inspector, test_frames, batch, curve=bench_keys(Path(keys)))
-                runs.append(secured.model_copy(update={"mode": "zeromq+curve"}))
-        explained = None
-        if with_explanations:
-            if bundle.manifest.llm is None:
-                raise ValueError("--with-explanations needs an LLM in the bundle: lineguard export llm BUNDLE")
-            batch = min(batch_sizes)
-            explained = zeromq_run(inspector, test_frames, batch, explain_archive=bundle.root.parent / "archive")
-            explained = explained.model_copy(update={"mode": "zeromq+explanations"})
-            runs.append(explained)
+        if with_explanations and bundle.manifest.llm is None:
+            raise ValueError("--with-explanations needs an LLM in the bundle: lineguard export llm BUNDLE")
+        rounded = line_rounds(inspector, test_frames, batch_sizes, rounds=rounds,
+                              explain_archive=bundle.root.parent / "archive" if with_explanations else None)
+        runs = [LineRun(mode=r.mode, max_batch=r.max_batch, frames=r.frames, frames_per_s=r.frames_per_s.median,
+                        latency_p50_ms=r.latency_p50_ms.median, latency_p99_ms=r.latency_p99_ms.median)
+                for r in rounded.runs]
+        explained = next((r for r in runs if r.mode == "zeromq+explanations"), None)
+        for batch in tqdm(batch_sizes if with_curve else (), desc="bench line, CURVE", unit="batch size"):
+            with tempfile.TemporaryDirectory(prefix="lineguard-bench-keys-") as keys:
+                secured = zeromq_run(inspector, test_frames, batch, curve=bench_keys(Path(keys)))
+            runs.append(secured.model_copy(update={"mode": "zeromq+curve"}))
         overload = overload_runs(inspector, test_frames, burst, overload_factors, burst_plain_too)
     by = {(r.mode, r.max_batch): r for r in runs}
-    ratios = {str(b): by["zeromq", b].frames_per_s / by["direct", b].frames_per_s for b in batch_sizes}
-    gain = None
-    if len(batch_sizes) > 1:
-        gain = by["zeromq", max(batch_sizes)].frames_per_s / by["zeromq", min(batch_sizes)].frames_per_s
+    ratios = {b: spread.median for b, spread in rounded.zeromq_vs_direct.items()}
+    gain = rounded.microbatch_gain.median if rounded.microbatch_gain is not None else None
     p99_ratio = None
-    if explained is not None:
-        p99_ratio = explained.latency_p99_ms / by["zeromq", explained.max_batch].latency_p99_ms
+    if rounded.p99_with_explanations_ratio is not None and explained is not None:
+        p99_ratio = rounded.p99_with_explanations_ratio.median
     curve_ratios = None
     if with_curve:
         curve_ratios = {str(b): by["zeromq+curve", b].frames_per_s / by["zeromq", b].frames_per_s for b in batch_sizes}
     return LineBench(bundle_id=bundle.manifest.bundle_id, frame_shape=tuple(images[0].shape), runs=runs,
                      zeromq_vs_direct=ratios, microbatch_gain=gain, p99_with_explanations_ratio=p99_ratio,
-                     curve_vs_plain=curve_ratios, overload=overload)
+                     curve_vs_plain=curve_ratios, overload=overload, rounds=rounds,
+                     zeromq_vs_direct_spread=rounded.zeromq_vs_direct, microbatch_gain_spread=rounded.microbatch_gain,
+                     p99_with_explanations_spread=rounded.p99_with_explanations_ratio)
 
 
 def overload_runs(inspector: Inspector, frames: Sequence[np.ndarray], burst: int,

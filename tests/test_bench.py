@@ -32,12 +32,17 @@ def test_bench_vision_reports_both_backends(bundle_dir: Path, tmp_path: Path) ->
 def test_bench_line_compares_zeromq_with_direct_calls(bundle_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "line.json"
     assert main(["bench", "line", "--bundle", str(bundle_dir), "--frames", "12", "--batch", "1", "4",
-                 "--burst", "4", "--overload", "--json", str(out)]) == 0
+                 "--burst", "4", "--overload", "--rounds", "2", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     modes = {(r["mode"], r["max_batch"]) for r in report["runs"]}
     assert modes == {("direct", 1), ("zeromq", 1), ("direct", 4), ("zeromq", 4)}
     assert all(r["frames"] == 12 and r["latency_p99_ms"] >= r["latency_p50_ms"] > 0 for r in report["runs"])
     assert set(report["zeromq_vs_direct"]) == {"1", "4"} and report["microbatch_gain"] > 0
+    assert report["rounds"] == 2  # interleaved rounds: each ratio is the median of its spread
+    for b, ratio in report["zeromq_vs_direct"].items():
+        spread = report["zeromq_vs_direct_spread"][b]
+        assert spread["rounds"] == 2 and spread["low"] <= ratio == spread["median"] <= spread["high"]
+    assert report["microbatch_gain"] == report["microbatch_gain_spread"]["median"]
     assert report["frame_shape"] == [224, 224, 3]
     assert [(r["scenario"], r["deadline_aware"]) for r in report["overload"]] == [("burst", True), ("burst", False)]
     assert all(r["exactly_one_verdict"] and r["frames"] == 4 and r["ideal_judged"] > 0 for r in report["overload"])
