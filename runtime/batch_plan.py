@@ -12,8 +12,8 @@ A pure function of the queue, the time and the latency model (``predict(size)``:
 ``size`` is planned with, margin included, None while unmeasured; ``expect(size)``: the mean, without
 margin), so it is tested without threads or clocks. A lone frame is planned with the mean and a batch
 of several with the margin: a batch that runs late loses all its frames, a lone frame only itself, and
-the alternative to trying it is giving it up (or an idle worker). The rules,
-as deadline-aware serving systems batch (Clipper's and Nexus's early drop, adapted to one queue):
+the alternative to trying it is giving it up (or an idle worker). The rules, as deadline-aware serving
+systems batch (Clipper's and Nexus's early drop, adapted to one queue):
 
 1. A frame that cannot finish even alone, starting now, is doomed.
 2. The head's product (the oldest viable frame's) is batched; the batch size is the largest ``b`` up to
