@@ -29,7 +29,9 @@ def ask(endpoint: str, frame_id: str, question: str | None = None, idle_timeout_
         sock.send(ExplainRequest(frame_id=frame_id, question=question).model_dump_json().encode())
         while True:
             if not sock.poll(int(idle_timeout_s * 1e3)):
-                raise TimeoutError(f"no answer from {endpoint} for {idle_timeout_s:.0f} s")
+                hint = "" if curve is not None else (" (a line with CURVE answers only keys granted its explanation "
+                                                     "port: pass curve=, or --curve-client-key/--curve-server-key)")
+                raise TimeoutError(f"no answer from {endpoint} for {idle_timeout_s:.0f} s{hint}")
             reply = ExplainReply.model_validate_json(sock.recv())
             yield reply
             if reply.type != "chunk":

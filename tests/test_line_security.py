@@ -312,3 +312,10 @@ def test_the_explanation_port_answers_only_the_panels_key(llm_bundle: Path, tmp_
         assert served.fresh_beat().auth_denied >= 3
     finally:
         served.stop()
+
+
+def test_an_unanswered_explanation_says_keys_may_be_missing() -> None:
+    from lineguard.runtime.explain_client import ask
+
+    with pytest.raises(TimeoutError, match="answers only keys granted its explanation port"):
+        list(ask(f"tcp://127.0.0.1:{free_port()}", "f1", idle_timeout_s=0.2))
