@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from lineguard.runtime.bundle import ComponentNorm
+from lineguard.runtime.messages import CalibrationStatus
 
 EULER_GAMMA = 0.5772156649015329
 MIN_SCALE = 0.05  # in z units: keeps a near-constant calibration set from producing a zero-width law
@@ -116,7 +117,7 @@ class ConformalCalibration:
         """Can decide at ``budget``: by rank alone, or with a fitted tail."""
         return self.n > 0 and (self.resolves(budget) or self.tail is not None)
 
-    def status(self, budget: float) -> str:
+    def status(self, budget: float) -> CalibrationStatus:
         return "conformal" if self.resolves(budget) else "tail"
 
     def p_value(self, score: float) -> float:

@@ -64,7 +64,7 @@ class ProductJudge:
         )
 
     def status(self, budget: float) -> CalibrationStatus:
-        return self.conformal.status(budget) if self.conformal.usable(budget) else "provisional"  # type: ignore[return-value]
+        return self.conformal.status(budget) if self.conformal.usable(budget) else "provisional"
 
     def p_value(self, score: float, budget: float) -> float:
         if self.conformal.usable(budget):
