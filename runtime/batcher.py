@@ -298,7 +298,7 @@ class MicroBatcher:
                 if plan.busy_until is not None:
                     self._free_at[me] = plan.busy_until
                 if plan.probe:
-                    log.info("latency model says a lone frame takes %.0f ms, more than frame %s/%s may wait: "
+                    log.debug("latency model says a lone frame takes %.0f ms, more than frame %s/%s may wait: "
                              "running it to measure again", (self.latency.mean(1) or 0.0) * 1e3,
                              plan.batch[0].camera_id, plan.batch[0].frame_id)
                 return plan.batch, plan.doomed
