@@ -256,6 +256,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_explanations(args: argparse.Namespace) -> int:
+    """Faithfulness of the LLM's answers on a labelled set (lineguard.explanation_eval)."""
+    from lineguard import explanation_eval
+    from lineguard.eval_data import ensure_texture_set
+
+    data = args.data
+    if data is None:  # the scikit-image texture set, built once (masks and defect types known)
+        data = "artifacts/eval-data/skimage"
+        ensure_texture_set(data)
+    report = explanation_eval.evaluate_explanations(args.bundle, data, args.category, args.shots,
+                                                    per_type=args.per_type or None, max_tokens=args.max_tokens,
+                                                    on_answer=lambda a: print(
+                                                        f"{a.image} {a.question}: {a.answer!r}", file=sys.stderr))
+    print(explanation_eval.summary(report))
+    _write_json(args.json, report.model_dump_json(indent=2))
+    return 0
+
+
 def _eval_all(args: argparse.Namespace) -> int:
     """``eval --all``: lineguard.eval_suite over realdev + the scikit-image textures, several draws of the shots."""
     from lineguard import eval_suite
@@ -728,6 +746,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--verdict", choices=["vision", "llm"], default="vision",
                     help="llm: also ask the bundle's LLM yes/no per image and report its accuracy")
     ev.set_defaults(func=cmd_eval)
+
+    ee = sub.add_parser("eval-explanations", help="do the LLM's answers state the true location and agree with the "
+                        "measured evidence? (labelled defects with masks)")
+    ee.add_argument("bundle")
+    ee.add_argument("--data", help="MVTec-AD-style root with masks (default: the scikit-image texture set, built "
+                    "under artifacts/eval-data/skimage)")
+    ee.add_argument("--category", default="brick")
+    ee.add_argument("--shots", type=int, default=4)
+    ee.add_argument("--per-type", type=int, default=2, help="defect images per type (0: all)")
+    ee.add_argument("--max-tokens", type=int, default=96)
+    ee.add_argument("--json", metavar="OUT")
+    ee.set_defaults(func=cmd_eval_explanations)
 
     bench = sub.add_parser("bench", help="benchmarks written as JSON")
     bench_sub = bench.add_subparsers(dest="what", required=True)

@@ -53,7 +53,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -65,6 +65,7 @@ from lineguard.runtime.batch_plan import hopeless, plan_batch
 from lineguard.runtime.inspector import Inspection, UnknownProductError
 from lineguard.runtime.llm_judge import LlmJudge
 from lineguard.runtime.messages import Verdict
+from lineguard.runtime.region_evidence import with_scale
 from lineguard.runtime.wire import ErrorCode, FrameError, FrameIds, error_verdict
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class MicroBatcher:
         judge: LlmJudge | None = None,
         judged_products: frozenset[str] = frozenset(),
         deadline_aware: bool = True,
+        mm_per_pixel: Mapping[str, float] | None = None,
         margin_deviations: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -140,6 +142,7 @@ class MicroBatcher:
         self.archive = archive
         self.judge = judge  # AnomalyGPT's yes/no decision for judged_products, within each frame's deadline
         self.judged_products = judged_products
+        self.mm_per_pixel = dict(mm_per_pixel or {})  # camera id -> pixel scale, for region sizes in mm
         self.deadline_aware = deadline_aware
         self.latency = BatchLatency(margin_deviations)  # seconds per batch size on this machine
         self.shed = 0  # frames answered TIMEOUT at once because no batch could finish them in time
@@ -382,8 +385,10 @@ class MicroBatcher:
                 update={"frame_id": r.frame_id, "camera_id": r.camera_id, "latency_ms": latency})
             if now >= r.deadline:
                 verdict = verdict.model_copy(update={"verdict": "TIMEOUT"})
+            verdict = with_scale(verdict, self.mm_per_pixel.get(r.camera_id))
             if self.judge is not None and r.product in self.judged_products:
-                verdict = self.judge.decide(verdict, timeout_s=max(0.0, r.deadline - self._clock() - 0.005))
+                verdict = self.judge.decide(verdict, timeout_s=max(0.0, r.deadline - self._clock() - 0.005),
+                                            evidence=result.evidence)
                 verdict.latency_ms.total = (self._clock() - r.received) * 1e3
             # archived before the verdict goes out, so any frame a client has a verdict for can be explained
             # (costs an NG frame ~3 ms of PNG encoding; a failing disk is counted, never raised)

@@ -240,6 +240,26 @@ class TailFit(_Strict):
     scale: float
 
 
+class CellStats(_Strict):
+    """One appearance channel of normal parts on a coarse grid: per cell, the mean over the enrolment views
+    and how much that cell's average varies from view to view (the unit of "normal variation")."""
+
+    mean: list[list[float]]
+    std: list[list[float]]
+
+
+class NormalAppearance(_Strict):
+    """What normal parts look like, measured at enrolment (lineguard.runtime.region_evidence): the
+    reference a region of an NG frame is compared with (brighter/darker, colour, texture, edges)."""
+
+    grid: int = Field(ge=1, description="cells per side of the model-size image")
+    views: int = Field(ge=1, description="enrolment views the statistics come from")
+    channels: dict[str, CellStats] = Field(
+        description="grey (0-255), contrast (local std of grey), edges (Sobel magnitude), a and b (Lab chroma)")
+    residual_q999: float = Field(
+        description="99.9th percentile of |grey - local median| on normals: pixels beyond it form a region's core")
+
+
 class ProductCalibration(_Strict):
     """How a product's frames are scored and judged (see lineguard.runtime.calibration).
 
@@ -263,6 +283,8 @@ class ProductCalibration(_Strict):
         default_factory=list, description="image score of each held-out calibration normal, one per image")
     calibration_images: list[str] = Field(
         default_factory=list, description="sha256 of each calibration image's pixels: none is counted twice")
+    appearance: NormalAppearance | None = Field(
+        None, description="normal appearance statistics for region evidence (None: enrolled before they existed)")
 
     @model_validator(mode="after")
     def _one_hash_per_score(self) -> ProductCalibration:

@@ -35,6 +35,7 @@ from lineguard.runtime.chain import ChainOutput, VisionChain
 from lineguard.runtime.patch_scoring import PatchMemory
 from lineguard.runtime.preprocess import ChannelOrder
 from lineguard.runtime.product_model import ProductModel, ProductScorer
+from lineguard.runtime.region_evidence import normal_appearance
 
 PRODUCT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 QUARTERS = ((0.0, 0.5, 0.0, 0.5), (0.0, 0.5, 0.5, 1.0), (0.5, 1.0, 0.0, 0.5), (0.5, 1.0, 0.5, 1.0))
@@ -119,10 +120,11 @@ def enroll_product(
     views_per_shot = views_per_shot or default_views(shots)
     rng = np.random.default_rng(seed)
 
-    views, image_of_view = [], []
+    views, image_of_view, rgb_views = [], [], []
     for index, image in enumerate(images):
         rgb = chain.preprocessor.to_model_rgb(image, order)
         for view in augmented_views(rgb, views_per_shot, rng):
+            rgb_views.append(view)
             views.append(chain.preprocessor.normalise(view))
             image_of_view.append(index)
     out = chain.run_chunked(np.stack(views))
@@ -150,6 +152,7 @@ def enroll_product(
         view_tail=TailFit(location=view_fit.location, scale=view_fit.scale),
         calibration_scores=scores,
         calibration_images=hashes,
+        appearance=normal_appearance(rgb_views),  # the reference of region evidence
     )
 
     folder = Path("products") / product

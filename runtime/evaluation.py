@@ -60,6 +60,8 @@ class EvalReport(BaseModel):
     verdict_mode: str = "vision"
     llm_accuracy: float | None = None
     llm_fallbacks: int | None = None
+    llm_false_reject_rate: float | None = None
+    llm_miss_rate: float | None = None
 
 
 def error_rates(labels: np.ndarray, predictions: np.ndarray) -> tuple[float, float, float]:
@@ -96,6 +98,7 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
                        seed=seed, chain=inspector.chain)
         judge_model = inspector.product_model(category).judge
         judge = _llm_judge(bundle) if verdict_mode == "llm" else None
+        inspector.image_evidence = judge is not None  # the judge decides from evidence, never the vision verdict
         scores, p_values, predictions, zero_shot, llm_predictions = [], [], [], [], []
         pixel_scores, pixel_labels = [], []
         start = time.perf_counter()
@@ -107,7 +110,7 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
                 p_values.append(result.verdict.p_value)
                 predictions.append(int(result.verdict.verdict == "NG"))
                 if judge is not None:
-                    llm_predictions.append(int(judge.decide(result.verdict, llm_timeout_s).verdict == "NG"))
+                    llm_predictions.append(int(judge.decide(result.verdict, llm_timeout_s, result.evidence).verdict == "NG"))
                 if mask_path is not None or kind == "good":
                     h, w = result.anomaly_map.shape
                     mask = (cv2.resize(read_image(mask_path, cv2.IMREAD_GRAYSCALE), (w, h), interpolation=cv2.INTER_NEAREST) > 127
@@ -125,6 +128,7 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
     preds = np.array(predictions)
     frr, miss, balanced = error_rates(labels, preds)
     zs_frr, zs_miss, _ = error_rates(labels, np.array(zero_shot))
+    llm_rates = error_rates(labels, np.array(llm_predictions))[:2] if judge is not None else (None, None)
     normal_p = np.array(p_values, dtype=np.float64)[labels == 0]
     both = len(set(labels.tolist())) == 2
     has_masks = any(m is not None for _, _, m in items)
@@ -158,6 +162,8 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
         verdict_mode=verdict_mode,
         llm_accuracy=float((np.array(llm_predictions) == labels).mean()) if judge is not None else None,
         llm_fallbacks=judge.fallbacks if judge is not None else None,
+        llm_false_reject_rate=llm_rates[0],
+        llm_miss_rate=llm_rates[1],
     )
 
 

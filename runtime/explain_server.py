@@ -148,7 +148,8 @@ class ExplanationServer:
         job = uuid.uuid4().hex
         self._jobs[job] = (identity, request.frame_id)
         self.counts["requests"] += 1
-        self.worker.submit(job, explanation_messages(frame.verdict, request.question), self.max_tokens)
+        self.worker.submit(job, explanation_messages(frame.verdict, request.question), self.max_tokens,
+                           whole_sentences=True)
 
     def _forward(self, router: zmq.Socket) -> None:
         for kind, job, detail in self.worker.events():

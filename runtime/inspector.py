@@ -35,9 +35,10 @@ from lineguard.runtime.bundle import MANIFEST_NAME, Bundle
 from lineguard.runtime.calibration import image_scores, smooth
 from lineguard.runtime.chain import VisionChain
 from lineguard.runtime.location import locate
-from lineguard.runtime.messages import CalibrationStatus, LatencyBreakdown, Verdict
+from lineguard.runtime.messages import CalibrationStatus, ImageEvidence, LatencyBreakdown, Verdict
 from lineguard.runtime.preprocess import ChannelOrder
 from lineguard.runtime.product_model import ProductModel, is_ng
+from lineguard.runtime.region_evidence import image_evidence, regions_with_evidence
 
 DEFAULT_FALSE_REJECT_BUDGET = 0.01
 ZERO_SHOT_DECISION = 0.5  # abnormal probability beats normal probability: the decoder's argmax
@@ -57,6 +58,7 @@ class Inspection:
     verdict: Verdict
     anomaly_map: np.ndarray  # (H, W) float32 at model input size; z units (few-shot) or probability
     model_rgb: np.ndarray  # (H, W, 3) uint8, the image the map belongs to
+    evidence: ImageEvidence | None = None  # every frame's top candidate, only with image_evidence on (LLM verdict)
 
 
 class Inspector:
@@ -76,6 +78,7 @@ class Inspector:
         self.chain = chain or VisionChain(self.bundle, providers, threads)
         self._products: dict[str, ProductModel] = {}
         self._manifest_mtime = self._manifest_stamp()
+        self.image_evidence = False  # the LLM verdict turns it on: evidence of OK frames too
 
     @cached_property
     def input_size(self) -> tuple[int, int]:
@@ -169,7 +172,13 @@ class Inspector:
         )
         results = []
         for i, image in enumerate(images):
-            regions = locate(fused[i], fused[i] > region_level, image.shape[:2]) if ng[i] else []
+            if model is None:
+                regions = locate(fused[i], fused[i] > region_level, image.shape[:2]) if ng[i] else []
+            else:  # NG regions measured against the enrolled normals (lineguard.runtime.region_evidence)
+                regions = regions_with_evidence(fused[i], fused[i] > region_level, image.shape[:2], rgbs[i],
+                                                model.calibration) if ng[i] else []
+            evidence = (image_evidence(rgbs[i], fused[i], image.shape[:2], model.calibration)
+                        if self.image_evidence and model is not None else None)
             verdict = Verdict(
                 product=product or "",
                 verdict="NG" if ng[i] else "OK",
@@ -181,5 +190,5 @@ class Inspector:
                 latency_ms=latency,
                 bundle_id=self.bundle.manifest.bundle_id,
             )
-            results.append(Inspection(verdict=verdict, anomaly_map=fused[i], model_rgb=rgbs[i]))
+            results.append(Inspection(verdict=verdict, anomaly_map=fused[i], model_rgb=rgbs[i], evidence=evidence))
         return results

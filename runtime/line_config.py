@@ -105,6 +105,8 @@ class Watermarks(_Section):
 class CameraConfig(_Section):
     deadline_ms: float | None = Field(None, gt=0.0, description="overrides the line's deadline_ms")
     product: str | None = Field(None, description="used when a frame's header names no product")
+    mm_per_pixel: float | None = Field(None, gt=0.0, description="pixel scale of this camera's images: region "
+                                       "evidence gives sizes in mm too")
 
 
 class Archive(_Section):

@@ -1,13 +1,17 @@
-"""AnomalyGPT's own decision: the LLM answers yes/no to "Is there an anomaly?" given the findings.
+"""AnomalyGPT's own decision: the LLM answers yes/no to "Is there an anomaly?" from the measured evidence.
 
 Usage::
 
+    inspector.image_evidence = True                     # every frame's top candidate measured, OK frames too
     judge = LlmJudge(LlmWorker(bundle.path("llm.gguf")).start())
-    verdict = judge.decide(vision_verdict, timeout_s=2.0)
-    verdict.decided_by      # "llm", or the vision mode when the LLM timed out or gave no clear yes/no
+    result = inspector.analyze([image], "weave")[0]
+    verdict = judge.decide(result.verdict, timeout_s=2.0, evidence=result.evidence)
+    verdict.decided_by      # "llm", or the vision mode when the LLM timed out, gave no clear yes/no or had no evidence
 
-The answer is parsed strictly (it must start with yes or no); anything else, an error or a timeout
-keeps the vision verdict, so the line never waits longer than ``timeout_s`` for the LLM.
+The prompt holds the evidence (lineguard.runtime.explain_prompt.judge_messages) and never the vision
+verdict, its p-value or confidence, so the LLM cannot echo it. The answer is parsed strictly (it must
+start with yes or no); anything else, an error or a timeout keeps the vision verdict, so the line never
+waits longer than ``timeout_s`` for the LLM.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from __future__ import annotations
 import itertools
 import time
 
-from lineguard.runtime.explain_prompt import anomaly_question_messages, parse_yes_no
+from lineguard.runtime.explain_prompt import judge_messages, parse_yes_no
 from lineguard.runtime.llm_worker import LlmWorker
-from lineguard.runtime.messages import Verdict
+from lineguard.runtime.messages import ImageEvidence, Verdict
 
 
 class LlmJudge:
@@ -27,10 +31,10 @@ class LlmJudge:
         self._ids = itertools.count()
         self.fallbacks = 0
 
-    def answer(self, verdict: Verdict, timeout_s: float) -> str | None:
+    def answer(self, evidence: ImageEvidence, product: str, timeout_s: float) -> str | None:
         """The LLM's raw answer, or None on timeout or error."""
         job = f"judge-{next(self._ids)}"
-        self.worker.submit(job, anomaly_question_messages(verdict), self.max_tokens)
+        self.worker.submit(job, judge_messages(evidence, product), self.max_tokens)
         text: list[str] = []
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
@@ -45,10 +49,11 @@ class LlmJudge:
                     return None
         return None  # a late answer for this job is ignored by its id
 
-    def decide(self, verdict: Verdict, timeout_s: float) -> Verdict:
+    def decide(self, verdict: Verdict, timeout_s: float, evidence: ImageEvidence | None = None) -> Verdict:
+        """The LLM's verdict from ``evidence`` (``Inspection.evidence``); without evidence the vision verdict stands."""
         if verdict.verdict not in ("OK", "NG"):
             return verdict
-        answer = self.answer(verdict, timeout_s)
+        answer = self.answer(evidence, verdict.product, timeout_s) if evidence is not None else None
         says_anomaly = parse_yes_no(answer) if answer is not None else None
         if says_anomaly is None:
             self.fallbacks += 1

@@ -3,7 +3,7 @@
 Usage::
 
     worker = LlmWorker(Path("bundles/default/llm.gguf")).start()   # returns once the model is loaded
-    worker.submit("job-1", messages, max_tokens=128)
+    worker.submit("job-1", messages, max_tokens=128, whole_sentences=True)
     for event in worker.events(timeout_s=0.1):                      # ("chunk", id, text) ...
         ...                                                          # ("final", id, stats) / ("error", id, msg)
     worker.cancel("job-1")                                           # stops at the next token: final, "cancelled"
@@ -11,7 +11,9 @@ Usage::
     worker.close()
 
 The child runs at a lower CPU priority (``nice``) with few threads, generates deterministically
-(temperature 0, fixed seed) and stops at ``max_tokens`` or ``max_seconds``.
+(temperature 0, fixed seed) and stops at ``max_tokens`` or ``max_seconds``. With ``whole_sentences``
+text is streamed a sentence at a time and an answer cut by either bound ends at its last full sentence
+(``SentenceGate``): a technician never reads half a sentence.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import queue
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +44,42 @@ class LlmSettings:
     max_seconds: float = 60.0
     nice: int = 10
     seed: int = 0
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s)")
+
+
+class SentenceGate:
+    """Streamed text released a sentence at a time; an answer cut short keeps only its full sentences.
+
+    A sentence ends at ``.``, ``!`` or ``?`` followed by white space (``3.1`` is no end); the text after
+    the last end is held until the next arrives, released when the model stops by itself, and dropped
+    when a bound (tokens, time) cut the answer, unless nothing else was said (then it ends with "...").
+    """
+
+    def __init__(self) -> None:
+        self._held = ""
+        self.released = 0
+
+    def feed(self, text: str) -> str:
+        self._held += text
+        ends = list(_SENTENCE_END.finditer(self._held))
+        if not ends:
+            return ""
+        cut = ends[-1].end()
+        out, self._held = self._held[:cut], self._held[cut:]
+        self.released += len(out)
+        return out
+
+    def finish(self, complete: bool) -> str:
+        """What is still to send: all of it when the model ended the answer, else only a final full sentence."""
+        held, self._held = self._held, ""
+        stripped = held.rstrip()
+        if complete or (stripped[-1:] in (".", "!", "?") and not stripped[-2:-1].isdigit()):
+            return held
+        if self.released == 0 and stripped:
+            return stripped.rstrip(".,;: ") + "..."
+        return ""
 
 
 def _drain_cancels(cancels: mp.Queue, cancelled: set[str]) -> set[str]:
@@ -66,7 +105,8 @@ def _child(model_path: str, settings: LlmSettings, jobs: mp.Queue, events: mp.Qu
         job = jobs.get()
         if job is None:
             return
-        job_id, messages, max_tokens = job
+        job_id, messages, max_tokens, whole_sentences = job
+        gate = SentenceGate() if whole_sentences else None
         if job_id in _drain_cancels(cancels, cancelled):  # cancelled while it waited in the queue
             cancelled.discard(job_id)
             events.put(("final", job_id, {"prompt_tokens": 0, "completion_tokens": 0, "finish_reason": "cancelled",
@@ -86,7 +126,10 @@ def _child(model_path: str, settings: LlmSettings, jobs: mp.Queue, events: mp.Qu
                 if text:
                     first = first or time.perf_counter()
                     completion += 1
-                    events.put(("chunk", job_id, text))
+                    if gate is not None:
+                        text = gate.feed(text)
+                    if text:
+                        events.put(("chunk", job_id, text))
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
                 if time.perf_counter() - start > settings.max_seconds:
@@ -96,6 +139,8 @@ def _child(model_path: str, settings: LlmSettings, jobs: mp.Queue, events: mp.Qu
                     cancelled.discard(job_id)
                     finish = "cancelled"
                     break
+            if gate is not None and (rest := gate.finish(complete=finish == "stop")):
+                events.put(("chunk", job_id, rest))
             end = time.perf_counter()
             events.put(("final", job_id, {
                 "prompt_tokens": prompt_tokens, "completion_tokens": completion, "finish_reason": finish,
@@ -146,8 +191,10 @@ class LlmWorker:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def submit(self, job_id: str, messages: list[dict[str, str]], max_tokens: int | None = None) -> None:
-        self._jobs.put((job_id, messages, max_tokens))
+    def submit(self, job_id: str, messages: list[dict[str, str]], max_tokens: int | None = None,
+               whole_sentences: bool = False) -> None:
+        """Queue a chat job; ``whole_sentences``: stream whole sentences and end a cut answer at a sentence end."""
+        self._jobs.put((job_id, messages, max_tokens, whole_sentences))
 
     def cancel(self, job_id: str) -> None:
         """Stop a job at its next token (or skip it if still queued); it ends with finish_reason "cancelled"."""

@@ -133,7 +133,9 @@ class LineServer:
         self.batcher = MicroBatcher(inspector, self._on_verdict, b.max_batch, b.max_queue_delay_ms,
                                     b.max_queue, b.workers, self.bundle_id, archive=self.archive,
                                     judge=self.judge, judged_products=frozenset(config.llm_verdict),
-                                    deadline_aware=b.deadline_aware, margin_deviations=b.latency_margin_deviations)
+                                    deadline_aware=b.deadline_aware, margin_deviations=b.latency_margin_deviations,
+                                    mm_per_pixel={c: cam.mm_per_pixel for c, cam in config.cameras.items()
+                                                  if cam.mm_per_pixel is not None})
         self.endpoints = config.endpoints.model_copy()  # replaced by the bound addresses at start
         self.boot_id = uuid.uuid4().hex[:12]
         self._started_ns = time.time_ns()
@@ -335,6 +337,7 @@ class LineServer:
         if llm is None:
             raise ServerError(f"line {self.config.line}: llm_verdict needs an LLM in the bundle (lineguard export llm)")
         settings = LlmSettings(n_threads=self.config.explanations.threads, max_tokens=4, nice=0)
+        self.inspector.image_evidence = True  # the judge sees every frame's evidence, never the vision verdict
         try:
             return LlmJudge(LlmWorker(self.inspector.bundle.path(llm.file), settings).start())
         except LlmWorkerError as exc:

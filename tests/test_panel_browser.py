@@ -115,5 +115,8 @@ def test_layout_at_1920x1080(browser, station: Station, ng_weave: np.ndarray) ->
     page.screenshot(path=SHOTS / "panel-1920x1080.png")
     page.locator('#gallery .tile[data-frame="big-ng-1"]').tap()
     sync_api.expect(page.locator("#detail")).to_be_visible()
+    # the part view shows each region's measured evidence (Verdict.regions[].evidence)
+    sync_api.expect(page.locator("#detail-facts")).to_contain_text("Region 1")
+    sync_api.expect(page.locator("#detail-facts")).to_contain_text("normals")
     page.screenshot(path=SHOTS / "panel-detail-1920x1080.png")
     page.context.close()

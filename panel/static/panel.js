@@ -27,6 +27,27 @@ function where(grid) {
   return grid && grid.length ? grid.join(", ") : "-";
 }
 
+// a region's measured evidence against the enrolled normals, in one line (Verdict.regions[].evidence)
+function evidenceText(e) {
+  const parts = [];
+  if (e.brightness && e.brightness !== "unchanged") {
+    parts.push(`${e.brightness === "lower" ? "darker" : "brighter"} ${num(Math.abs(e.grey_delta), 0)} grey ` +
+      `(${num(Math.abs(e.grey_delta_sigma), 0)}σ)`);
+  }
+  if (e.hue_direction && e.hue_direction !== "none") parts.push(`colour ${e.hue_direction}`);
+  if (e.texture && e.texture !== "unchanged") {
+    parts.push(`texture ${e.texture === "lower" ? "smoother" : "rougher"} ×${num(e.contrast_ratio, 1)}`);
+  }
+  const size = e.length_mm !== null && e.length_mm !== undefined
+    ? `${num(e.length_mm, 1)}×${num(e.width_mm, 1)} mm` : `${num(e.length_px, 0)}×${num(e.width_px, 0)} px`;
+  parts.push(`${e.shape} ${size}`);
+  parts.push(`${e.kind_certainty} ${e.likely_kind}`);
+  if (e.peak_vs_normals !== null && e.peak_vs_normals !== undefined) {
+    parts.push(`${num(e.peak_vs_normals, 1)}× the largest of ${e.normals_compared} normals`);
+  }
+  return parts.join(" · ");
+}
+
 // -- live feed ---------------------------------------------------------------------------------------
 
 function renderCamera(camera) {
@@ -202,6 +223,9 @@ function openDetail(v) {
   const rows = [["Verdict", v.verdict], ["Where", where(v.regions.map((r) => r.grid))], ["Score", num(v.score, 3)],
     ["p-value", num(v.p_value, 5)], ["Product", v.product], ["Decided by", v.decided_by || "-"],
     ["Time", clock(v.archived_at)], ["Latency", `${num(v.latency_ms.total, 0)} ms`]];
+  v.regions.forEach((r, i) => {
+    if (r.evidence) rows.splice(2 + i, 0, [`Region ${i + 1}`, `${r.grid}: ${evidenceText(r.evidence)}`]);
+  });
   facts.replaceChildren(...rows.flatMap(([k, value]) => [el("dt", "", k), el("dd", "", value)]));
   $("answer").textContent = "";
   $("answer-state").textContent = "Tap a question.";
