@@ -105,7 +105,9 @@ def bench_keys(folder: Path) -> tuple[CurveServerConfig, CurveClientConfig]:
     allowed = folder / "allowed"
     allowed.mkdir()
     public.rename(allowed / public.name)
-    return (CurveServerConfig(server_secret_key_file=folder / "server.key_secret", allowed_clients_dir=allowed),
+    # the bench client pushes as every bench camera: grant it any camera id (a plant's keys name theirs)
+    return (CurveServerConfig(server_secret_key_file=folder / "server.key_secret", allowed_clients_dir=allowed,
+                              clients={"bench-client": {"cameras": ["*"]}}),
             CurveClientConfig(client_secret_key_file=secret, server_public_key_file=folder / "server.key"))
 
 
