@@ -167,7 +167,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     try:
         for reply in ask(args.connect, args.frame_id, args.question, idle_timeout_s=args.timeout,
-                         curve=_curve_client(args)):
+                         curve=_curve_client(args), follow_up=args.follow_up):
             if reply.type == "chunk":
                 print(reply.text, end="", flush=True)
             elif reply.type == "final":
@@ -855,6 +855,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=cmd_explain)
 
     bso = bench_sub.add_parser("soak", help="a `lineguard serve` process under a mixed stream (+ explanation "
+    explain.add_argument("--follow-up", action="store_true", help="continue this frame's conversation (the "
+                         "earlier questions and answers go with this one) instead of starting a new one")
                                "requests): one verdict per frame, RSS and open-file slopes once warm; exit 1 on a leak")
     bso.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
     bso.add_argument("--seconds", type=float, default=600.0, help="stream length (the slope needs minutes)")

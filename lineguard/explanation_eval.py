@@ -210,8 +210,9 @@ def evaluate_explanations(bundle_dir: str | Path, data_root: str | Path, categor
         inspector = Inspector(bundle, false_reject_budget=budget)
         enroll_product(bundle, category, read_images(chosen), calibration_images=read_images(calibration),
                        seed=seed, chain=inspector.chain)
-        worker = LlmWorker(bundle.path(bundle.manifest.llm.file), LlmSettings(n_threads=threads, nice=0,
-                                                                               max_tokens=max_tokens)).start()
+        # faithfulness, not speed: only the token budget bounds an answer (a busy machine must not cut it)
+        settings = LlmSettings(n_threads=threads, nice=0, max_tokens=max_tokens, max_seconds=timeout_s)
+        worker = LlmWorker(bundle.path(bundle.manifest.llm.file), settings).start()
         answers: list[AnswerScore] = []
         vision_right: list[bool] = []
         kinds: dict[str, Counter[str]] = {}

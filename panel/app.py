@@ -55,6 +55,7 @@ class ExplainAsk(BaseModel):
 
     frame_id: str = Field(min_length=1, max_length=256)
     question: str | None = Field(None, max_length=500)
+    follow_up: bool = Field(False, description="continue the frame's conversation")
 
 
 def sse(data: str, event: str | None = None) -> bytes:
@@ -163,7 +164,8 @@ class PanelService:
         sock.connect(self.settings.explanations)
         finished = False
         try:
-            await sock.send(ExplainRequest(frame_id=ask.frame_id, question=ask.question).model_dump_json().encode())
+            await sock.send(ExplainRequest(frame_id=ask.frame_id, question=ask.question,
+                                           follow_up=ask.follow_up).model_dump_json().encode())
             while True:
                 if not await sock.poll(self.settings.explain_idle_timeout_s * 1e3):
                     finished = True

@@ -17,16 +17,18 @@ from lineguard.runtime.messages import ExplainReply, ExplainRequest
 
 
 def ask(endpoint: str, frame_id: str, question: str | None = None, idle_timeout_s: float = 120.0,
-        context: zmq.Context | None = None, curve: CurveClientConfig | None = None) -> Iterator[ExplainReply]:
+        context: zmq.Context | None = None, curve: CurveClientConfig | None = None,
+        follow_up: bool = False) -> Iterator[ExplainReply]:
     """Yield replies until the final (or error) one; TimeoutError when the service says nothing for a while.
-    ``curve``: key pair + server key for a line with CURVE on (without an allowed key nothing ever answers)."""
+    ``curve``: key pair + server key for a line with CURVE on (without an allowed key nothing ever answers);
+    ``follow_up``: continue the frame's conversation (its earlier questions and answers go with this one)."""
     sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     if curve is not None:
         curve.secure(sock)
     sock.connect(endpoint)
     try:
-        sock.send(ExplainRequest(frame_id=frame_id, question=question).model_dump_json().encode())
+        sock.send(ExplainRequest(frame_id=frame_id, question=question, follow_up=follow_up).model_dump_json().encode())
         while True:
             if not sock.poll(int(idle_timeout_s * 1e3)):
                 hint = "" if curve is not None else (" (a line with CURVE answers only keys granted its explanation "

@@ -17,6 +17,7 @@ decide from the evidence (DESIGN.md §2.5).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from lineguard.runtime.messages import ImageEvidence, Region, RegionEvidence, Verdict
 
@@ -139,13 +140,24 @@ def describe(verdict: Verdict) -> str:
     return "\n".join(lines)
 
 
-def explanation_messages(verdict: Verdict, question: str | None = None) -> list[dict[str, str]]:
-    return [
+ANSWER_BRIEFLY = "Answer briefly: start with where the anomaly is, if there is one, and cite a measurement."
+
+
+def explanation_messages(verdict: Verdict, question: str | None = None,
+                         history: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """The chat for ``question`` about a verdict; ``history``: the conversation's earlier (question, answer)
+    turns, the first of which carries the findings."""
+    turns = [*history, (question or DEFAULT_QUESTION, "")]
+    first, answer = turns[0]
+    messages = [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"Inspection findings:\n{describe(verdict)}\nQuestion: {question or DEFAULT_QUESTION}\n"
-                                    "Answer briefly: start with where the anomaly is, if there is one, and cite a "
-                                    "measurement."},
+        {"role": "user", "content": f"Inspection findings:\n{describe(verdict)}\nQuestion: {first}\n{ANSWER_BRIEFLY}"},
     ]
+    for asked, answer_then in turns[1:]:
+        messages.append({"role": "assistant", "content": answer})
+        messages.append({"role": "user", "content": f"Follow-up question: {asked}\n{ANSWER_BRIEFLY}"})
+        answer = answer_then
+    return messages
 
 
 def judge_findings(evidence: ImageEvidence, product: str) -> str:

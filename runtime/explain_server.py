@@ -17,6 +17,10 @@ as paths.
 A request with ``cancel: true`` stops that client's answer about the frame (a ``final`` with
 ``finish_reason: "cancelled"`` follows); a client that disconnects mid-answer has its answer stopped too,
 so an abandoned question never holds the model.
+A request with ``follow_up: true`` continues the frame's conversation: its earlier questions and answers
+(at most ``MAX_TURNS``, the findings always in the first) go to the model with the new question; without
+it a new conversation starts. Conversations are kept for the ``MAX_CONVERSATIONS`` frames asked about
+last and forgotten with their frame when the archive evicts it.
 The model runs in its own process: this thread only moves messages.
 """
 
@@ -25,18 +29,20 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 
 import zmq
 from pydantic import ValidationError
 
 from lineguard.runtime.archive import FrameArchive
-from lineguard.runtime.explain_prompt import explanation_messages
+from lineguard.runtime.explain_prompt import DEFAULT_QUESTION, explanation_messages
 from lineguard.runtime.llm_worker import LlmWorker, LlmWorkerError
 from lineguard.runtime.messages import ErrorInfo, ExplainReply, ExplainRequest
 
 log = logging.getLogger(__name__)
+MAX_TURNS = 4  # earlier (question, answer) turns a follow-up carries; the context holds the findings and these
+MAX_CONVERSATIONS = 64  # frames whose conversation is kept
 
 
 class ExplanationServer:
@@ -58,6 +64,8 @@ class ExplanationServer:
         self.on_reply = on_reply  # e.g. LineMetrics.observe_explanation
         self.counts: Counter[str] = Counter()
         self._jobs: dict[str, tuple[bytes, str]] = {}  # job id -> (client identity, frame id)
+        self._asked: dict[str, tuple[str, list[str]]] = {}  # job id -> (question, answer so far)
+        self.conversations: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()  # frame id -> turns
         self._stop = threading.Event()
         self._bound = threading.Event()
         self._thread: threading.Thread | None = None
@@ -142,14 +150,31 @@ class ExplanationServer:
             return
         frame = self.archive.find(request.frame_id)
         if frame is None:
+            self.conversations.pop(request.frame_id, None)  # evicted with its frame
             self._error(router, identity, request.frame_id, "UNKNOWN_FRAME",
                         f"frame {request.frame_id!r} is not in the archive (only NG and sampled OK frames are kept)")
             return
         job = uuid.uuid4().hex
         self._jobs[job] = (identity, request.frame_id)
         self.counts["requests"] += 1
-        self.worker.submit(job, explanation_messages(frame.verdict, request.question), self.max_tokens,
+        if not request.follow_up:
+            self.conversations.pop(request.frame_id, None)
+        history = self.conversations.get(request.frame_id, [])
+        question = request.question or DEFAULT_QUESTION
+        self._asked[job] = (question, [])
+        self.worker.submit(job, explanation_messages(frame.verdict, question, history), self.max_tokens,
                            whole_sentences=True)
+
+    def _remember(self, job: str, frame_id: str, finish_reason: str | None) -> None:
+        """Keep a finished answer as a turn of its frame's conversation (bounded; least recent frame evicted)."""
+        question, chunks = self._asked.pop(job, ("", []))
+        if finish_reason == "cancelled" or not chunks:
+            return
+        turns = self.conversations.pop(frame_id, [])
+        turns.append((question, "".join(chunks)))
+        self.conversations[frame_id] = turns[-MAX_TURNS:]
+        while len(self.conversations) > MAX_CONVERSATIONS:
+            self.conversations.popitem(last=False)
 
     def _forward(self, router: zmq.Socket) -> None:
         for kind, job, detail in self.worker.events():
@@ -157,21 +182,27 @@ class ExplanationServer:
                 continue
             identity, frame_id = self._jobs[job]
             if kind == "chunk":
+                if job in self._asked:
+                    self._asked[job][1].append(detail)
                 if not self._reply(router, identity, ExplainReply(type="chunk", frame_id=frame_id, text=detail)):
                     del self._jobs[job]  # nobody is listening: free the model for the next question
+                    self._asked.pop(job, None)
                     self.worker.cancel(job)
                     self.counts["abandoned"] += 1
             elif kind == "final":
                 del self._jobs[job]
+                self._remember(job, frame_id, detail.get("finish_reason"))
                 self._reply(router, identity, ExplainReply(type="final", frame_id=frame_id, **detail))
             else:
                 del self._jobs[job]
+                self._asked.pop(job, None)
                 self._error(router, identity, frame_id, "LLM_FAILED", str(detail))
         if self._jobs and not self.worker.alive:
             log.error("the LLM process died with %d explanations in flight; restarting it", len(self._jobs))
             for identity, frame_id in self._jobs.values():
                 self._error(router, identity, frame_id, "LLM_FAILED", "the LLM process died; ask again")
             self._jobs.clear()
+            self._asked.clear()
             try:
                 self.worker.restart()
             except LlmWorkerError as exc:

@@ -149,6 +149,8 @@ class ExplainRequest(_Message):
     question: str | None = Field(None, max_length=QUESTION_CHARS_CAP)  # the line sets a lower limit
     cancel: bool = Field(False, description="stop this client's answer about frame_id; it ends with a final "
                          "reply whose finish_reason is 'cancelled'")
+    follow_up: bool = Field(False, description="continue this frame's conversation: its earlier questions and "
+                            "answers go to the model with this one (false: a new conversation)")
 
 
 class ExplainReply(_Message):

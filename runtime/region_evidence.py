@@ -25,8 +25,9 @@ Everything is measured on the model-size RGB image the anomaly map belongs to (n
 * how unusual: the region's peak over the largest image score among the product's calibration normals.
 
 A descriptor is called a change ("lower"/"higher", a hue direction) only when it is beyond 3 sigma of
-normal variation and a minimum physical size; otherwise "unchanged". Cost: ~1-2 ms per NG frame at 224 px
-(measured in tests/test_region_evidence.py); OK frames pay nothing unless the LLM verdict is on.
+normal variation and a minimum physical size; otherwise "unchanged". Cost: ~2-5 ms per NG frame at 224 px
+on a shared 2-core machine (measured in tests/test_region_evidence.py: the channel maps once, then per
+region a median around it only); OK frames pay nothing unless the LLM verdict is on.
 """
 
 from __future__ import annotations

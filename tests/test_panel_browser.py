@@ -100,6 +100,9 @@ def test_live_feed_gallery_and_why_at_1280x800(browser, station: Station, weave_
     expect(page.locator("#cancel")).to_be_hidden()
     page.get_by_role("button", name="Where?").tap()
     expect(page.locator("#answer-state")).to_contain_text("Done in", timeout=120_000)
+    # the conversation stays visible while the part is open (the follow-up went with its history)
+    expect(page.locator("#answer .turn")).to_have_count(3)
+    expect(page.locator("#answer .turn .q").last).to_have_text("Where exactly is the defect?")
     assert page.offline_requests == []  # type: ignore[attr-defined]
     page.context.close()
 

@@ -6,7 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const FEED_MAX = 60;
 const state = { cameras: new Map(), alarms: [], heartbeat: null, heartbeatAt: null, tokenRequired: false,
-  connected: false, current: null, asking: null, galleryTimer: null };
+  connected: false, current: null, asking: null, galleryTimer: null, turns: 0, reply: null };
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -227,7 +227,8 @@ function openDetail(v) {
     if (r.evidence) rows.splice(2 + i, 0, [`Region ${i + 1}`, `${r.grid}: ${evidenceText(r.evidence)}`]);
   });
   facts.replaceChildren(...rows.flatMap(([k, value]) => [el("dt", "", k), el("dd", "", value)]));
-  $("answer").textContent = "";
+  $("answer").textContent = "";  // a new part, a new conversation
+  state.turns = 0;
   $("answer-state").textContent = "Tap a question.";
   $("token-row").hidden = !state.tokenRequired;
   $("detail").showModal();
@@ -252,8 +253,12 @@ async function ask(question) {
   cancelAsk("replaced");
   const controller = new AbortController();
   state.asking = controller;
-  const answer = $("answer");
-  answer.textContent = "";
+  // the thread stays visible while the part is open; each question continues the conversation
+  const turn = el("div", "turn");
+  turn.append(el("div", "q", question || "What did the inspection find?"), el("div", "a"));
+  $("answer").append(turn);
+  state.reply = turn.lastChild;
+  const followUp = state.turns > 0;
   $("answer-state").textContent = "Thinking…";
   $("cancel").hidden = false;
   const headers = { "Content-Type": "application/json" };
@@ -261,7 +266,7 @@ async function ask(question) {
   if (token) headers.Authorization = `Bearer ${token}`;
   try {
     const res = await fetch("/api/explain", { method: "POST", headers, signal: controller.signal,
-      body: JSON.stringify({ frame_id: state.current.frame_id, question: question || null }) });
+      body: JSON.stringify({ frame_id: state.current.frame_id, question: question || null, follow_up: followUp }) });
     if (res.status === 401) {
       state.tokenRequired = true;
       $("token-row").hidden = false;
@@ -293,11 +298,13 @@ async function ask(question) {
 
 function onReply(reply) {
   if (reply.type === "chunk") {
-    $("answer").textContent += reply.text;
+    if (state.reply) state.reply.textContent += reply.text;
+    $("answer").scrollTop = $("answer").scrollHeight;
     $("answer-state").textContent = "Answering…";
   } else if (reply.type === "final") {
     const seconds = reply.total_ms ? (reply.total_ms / 1000).toFixed(1) : "-";
     $("answer-state").textContent = reply.finish_reason === "cancelled" ? "Cancelled." : `Done in ${seconds} s.`;
+    if (reply.finish_reason !== "cancelled") state.turns += 1;
   } else {
     $("answer-state").textContent = `${reply.error.code}: ${reply.error.message}`;
   }
