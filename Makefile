@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lineguard-installed
 
-.PHONY: demo test bench eval lint clean browser triton
+.PHONY: demo test bench eval ablation lint clean browser triton
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ bench: $(STAMP)
 # minutes on 2 cores.
 eval: $(STAMP)
 	$(VENV)/bin/lineguard eval bundles/default --all --out artifacts/eval --update-readme
+
+# The README's ablation tables: the same evaluation with the product enrolled without one score family.
+ablation: $(STAMP)
+	for family in decoder statistics memory; do \
+		$(VENV)/bin/lineguard eval bundles/default --all --without $$family \
+			--out artifacts/eval-without-$$family --update-readme || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

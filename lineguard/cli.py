@@ -249,7 +249,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lineguard.runtime.evaluation import evaluate
 
     report = evaluate(args.bundle, args.data, args.category, args.shots, seed=0 if args.seed is None else args.seed,
-                      calib=args.calib, budget=args.budget, verdict_mode=args.verdict)
+                      calib=args.calib, budget=args.budget, verdict_mode=args.verdict, without=args.without or ())
     payload = report.model_dump_json(indent=2)
     print(payload)
     _write_json(args.json, payload)
@@ -283,9 +283,11 @@ def _eval_all(args: argparse.Namespace) -> int:
         raise CliError(f"{', '.join(stray)} cannot go with --all (it evaluates every category; "
                        "draws of the shots: --seeds, output folder: --out)")
     readme = Path(args.readme) if args.readme else eval_suite.REPO_ROOT / "README.md"
+    without = sorted(set(args.without or ()))
+    table = eval_suite.README_TABLE + "".join(f"-without-{family}" for family in without)
     if args.update_readme:  # fail now, not after an hour of evaluation
         try:
-            eval_suite.check_readme(readme)
+            eval_suite.check_readme(readme, table)
         except (OSError, ValueError) as exc:
             raise CliError(f"{readme}: {exc}") from exc
     bundle = Path(args.bundle)
@@ -300,10 +302,10 @@ def _eval_all(args: argparse.Namespace) -> int:
     from lineguard.runtime import evaluation
 
     evaluate_fn = functools.partial(evaluation.evaluate, calib=args.calib, budget=args.budget,
-                                    verdict_mode=args.verdict)
+                                    verdict_mode=args.verdict, without=without)
     report = eval_suite.main_eval_all(bundle, args.out or "artifacts/eval", args.shots, args.seeds or [0, 1],
                                       args.update_readme, readme, args.realdev, args.texture_cache,
-                                      evaluate_fn=evaluate_fn)
+                                      evaluate_fn=evaluate_fn, table_name=table)
     if report.failures or not report.categories:
         print(f"lineguard: {len(report.failures)} failed runs, {len(report.categories)} categories evaluated",
               file=sys.stderr)
@@ -743,6 +745,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="calibrate on N of the other train/good images (default: all of them)")
     ev.add_argument("--budget", type=float, default=0.01, help="false-reject budget (default %(default)s)")
     ev.add_argument("--json", metavar="OUT")
+    ev.add_argument("--without", action="append", choices=["decoder", "memory", "statistics"], metavar="FAMILY",
+                    help="enrol without this score family (decoder, memory, statistics; repeatable): the ablation. "
+                         "With --all --update-readme it fills the README's eval-table-without-FAMILY table")
     ev.add_argument("--verdict", choices=["vision", "llm"], default="vision",
                     help="llm: also ask the bundle's LLM yes/no per image and report its accuracy")
     ev.set_defaults(func=cmd_eval)

@@ -50,8 +50,14 @@ KIND_BY_CATEGORY: dict[str, str] = {
     "gravel": "texture",
 }
 KINDS_ORDER = ("industrial", "texture")
-README_START = "<!-- eval-table:start -->"
-README_END = "<!-- eval-table:end -->"
+README_TABLE = "eval-table"  # the full chain's table; ablations (`eval --all --without F`) get eval-table-without-F
+
+
+def readme_markers(name: str = README_TABLE) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+README_START, README_END = readme_markers()
 # fields taken from each EvalReport; any others are kept in SeedResult.extra
 METRICS = ("image_auroc", "pixel_auroc", "accuracy", "false_reject_rate", "miss_rate", "n_images", "ms_per_image")
 
@@ -293,14 +299,14 @@ def replace_between_markers(text: str, table: str, start: str = README_START, en
     return f"{head}{start}\n{table.rstrip()}\n{end}{tail}"
 
 
-def write_readme_table(readme: str | Path, table: str) -> None:
+def write_readme_table(readme: str | Path, table: str, name: str = README_TABLE) -> None:
     path = Path(readme)
-    path.write_text(replace_between_markers(path.read_text(), table))
+    path.write_text(replace_between_markers(path.read_text(), table, *readme_markers(name)))
 
 
-def check_readme(readme: str | Path) -> None:
+def check_readme(readme: str | Path, name: str = README_TABLE) -> None:
     """Fail before an hour of evaluation, not after, when the README lacks its markers."""
-    replace_between_markers(Path(readme).read_text(), "")
+    replace_between_markers(Path(readme).read_text(), "", *readme_markers(name))
 
 
 def write_report(report: SuiteReport, out_dir: str | Path) -> tuple[Path, Path]:
@@ -325,13 +331,14 @@ def ensure_bundle(bundle: str | Path) -> None:
 def main_eval_all(bundle: str | Path, out_dir: str | Path, shots: int = 4, seeds: Sequence[int] = (0, 1),
                   update_readme: bool = False, readme: str | Path = REPO_ROOT / "README.md",
                   realdev: str | Path | None = None, texture_cache: str | Path | None = None,
-                  evaluate_fn: EvaluateFn | None = None) -> SuiteReport:
-    """Evaluate the default set, write eval.json + eval.md into ``out_dir``, optionally the README's table.
+                  evaluate_fn: EvaluateFn | None = None, table_name: str = README_TABLE) -> SuiteReport:
+    """Evaluate the default set, write eval.json + eval.md into ``out_dir``, optionally the README's table
+    between the ``table_name`` markers.
 
     The README is only rewritten when every run succeeded (a partial table would look complete).
     """
     if update_readme:
-        check_readme(readme)
+        check_readme(readme, table_name)
     cache = Path(texture_cache) if texture_cache is not None else Path(out_dir).parent / "eval-data" / "skimage"
     roots, notes = default_roots(realdev, cache)
     for note in notes:
@@ -343,7 +350,7 @@ def main_eval_all(bundle: str | Path, out_dir: str | Path, shots: int = 4, seeds
         if report.failures or not report.categories:
             print(f"README not updated: {len(report.failures)} failed runs (see {md_path})", file=sys.stderr)
         else:
-            write_readme_table(readme, render_markdown(report))
+            write_readme_table(readme, render_markdown(report), table_name)
             print(f"updated the accuracy table in {readme}")
     return report
 

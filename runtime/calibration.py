@@ -138,6 +138,9 @@ class ConformalCalibration:
         return max(float(self.scores[-1]), self.tail.quantile(budget))
 
 
+FAMILIES = ("decoder", "memory", "statistics")
+
+
 def component_family(name: str) -> str:
     return name.split("/", 1)[0]
 
@@ -145,13 +148,13 @@ def component_family(name: str) -> str:
 def fuse_maps(maps: Mapping[str, np.ndarray], norms: Mapping[str, ComponentNorm], sigma: float) -> np.ndarray:
     """z-normalise each component map, average within a family, average the families, smooth.
 
-    ``maps`` are (B, H, W) at input resolution. Families (decoder, memory, statistics) weigh equally,
+    ``maps`` are (B, H, W) at input resolution. The components fused are those ``norms`` holds (a product
+    enrolled without a family has no norms for it); families (decoder, memory, statistics) weigh equally,
     however many stages each one has.
     """
     families: dict[str, list[np.ndarray]] = {}
-    for name, values in maps.items():
-        norm = norms[name]
-        families.setdefault(component_family(name), []).append((values - norm.mean) / norm.std)
+    for name, norm in norms.items():
+        families.setdefault(component_family(name), []).append((maps[name] - norm.mean) / norm.std)
     fused = np.mean([np.mean(members, axis=0) for members in families.values()], axis=0).astype(np.float32)
     return smooth(fused, sigma)
 

@@ -30,7 +30,15 @@ import numpy as np
 
 from lineguard.runtime.anomaly_maps import component_maps
 from lineguard.runtime.bundle import Bundle, ProductCalibration, ProductEntry, ScoringSpec, TailFit, utc_now
-from lineguard.runtime.calibration import BorderProfile, GumbelFit, component_norms, fuse_maps, image_scores
+from lineguard.runtime.calibration import (
+    FAMILIES,
+    BorderProfile,
+    GumbelFit,
+    component_family,
+    component_norms,
+    fuse_maps,
+    image_scores,
+)
 from lineguard.runtime.chain import ChainOutput, VisionChain
 from lineguard.runtime.patch_scoring import PatchMemory
 from lineguard.runtime.preprocess import ChannelOrder
@@ -105,9 +113,16 @@ def enroll_product(
     seed: int = 0,
     order: ChannelOrder = "BGR",
     chain: VisionChain | None = None,
+    families: Sequence[str] = FAMILIES,
 ) -> ProductCalibration:
     """Enrol ``images`` (the shots, uint8, OpenCV order) as the memory of ``product``, calibrated on
-    ``calibration_images`` (other normals of the product); updates the bundle in place."""
+    ``calibration_images`` (other normals of the product); updates the bundle in place.
+
+    ``families`` chooses which score families the product fuses (default all three; `eval --without`
+    measures what each one earns)."""
+    unknown = set(families) - set(FAMILIES)
+    if unknown or not families:
+        raise EnrollmentError(f"families must be a non-empty subset of {FAMILIES}, got {sorted(families)}")
     if not PRODUCT_NAME.match(product):
         raise EnrollmentError(f"product name {product!r} must be 1-64 letters, digits, '_', '-' or '.'")
     if not images:
@@ -131,7 +146,7 @@ def enroll_product(
     image_of_view_arr = np.asarray(image_of_view)
 
     held_out, method = held_out_maps(out, image_of_view_arr, spec, input_size, seed)
-    norms = component_norms({name: [m] for name, m in held_out.items()})
+    norms = component_norms({name: [m] for name, m in held_out.items() if component_family(name) in families})
     fused = fuse_maps(held_out, norms, spec.smoothing_sigma)
     border = BorderProfile.fit(fused)
     view_scores = image_scores(border.apply(fused))

@@ -18,6 +18,7 @@ never saw), miss rates per defect type, and the zero-shot decision's accuracy on
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -26,6 +27,7 @@ from pydantic import BaseModel, Field
 from sklearn.metrics import roc_auc_score
 
 from lineguard.runtime.bundle import Bundle, BundleError
+from lineguard.runtime.calibration import FAMILIES
 from lineguard.runtime.enroll import enroll_product
 from lineguard.runtime.image_io import ImageReadError, image_paths, read_image, read_images, split_normals
 from lineguard.runtime.inspector import DEFAULT_FALSE_REJECT_BUDGET, Inspector
@@ -40,6 +42,7 @@ class EvalReport(BaseModel):
     shots: int
     seed: int
     budget: float
+    families: list[str] = Field(description="score families the product fused (fewer: an ablation)")
     n_calibration: int
     calibration_status: str
     calibration_note: str
@@ -87,15 +90,16 @@ def _test_set(category_dir: Path) -> list[tuple[Path, str, Path | None]]:
 
 def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots: int, seed: int = 0,
              calib: int | None = None, budget: float = DEFAULT_FALSE_REJECT_BUDGET, batch_size: int = 8,
-             verdict_mode: str = "vision", llm_timeout_s: float = 30.0) -> EvalReport:
-    """``verdict_mode="llm"`` also asks the bundle's LLM for each image and reports its accuracy."""
+             verdict_mode: str = "vision", llm_timeout_s: float = 30.0, without: Sequence[str] = ()) -> EvalReport:
+    """``verdict_mode="llm"`` also asks the bundle's LLM for each image and reports its accuracy;
+    ``without`` names score families the product is enrolled without (the ablation)."""
     category_dir = Path(data_root) / category
     chosen, calibration = split_normals(image_paths(category_dir / "train" / "good"), shots, seed, calib)
     items = _test_set(category_dir)
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-eval-") as bundle:
         inspector = Inspector(bundle, false_reject_budget=budget)
         enroll_product(bundle, category, read_images(chosen), calibration_images=read_images(calibration),
-                       seed=seed, chain=inspector.chain)
+                       seed=seed, chain=inspector.chain, families=[f for f in FAMILIES if f not in without])
         judge_model = inspector.product_model(category).judge
         judge = _llm_judge(bundle) if verdict_mode == "llm" else None
         inspector.image_evidence = judge is not None  # the judge decides from evidence, never the vision verdict
@@ -142,6 +146,7 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
         shots=shots,
         seed=seed,
         budget=budget,
+        families=[f for f in FAMILIES if f not in without],
         n_calibration=judge_model.conformal.n,
         calibration_status=judge_model.status(budget),
         calibration_note=judge_model.describe(budget),

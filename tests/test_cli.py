@@ -53,8 +53,8 @@ def _fake_eval_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[P
     calls: list[tuple] = []
 
     def fake_evaluate(bundle_dir, data_root, category, shots, seed=0, calib=None, budget=0.01,
-                      verdict_mode="vision"):
-        calls.append((category, shots, seed, calib, budget, verdict_mode))
+                      verdict_mode="vision", without=()):
+        calls.append((category, shots, seed, calib, budget, verdict_mode, *without))
         return SimpleNamespace(image_auroc=0.8 + 0.1 * seed, pixel_auroc=None, accuracy=0.75,
                                false_reject_rate=0.05 * seed, miss_rate=0.25, n_images=12, ms_per_image=3.0,
                                miss_rate_by_type={"scratch": 0.25})
@@ -87,6 +87,21 @@ def test_eval_all_writes_the_json_and_the_readme_table(tmp_path: Path, monkeypat
     assert (out / "eval.md").read_text() == render_markdown(report)
     assert readme.read_text() == (f"# x\n\n{README_START}\n{render_markdown(report).rstrip()}\n{README_END}"
                                   "\n\nafter\n")
+
+
+def test_eval_all_without_a_family_fills_its_own_ablation_table(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from lineguard.eval_suite import README_END, README_START, readme_markers
+
+    bundle, readme, calls = _fake_eval_setup(tmp_path, monkeypatch)
+    start, end = readme_markers("eval-table-without-decoder")
+    readme.write_text(readme.read_text() + f"{start}\nstale\n{end}\n")
+    assert main(["eval", str(bundle), "--all", "--out", str(tmp_path / "out"), "--seeds", "0", "--without", "decoder",
+                 "--update-readme", "--readme", str(readme), "--realdev", str(tmp_path / "realdev"),
+                 "--texture-cache", str(tmp_path / "tex")]) == 0
+    assert {c[-1] for c in calls} == {"decoder"}  # every run enrolled without the decoder
+    text = readme.read_text()
+    assert f"{start}\nstale\n" not in text and f"{README_START}\nstale table\n{README_END}" in text  # the full table untouched
 
 
 def test_eval_all_and_single_category_options_are_readable_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -106,3 +106,16 @@ def test_enrolled_files_are_checksummed(bundle_copy: Path, weave_parts) -> None:
     calib.write_text(calib.read_text().replace('"shots": 2', '"shots": 3'))
     with pytest.raises(BundleIntegrityError, match="calibration.json"):
         Bundle.open(bundle_copy)
+
+
+def test_a_product_fuses_only_the_families_it_was_enrolled_with(bundle_copy: Path, weave_parts, ng_weave) -> None:
+    """The ablation's mechanism (`eval --without`): a family left out has no norms and is not fused."""
+    bundle = Bundle.open(bundle_copy)
+    calibration = enroll_product(bundle, "weave", weave_parts[:4], calibration_images=weave_parts[16:40],
+                                 families=("memory",))
+    assert {name.split("/")[0] for name in calibration.components} == {"memory"}
+    inspector = Inspector(bundle)
+    assert inspector.inspect(ng_weave, "weave").verdict == "NG"
+    assert inspector.inspect(weave_parts[6], "weave").verdict == "OK"
+    with pytest.raises(EnrollmentError, match="families"):
+        enroll_product(bundle, "weave", weave_parts[:4], families=("colour",))
