@@ -140,7 +140,8 @@ def describe(verdict: Verdict) -> str:
     return "\n".join(lines)
 
 
-ANSWER_BRIEFLY = "Answer briefly: start with where the anomaly is, if there is one, and cite a measurement."
+ANSWER_BRIEFLY = ("Answer briefly: start with the product and where the anomaly is, if there is one, then cite a "
+                  "measurement.")
 
 
 def explanation_messages(verdict: Verdict, question: str | None = None,
