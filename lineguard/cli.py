@@ -855,13 +855,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("frame_id")
     explain.add_argument("--connect", default="tcp://localhost:5557")
     explain.add_argument("--question")
+    explain.add_argument("--follow-up", action="store_true", help="continue this frame's conversation (the "
+                         "earlier questions and answers go with this one) instead of starting a new one")
     explain.add_argument("--timeout", type=float, default=120.0, help="give up after S silent seconds")
     _curve_client_flags(explain)
     explain.set_defaults(func=cmd_explain)
 
     bso = bench_sub.add_parser("soak", help="a `lineguard serve` process under a mixed stream (+ explanation "
-    explain.add_argument("--follow-up", action="store_true", help="continue this frame's conversation (the "
-                         "earlier questions and answers go with this one) instead of starting a new one")
                                "requests): one verdict per frame, RSS and open-file slopes once warm; exit 1 on a leak")
     bso.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
     bso.add_argument("--seconds", type=float, default=600.0, help="stream length (the slope needs minutes)")
