@@ -19,7 +19,8 @@ answer is scored by rules, not by another model:
   rougher, elongated vs compact), names a cell none of the regions is in, names a defect class other than
   the evidence's to "What kind?", or calls a region beyond every normal part a likely false alarm;
 * ``cites_evidence``: it uses at least one measured descriptor (not only location and area);
-* ``ends_sentence``: it ends at a sentence end.
+* ``ends_sentence``: it ends at a sentence end;
+* ``names_kind`` ("What kind?" answers only): it names the evidence's probable class.
 
 ``kind_agreement`` compares the evidence's probable class (rules, no LLM) with the true defect type.
 """
@@ -87,6 +88,7 @@ class AnswerScore(BaseModel):
     contradicts_evidence: list[str] = Field(description="what the answer contradicts; empty when faithful")
     cites_evidence: bool
     ends_sentence: bool
+    names_kind: bool | None = Field(None, description="'What kind?' answers: names the evidence's probable class")
     seconds: float
 
 
@@ -102,6 +104,7 @@ class ExplanationReport(BaseModel):
     no_contradiction: float
     cites_evidence: float
     ends_sentence: float
+    names_kind: float = Field(description="share of 'What kind?' answers that name the evidence's probable class")
     by_question: dict[str, dict[str, float]]
     kind_agreement: float = Field(description="share of explained defects whose evidence class fits the true type")
     kinds_by_type: dict[str, dict[str, int]] = Field(description="true type -> evidence class -> count")
@@ -174,6 +177,12 @@ def contradictions(answer: str, verdict: Verdict, question: str) -> list[str]:
     return found
 
 
+def names_kind(answer: str, evidence: RegionEvidence | None) -> bool:
+    """Does the answer name the evidence's probable defect class (by its words)?"""
+    words = KIND_WORDS.get(evidence.likely_kind, ()) if evidence is not None else ()
+    return any(w in answer.lower() for w in words)
+
+
 def _ask(worker: LlmWorker, messages: list[dict[str, str]], max_tokens: int, timeout_s: float) -> str:
     job = uuid.uuid4().hex
     worker.submit(job, messages, max_tokens, whole_sentences=True)
@@ -236,6 +245,7 @@ def evaluate_explanations(bundle_dir: str | Path, data_root: str | Path, categor
                         contradicts_evidence=contradictions(answer, verdict, name),
                         cites_evidence=any(w in answer.lower() for w in EVIDENCE_WORDS),
                         ends_sentence=answer.rstrip()[-1:] in (".", "!", "?"),
+                        names_kind=names_kind(answer, evidence) if name == "kind" else None,
                         seconds=time.perf_counter() - start))
                     if on_answer is not None:
                         on_answer(score)
@@ -258,6 +268,7 @@ def evaluate_explanations(bundle_dir: str | Path, data_root: str | Path, categor
         vision_true_location=float(np.mean(vision_right)) if vision_right else 0.0,
         no_contradiction=rate(answers, "no_contradiction"), cites_evidence=rate(answers, "cites_evidence"),
         ends_sentence=rate(answers, "ends_sentence"),
+        names_kind=rate([a for a in answers if a.question == "kind"], "names_kind"),
         by_question={q: {t: rate([a for a in answers if a.question == q], t) for t in tests} for q in QUESTIONS},
         kind_agreement=float(np.mean(agree)) if agree else 0.0,
         kinds_by_type={t: dict(c) for t, c in kinds.items()},
@@ -272,7 +283,8 @@ def summary(report: ExplanationReport) -> str:
              f"{report.n_answers} answers ({report.model}, {report.seconds_per_answer:.1f} s each)",
              f"  states the true location {report.states_true_location:.0%} (the vision's top region: "
              f"{report.vision_true_location:.0%}); no contradiction of the evidence {report.no_contradiction:.0%}; "
-             f"cites a measurement {report.cites_evidence:.0%}; ends at a sentence end {report.ends_sentence:.0%}",
+             f"cites a measurement {report.cites_evidence:.0%}; ends at a sentence end {report.ends_sentence:.0%}; "
+             f"'What kind?' names the probable class {report.names_kind:.0%}",
              f"  evidence class fits the true defect type: {report.kind_agreement:.0%}"]
     for q, r in report.by_question.items():
         lines.append(f"  {q:12s} " + ", ".join(f"{k} {v:.0%}" for k, v in r.items()))

@@ -168,7 +168,7 @@ def test_evidence_costs_little_on_the_verdict_path(inspector: Inspector, ng_weav
 
 
 def test_faithfulness_scoring_rules() -> None:
-    from lineguard.explanation_eval import contradictions, named_cells, true_cells
+    from lineguard.explanation_eval import contradictions, named_cells, names_kind, true_cells
     from lineguard.runtime.messages import Region, RegionEvidence
 
     assert named_cells("A dark scratch in the upper left, reaching the centre and the top.") == [
@@ -190,3 +190,4 @@ def test_faithfulness_scoring_rules() -> None:
     assert contradictions("A dark line at the top left, 2x the largest normal, which is a false alarm.", verdict,
                           "explain")
     assert not contradictions("It is unlikely to be a false alarm: 2x the largest normal.", verdict, "false_alarm")
+    assert names_kind("Probably a fine scratch.", e) and not names_kind("A dark thin line.", e)
