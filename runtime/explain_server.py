@@ -70,6 +70,11 @@ class ExplanationServer:
         self._bound = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def pending(self) -> int:
+        """Requests accepted and not yet answered in full (at most ``max_pending``)."""
+        return len(self._jobs)
+
     def start(self, timeout_s: float = 10.0) -> ExplanationServer:
         self._thread = threading.Thread(target=self.run, name="explanations", daemon=True)
         self._thread.start()

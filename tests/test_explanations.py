@@ -24,7 +24,7 @@ from lineguard.export.synthesis import cut_paste_poisson  # noqa: E402
 from lineguard.export.textures import texture_variants  # noqa: E402
 from lineguard.runtime.explain_client import ask  # noqa: E402
 from lineguard.runtime.line_config import LineConfig  # noqa: E402
-from lineguard.runtime.messages import ExplainReply, Verdict  # noqa: E402
+from lineguard.runtime.messages import ExplainReply, ExplainRequest, Verdict  # noqa: E402
 from lineguard.runtime.server import LineServer  # noqa: E402
 from lineguard.runtime.wire import encode_frame, new_header  # noqa: E402
 
@@ -88,20 +88,40 @@ def test_unknown_frame_and_bad_request(line: LineServer) -> None:
     assert reply.type == "error" and reply.error.code == "BAD_REQUEST"
 
 
+def send_request(line: LineServer, frame_id: str) -> zmq.Socket:
+    """One explanation request on a raw DEALER, returned once the line has accepted it (being answered)."""
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(line.endpoints.explanations)
+    dealer.send(ExplainRequest(frame_id=frame_id).model_dump_json().encode())
+    deadline = time.monotonic() + 10
+    while line.explanations.pending == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return dealer
+
+
+def replies_until_done(dealer: zmq.Socket) -> list[ExplainReply]:
+    replies: list[ExplainReply] = []
+    while not replies or replies[-1].type == "chunk":
+        assert dealer.poll(60_000)
+        replies.append(ExplainReply.model_validate_json(dealer.recv()))
+    dealer.close()
+    return replies
+
+
 def test_busy_when_the_queue_is_full(line: LineServer) -> None:
-    first = ask(line.endpoints.explanations, "ng-top-left", idle_timeout_s=60)
-    assert next(first).type == "chunk"  # the one allowed request is being answered
+    # answers are short: ask again as soon as the first is accepted, not after its first chunk
+    first = send_request(line, "ng-top-left")
     _, second = answer(line, "ng-top-left")
     assert second.type == "error" and second.error.code == "BUSY"
-    assert list(first)[-1].type == "final"
+    assert replies_until_done(first)[-1].type == "final"
 
 
 def test_llm_killed_mid_answer_then_next_request_works(line: LineServer) -> None:
-    replies = ask(line.endpoints.explanations, "ng-top-left", idle_timeout_s=60)
-    assert next(replies).type == "chunk"
+    dealer = send_request(line, "ng-top-left")
     os.kill(line.explanations.worker.pid, signal.SIGKILL)
-    rest = list(replies)
-    assert rest[-1].type == "error" and rest[-1].error.code == "LLM_FAILED"
+    rest = replies_until_done(dealer)
+    assert rest[-1].type == "error" and rest[-1].error.code == "LLM_FAILED", rest[-1]
     deadline = time.monotonic() + 60
     while not line.explanations.worker.alive and time.monotonic() < deadline:
         time.sleep(0.2)
