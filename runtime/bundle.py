@@ -283,6 +283,8 @@ class ProductCalibration(_Strict):
         default_factory=list, description="image score of each held-out calibration normal, one per image")
     calibration_images: list[str] = Field(
         default_factory=list, description="sha256 of each calibration image's pixels: none is counted twice")
+    shot_images: list[str] = Field(
+        default_factory=list, description="sha256 of each shot's pixels: the memory's own images never calibrate")
     appearance: NormalAppearance | None = Field(
         None, description="normal appearance statistics for region evidence (None: enrolled before they existed)")
 

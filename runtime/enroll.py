@@ -15,7 +15,7 @@ fix the score function (lineguard.runtime.calibration):
 
 Calibration images are scored once each, unaugmented, against the full memory, exactly as the line
 scores a frame: their ranks are the p-values (split conformal). An image already counted (same pixels)
-is never counted again.
+is never counted again, and a shot never calibrates (the memory holds it: it would score too low).
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ def enroll_product(
     memory = PatchMemory.build(out.features, spec, seed)
 
     scorer = ProductScorer(memory=memory, components=norms, border=border)
-    hashes, scores = _score_new_images(chain, scorer, bundle, calibration_images, order, already=())
+    shot_hashes = [pixel_digest(image) for image in images]
+    hashes, scores = _score_new_images(chain, scorer, bundle, calibration_images, order, already=shot_hashes)
     calibration = ProductCalibration(
         product=product,
         shots=shots,
@@ -167,6 +168,7 @@ def enroll_product(
         view_tail=TailFit(location=view_fit.location, scale=view_fit.scale),
         calibration_scores=scores,
         calibration_images=hashes,
+        shot_images=shot_hashes,
         appearance=normal_appearance(rgb_views),  # the reference of region evidence
     )
 
@@ -198,7 +200,8 @@ def calibrate_product(
 ) -> tuple[ProductCalibration, int]:
     """Add held-out normals to ``product``'s calibration without touching its memory.
 
-    Returns the new calibration and how many of ``images`` were new (same pixels are counted once).
+    Returns the new calibration and how many of ``images`` were new: same pixels are counted once, and
+    the product's own shots (in its memory, so they would score too low) never calibrate.
     """
     if product not in bundle.manifest.products:
         raise EnrollmentError(f"product {product!r} is not enrolled: run `lineguard enroll` first")
@@ -207,7 +210,8 @@ def calibrate_product(
     chain = chain or VisionChain(bundle)
     model = ProductModel.load(bundle, product)
     old = model.calibration
-    hashes, scores = _score_new_images(chain, model.scorer, bundle, images, order, already=old.calibration_images)
+    hashes, scores = _score_new_images(chain, model.scorer, bundle, images, order,
+                                       already=[*old.calibration_images, *old.shot_images])
     calibration = old.model_copy(update={"calibration_scores": [*old.calibration_scores, *scores],
                                          "calibration_images": [*old.calibration_images, *hashes]})
     _write_calibration(bundle, bundle.manifest.products[product].calibration_file, calibration)
