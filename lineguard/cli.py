@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from lineguard.runtime.bundle import ProductCalibration
     from lineguard.runtime.line_config import LineConfig
     from lineguard.runtime.server import LineServer
 
@@ -183,37 +184,45 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_enroll(args: argparse.Namespace) -> int:
     from lineguard.runtime.bundle import Bundle
     from lineguard.runtime.enroll import enroll_product
-    from lineguard.runtime.image_io import image_paths, read_images, split_normals
-    from lineguard.runtime.product_model import ProductJudge
+    from lineguard.runtime.image_io import read_images, split_normals
 
-    paths = image_paths(args.normals)
-    if not paths:
-        raise CliError(f"{args.normals} holds no images")
+    paths = _normal_images(args.normals)
     shots, calibration = split_normals(paths, min(args.shots, len(paths)), args.seed)
     bundle = Bundle.open(args.bundle)
     result = enroll_product(bundle, args.product, read_images(shots), calibration_images=read_images(calibration),
                             seed=args.seed)
-    judge = ProductJudge.from_calibration(result)
     print(f"enrolled {args.product!r}: memory from {len(shots)} shot(s), {result.views_per_shot} views each; "
-          f"{judge.conformal.n} held-out calibration image(s)")
-    print(f"calibration at a {args.budget:g} false-reject budget: {judge.describe(args.budget)}")
+          f"{len(result.calibration_scores)} held-out calibration image(s)")
+    _print_calibration(result, args.budget)
     return 0
+
+
+def _normal_images(folder: str) -> list[Path]:
+    from lineguard.runtime.image_io import image_paths
+
+    paths = image_paths(folder)
+    if not paths:
+        raise CliError(f"{folder} holds no images")
+    return paths
+
+
+def _print_calibration(calibration: ProductCalibration, budget: float) -> None:
+    from lineguard.runtime.product_model import ProductJudge
+
+    print(f"calibration at a {budget:g} false-reject budget: "
+          f"{ProductJudge.from_calibration(calibration).describe(budget)}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from lineguard.runtime.bundle import Bundle
     from lineguard.runtime.enroll import calibrate_product
-    from lineguard.runtime.image_io import image_paths, read_images
-    from lineguard.runtime.product_model import ProductJudge
+    from lineguard.runtime.image_io import read_images
 
-    paths = image_paths(args.normals)
-    if not paths:
-        raise CliError(f"{args.normals} holds no images")
+    paths = _normal_images(args.normals)
     result, added = calibrate_product(Bundle.open(args.bundle), args.product, read_images(paths))
-    judge = ProductJudge.from_calibration(result)
-    print(f"calibrated {args.product!r}: {added} new image(s) of {len(paths)} ({len(paths) - added} already counted); "
-          f"{judge.conformal.n} in all; memory unchanged")
-    print(f"calibration at a {args.budget:g} false-reject budget: {judge.describe(args.budget)}")
+    print(f"calibrated {args.product!r}: {added} new image(s) of {len(paths)} ({len(paths) - added} already counted or shots); "
+          f"{len(result.calibration_scores)} in all; memory unchanged")
+    _print_calibration(result, args.budget)
     return 0
 
 

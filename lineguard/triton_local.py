@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from lineguard.runtime.child_process import stop_process
+
 
 def find_tritonserver(default: Path = Path(".venv/triton")) -> Path | None:
     """The unpacked server's folder (``LINEGUARD_TRITONSERVER``, else ``default``), or None."""
@@ -70,9 +72,4 @@ def triton_server(root: Path, repository: Path, log: Path, exit_on_error: bool =
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)

@@ -45,6 +45,7 @@ import numpy as np
 import zmq
 from pydantic import BaseModel, Field
 
+from lineguard.runtime.child_process import stop_process
 from lineguard.runtime.curve import CurveClientConfig
 from lineguard.runtime.line_config import LineConfig
 from lineguard.runtime.messages import ExplainReply, ExplainRequest, Verdict
@@ -555,9 +556,4 @@ def soak_serve_process(bundle_dir: str | os.PathLike[str], plan: SoakPlan, expla
                 log.flush()
                 raise RuntimeError(f"{exc}\nlineguard serve output:\n{log_path.read_text()[-3000:]}") from exc
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+                stop_process(proc)

@@ -34,6 +34,7 @@ import zmq
 from line_helpers import free_port
 
 from lineguard.cli import build_parser, main
+from lineguard.runtime.child_process import stop_process
 from lineguard.runtime.curve import CurveClientConfig
 from lineguard.runtime.messages import ExplainReply, ExplainRequest, Verdict
 from lineguard.runtime.watch import VerdictWatcher
@@ -120,13 +121,7 @@ class SecureLine:
 
     def stop(self) -> None:
         self.watcher.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")

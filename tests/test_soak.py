@@ -23,6 +23,7 @@ import pytest
 import yaml
 from line_helpers import LOOPBACK, free_port
 
+from lineguard.runtime.child_process import stop_process
 from lineguard.runtime.inspector import Inspector
 from lineguard.runtime.line_config import LineConfig
 from lineguard.runtime.server import LineServer
@@ -64,12 +65,7 @@ def serve_process(bundle: Path, config: LineConfig, workdir: Path) -> Iterator[s
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
         log.close()
 
 
