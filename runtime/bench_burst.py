@@ -33,17 +33,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import numpy as np
-import zmq
 from pydantic import BaseModel
 
+from lineguard.runtime.bench_load import loopback_line
 from lineguard.runtime.inspector import Inspector
-from lineguard.runtime.line_config import LineConfig
 from lineguard.runtime.messages import Verdict
-from lineguard.runtime.server import LineServer
 from lineguard.runtime.wire import HEARTBEAT_TOPIC, encode_frame, new_header
 
 DEFAULT_DEADLINE_MS = 200.0  # the line default: LineConfig.deadline_ms
@@ -111,38 +108,6 @@ def sustained_run(inspector: Inspector, frames: Sequence[np.ndarray], product: s
                 deadline_ms, max_batch, deadline_aware, after_s)
 
 
-@contextmanager
-def _line(inspector: Inspector, product: str, deadline_ms: float, max_batch: int,
-          deadline_aware: bool) -> Iterator[tuple[LineServer, zmq.Socket, zmq.Socket]]:
-    """A warmed-up line on loopback with a subscribed SUB and a connected PUSH."""
-    loopback = "tcp://127.0.0.1:*"
-    config = LineConfig(line="burst", endpoints={"frames": loopback, "verdicts": loopback, "inspect": loopback,
-                                                 "explanations": loopback},
-                        products=[product], deadline_ms=deadline_ms,
-                        batching={"max_batch": max_batch, "max_queue_delay_ms": 5.0, "max_queue": 64,
-                                  "deadline_aware": deadline_aware},
-                        hwm={"frames_rcv": 256, "verdicts_snd": 10_000}, explanations={"enabled": False})
-    context = zmq.Context.instance()
-    with LineServer(inspector, config, context=context) as server:
-        sub = context.socket(zmq.SUB)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(server.endpoints.verdicts)
-        push = context.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 0)
-        push.setsockopt(zmq.SNDHWM, 4096)
-        push.connect(server.endpoints.frames)
-        try:
-            ready_by = time.monotonic() + 5
-            while time.monotonic() < ready_by:  # subscribed once the first heartbeat arrives
-                if sub.poll(200) and sub.recv_multipart()[0] == HEARTBEAT_TOPIC:
-                    break
-            yield server, sub, push
-        finally:
-            sub.close()
-            push.close()
-
-
 def _run(inspector: Inspector, frames: Sequence[np.ndarray], product: str, capacity_fps: float, scenario: str,
          rate_fps: float | None, count: int, deadline_ms: float, max_batch: int, deadline_aware: bool,
          after_s: float) -> OverloadRun:
@@ -154,7 +119,7 @@ def _run(inspector: Inspector, frames: Sequence[np.ndarray], product: str, capac
     answers: Counter[str] = Counter()
     after_period = 2.0 / capacity_fps
 
-    with _line(inspector, product, deadline_ms, max_batch, deadline_aware) as (server, sub, push):
+    with loopback_line(inspector, product, deadline_ms, max_batch, deadline_aware, line="burst") as (server, sub, push):
 
         def receive(until: float) -> None:
             while True:
