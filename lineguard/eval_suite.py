@@ -281,6 +281,20 @@ def render_markdown(report: SuiteReport) -> str:
         lines += ["", "Misses by defect type:", "", "| category | defect type | misses |", "|---|---|---|"]
         for c in typed:
             lines += [f"| {c.category} | {t} | {_fmt(m)} |" for t, m in sorted(c.miss_rate_by_type.items())]
+    calibrated = [c for c in report.categories if any("observed_false_reject" in r.extra for r in c.runs)]
+    if calibrated:
+        budgets = sorted({b for c in calibrated for r in c.runs for b in r.extra.get("observed_false_reject", {})},
+                         key=float)
+        lines += ["", "Calibration: how many held-out normals calibrated each draw, what decided at the budget, and the "
+                  "share of test normals with p <= b for budgets b (the false-reject budget as it held on normals "
+                  "no calibration saw):", "",
+                  "| category | calibration normals | decided by | " + " | ".join(f"observed at {float(b):.0%}" for b in budgets)
+                  + " |", "|---|---|---|" + "---|" * len(budgets)]
+        for c in calibrated:
+            counts = sorted({r.extra.get("n_calibration") for r in c.runs if r.extra.get("n_calibration") is not None})
+            status = ", ".join(sorted({str(r.extra.get("calibration_status")) for r in c.runs}))
+            observed = [_fmt(_mean([r.extra.get("observed_false_reject", {}).get(b) for r in c.runs])) for b in budgets]
+            lines.append(f"| {c.category} | {', '.join(str(n) for n in counts)} | {status} | " + " | ".join(observed) + " |")
     if report.notes or report.failures:
         lines.append("")
         lines += [f"- note: {n}" for n in report.notes]

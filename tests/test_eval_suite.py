@@ -159,3 +159,14 @@ def test_main_eval_all_writes_the_readme_only_when_every_run_succeeded(tmp_path:
     readme.write_text("no markers here\n")
     with pytest.raises(ValueError, match="eval-table:start"):
         main_eval_all("b", tmp_path / "out", update_readme=True, **run)
+
+
+def test_the_calibration_table_shows_the_budget_as_it_held() -> None:
+    """Observed false rejects per budget, the calibration normals and what decided, from the runs' extras."""
+    report = _suite()
+    for c in report.categories:
+        for r in c.runs:
+            r.extra.update(n_calibration=16, calibration_status="tail")
+    markdown = render_markdown(report)
+    rows = re.findall(r"^\| (\w+) \| 16 \| tail \| ([\d.]+) \|$", markdown, re.M)
+    assert dict(rows) == {c.category: _cell(c.false_reject_rate) for c in report.categories}
