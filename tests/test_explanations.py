@@ -47,7 +47,7 @@ def inspect(server: LineServer, frame_id: str, image: np.ndarray) -> Verdict:
 
 
 def answer(server: LineServer, frame_id: str, question: str | None = None) -> tuple[str, ExplainReply]:
-    replies = list(ask(server.endpoints.explanations, frame_id, question, idle_timeout_s=60))
+    replies = list(ask(server.endpoints.explanations, frame_id, question, idle_timeout_s=180))
     return "".join(r.text for r in replies if r.type == "chunk"), replies[-1]
 
 

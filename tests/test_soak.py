@@ -12,6 +12,7 @@ soak against a service that keeps 64 KiB and, now and then, a file descriptor pe
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import subprocess
 import sys
@@ -129,7 +130,11 @@ def test_an_injected_leak_crosses_the_bound(enrolled_dir: Path, weave_parts, tmp
         accept = server._accept
 
         def leaky_accept(parts, envelope):  # type: ignore[no-untyped-def]
-            kept.append(bytearray(os.urandom(16)) * (LEAK_BYTES // 16))  # touched pages: real RSS
+            # fresh pages from the OS, every one touched: a late test in a large pytest process would otherwise
+            # get its bytearrays from heap that earlier tests freed, and RSS would not move
+            block = mmap.mmap(-1, LEAK_BYTES)
+            block.write(os.urandom(LEAK_BYTES))
+            kept.append(block)
             if len(kept) % LEAK_FD_EVERY == 0:
                 kept.append(open(os.devnull, "rb"))  # noqa: SIM115 (the leak is the point)
             return accept(parts, envelope)
