@@ -13,28 +13,19 @@ loopback without a token is refused, so a panel reachable from the plant network
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from lineguard.runtime.curve import CurveClientConfig, client_config
+from lineguard.runtime.line_config import is_loopback_host
 
 TOKEN_ENV = "LINEGUARD_PANEL_TOKEN"
 
 
 class PanelSettingsError(ValueError):
     """Settings the panel cannot run with; the message says what to change."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class PanelSettings(BaseModel):
@@ -55,7 +46,7 @@ class PanelSettings(BaseModel):
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> PanelSettings:
-        if not is_loopback(self.host) and self.token is None:
+        if not is_loopback_host(self.host) and self.token is None:
             raise ValueError(f"the panel binds {self.host}, beyond this machine: set an operator token "
                              f"(--token-file FILE or ${TOKEN_ENV}) or bind 127.0.0.1")
         return self
