@@ -212,6 +212,8 @@ def calibrate_product(
     old = model.calibration
     hashes, scores = _score_new_images(chain, model.scorer, bundle, images, order,
                                        already=[*old.calibration_images, *old.shot_images])
+    if not hashes:  # nothing new: leave the bundle (and a running line's drift windows) as they are
+        return old, 0
     calibration = old.model_copy(update={"calibration_scores": [*old.calibration_scores, *scores],
                                          "calibration_images": [*old.calibration_images, *hashes]})
     _write_calibration(bundle, bundle.manifest.products[product].calibration_file, calibration)

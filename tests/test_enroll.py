@@ -68,6 +68,8 @@ def test_calibrate_adds_images_once_and_keeps_the_memory(bundle_copy: Path, weav
     assert inspector.reload_products()  # a running inspector picks it up: no restart
     assert inspector.calibration_status("weave") == "conformal"  # 20 images: p >= 1/21 resolves 5%
     assert not inspector.reload_products()  # nothing changed since
+    assert calibrate_product(bundle, "weave", weave_parts[20:30])[1] == 0  # all counted: the bundle is not rewritten
+    assert not inspector.reload_products()
 
 
 def test_budget_holds_on_held_out_normals(bundle_copy: Path) -> None:
