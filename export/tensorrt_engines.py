@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from lineguard.runtime.backend_selection import GpuInfo, Precision
-from lineguard.runtime.backends import OnnxRuntimeBackend
-from lineguard.runtime.bundle import Bundle, EngineRecord, utc_now
+from lineguard.runtime.bundle import Bundle, EngineRecord, Precision, utc_now
 from lineguard.runtime.image_io import image_paths, read_images
-from lineguard.runtime.preprocess import Preprocessor
-from lineguard.runtime.tensorrt_backend import TensorRTBackend, import_tensorrt
+from lineguard.runtime.inference.base import GpuInfo
+from lineguard.runtime.inference.ort_backend import OnnxRuntimeBackend
+from lineguard.runtime.inference.preprocess import Preprocessor
+from lineguard.runtime.inference.tensorrt_backend import TensorRTBackend, import_tensorrt
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class CalibrationCache:
 
 def make_entropy_calibrator(trt: Any, batches: CalibrationBatches, cache: CalibrationCache) -> Any:
     """An ``IInt8EntropyCalibrator2`` that copies each batch to the GPU and caches the scales."""
-    from lineguard.runtime.cuda_runtime import DeviceBuffer, PinnedBuffer, Stream
+    from lineguard.runtime.inference.cuda_runtime import DeviceBuffer, PinnedBuffer, Stream
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
@@ -337,7 +337,7 @@ def export_tensorrt(bundle_dir: str | Path, precisions: Sequence[Precision] = ("
             raise EngineBuildError(f"{calib_dir} holds {len(calib_images)} image(s); INT8 calibration needs at least "
                                    f"{calib_batch} (one batch)")
     trt = import_tensorrt()
-    from lineguard.runtime.cuda_runtime import describe_gpu
+    from lineguard.runtime.inference.cuda_runtime import describe_gpu
 
     gpu = describe_gpu()
     cuda_version = gpu.cuda_runtime_version  # the system's CUDA, not the one inside cuda-python's wheel

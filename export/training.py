@@ -22,7 +22,7 @@ from lineguard.export.decoder import AnomalyDecoder
 from lineguard.export.encoders import StageEncoder
 from lineguard.export.synthesis import synthesize
 from lineguard.runtime.bundle import Preprocessing
-from lineguard.runtime.preprocess import Preprocessor, resize_to
+from lineguard.runtime.inference.preprocess import Preprocessor, resize_to
 
 ANOMALOUS_SHARE = 0.75
 

@@ -36,7 +36,7 @@ import onnxruntime as ort
 
 from lineguard.export.triton_python_model import write_python_model
 from lineguard.runtime.bundle import Bundle
-from lineguard.runtime.triton_backend import BUNDLE_ID_PARAMETER, default_model_name
+from lineguard.runtime.inference.triton_backend import BUNDLE_ID_PARAMETER, default_model_name
 
 ModelFormat = Literal["onnx", "plan", "python"]
 InstanceKind = Literal["gpu", "cpu"]

@@ -44,7 +44,7 @@ from lineguard.runtime.bundle import (
     utc_now,
 )
 from lineguard.runtime.image_io import image_paths, read_images
-from lineguard.runtime.preprocess import Preprocessor
+from lineguard.runtime.inference.preprocess import Preprocessor
 
 # Max abs difference allowed between ONNX Runtime (CPU, FP32) and PyTorch eager, per graph output.
 # FP32 reorderings in fused convolutions stay around 1e-4 on stage features; 1e-2 leaves room for

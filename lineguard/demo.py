@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lineguard.runtime.location import GRID_WORDS
+from lineguard.runtime.scoring.location import GRID_WORDS
 
 PRODUCT = "weave"
 SHOTS = 4
@@ -57,13 +57,13 @@ def run_demo(bundle_dir: Path, workdir: Path, timeout_s: float = 120.0) -> int:
     import time
 
     from lineguard.runtime.bundle import Bundle
-    from lineguard.runtime.camera import CameraPusher
-    from lineguard.runtime.enroll import enroll_product
+    from lineguard.runtime.clients.camera import CameraPusher
+    from lineguard.runtime.clients.watch import VerdictWatcher, format_line
     from lineguard.runtime.image_io import image_paths, read_image, read_images, split_normals
-    from lineguard.runtime.inspector import Inspector
-    from lineguard.runtime.line_config import LineConfig
-    from lineguard.runtime.server import LineServer
-    from lineguard.runtime.watch import VerdictWatcher, format_line
+    from lineguard.runtime.line.config import LineConfig
+    from lineguard.runtime.line.server import LineServer
+    from lineguard.runtime.scoring.enroll import enroll_product
+    from lineguard.runtime.scoring.inspector import Inspector
 
     if not (bundle_dir / "manifest.json").is_file():
         from lineguard.export.vision import export_vision
@@ -123,7 +123,7 @@ def run_demo(bundle_dir: Path, workdir: Path, timeout_s: float = 120.0) -> int:
 
 def explain_one(server, received: dict) -> bool:
     """Ask the line's LLM why the first NG part was rejected, streaming the answer as a technician would."""
-    from lineguard.runtime.explain_client import ask
+    from lineguard.runtime.clients.explain import ask
 
     ng = [v for v in received.values() if v.verdict == "NG"]
     if not ng or server.explanations is None:

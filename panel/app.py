@@ -28,9 +28,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-import zmq
 import zmq.asyncio
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -39,7 +38,8 @@ from starlette.staticfiles import StaticFiles
 
 from lineguard.panel.feed import FeedBridge
 from lineguard.panel.settings import PanelSettings
-from lineguard.runtime.messages import ErrorInfo, ExplainReply, ExplainRequest
+from lineguard.runtime.clients.explain import ExplainClient
+from lineguard.runtime.contract import ExplainAsk
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +48,16 @@ KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies and the browser fr
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-class ExplainAsk(BaseModel):
-    """What the page posts to /api/explain."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    frame_id: str = Field(min_length=1, max_length=256)
-    question: str | None = Field(None, max_length=500)
-    follow_up: bool = Field(False, description="continue the frame's conversation")
-
-
 def sse(data: str, event: str | None = None) -> bytes:
+    """One Server-Sent Event (``event:`` line only when named)."""
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {data}\n\n".encode()
 
 
 class PanelService:
+    """The panel's routes: viewing through the feed bridge and the runtime's HTTP port, asking through
+    the explanation client (``lineguard.runtime.clients.explain``)."""
+
     def __init__(self, settings: PanelSettings) -> None:
         self.settings = settings
         self.feed = FeedBridge(settings.verdicts, curve=settings.curve)
@@ -156,38 +150,21 @@ class PanelService:
         return StreamingResponse(self._relay(ask), media_type="text/event-stream", headers=SSE_HEADERS)
 
     async def _relay(self, ask: ExplainAsk) -> AsyncIterator[bytes]:
-        """Relay one explanation; if the page goes away (or cancels) first, tell the runtime to stop."""
-        sock = self.zmq.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 500)  # long enough for a cancel to leave
-        if self.settings.curve is not None:
-            self.settings.curve.secure(sock)
-        sock.connect(self.settings.explanations)
-        finished = False
+        """Relay one explanation; if the page goes away (or cancels) first, the runtime is told to stop."""
+        question = ExplainClient(self.settings.explanations, ask.frame_id, ask.question, follow_up=ask.follow_up,
+                                 idle_timeout_s=self.settings.explain_idle_timeout_s, curve=self.settings.curve,
+                                 context=self.zmq)
         try:
-            await sock.send(ExplainRequest(frame_id=ask.frame_id, question=ask.question,
-                                           follow_up=ask.follow_up).model_dump_json().encode())
-            while True:
-                if not await sock.poll(self.settings.explain_idle_timeout_s * 1e3):
-                    finished = True
-                    reply = ExplainReply(type="error", frame_id=ask.frame_id, error=ErrorInfo(
-                        code="TIMEOUT", message=f"the line's LLM said nothing for {self.settings.explain_idle_timeout_s:.0f} s"))
+            with question:  # closing an unfinished question cancels its answer on the runtime
+                async for reply in question:
                     yield sse(reply.model_dump_json())
-                    return
-                reply = ExplainReply.model_validate_json(await sock.recv())
-                finished = reply.type != "chunk"
-                yield sse(reply.model_dump_json())
-                if finished:
-                    return
         finally:
-            if not finished:  # cancelled by the page or its connection dropped
-                cancel = ExplainRequest(frame_id=ask.frame_id, cancel=True).model_dump_json().encode()
-                with contextlib.suppress(zmq.ZMQError):
-                    sock.send(cancel, zmq.NOBLOCK)
+            if question.cancelled:  # cancelled by the page or its connection dropped
                 log.info("explanation of %s cancelled by the page", ask.frame_id)
-            sock.close()
 
 
 def create_app(settings: PanelSettings) -> Starlette:
+    """The panel's Starlette app for ``settings`` (its ``PanelService`` as ``app.state.panel``)."""
     service = PanelService(settings)
     app = Starlette(
         routes=[

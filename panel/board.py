@@ -20,87 +20,24 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from lineguard.runtime.messages import ErrorInfo, GridCell, Verdict, VerdictClass
-from lineguard.runtime.watch import WatchEvent
-from lineguard.runtime.wire import Heartbeat
+from lineguard.runtime.clients.watch import WatchEvent
+from lineguard.runtime.contract import (
+    Alarm,
+    AlarmKind,
+    AlarmMessage,
+    CameraView,
+    FeedItem,
+    Heartbeat,
+    HeartbeatMessage,
+    PanelMessage,
+    StateMessage,
+    Verdict,
+    VerdictMessage,
+)
 
 MAX_ALARMS = 50
 MAX_RECENT = 30
-AlarmKind = Literal["heartbeat_missed", "gap", "restart", "error_burst", "timeout", "calibration_drift",
-                    "drift_cleared"]
-
-
-class _PanelModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class FeedItem(_PanelModel):
-    """One verdict as the live feed lists it."""
-
-    camera_id: str
-    frame_id: str
-    product: str
-    verdict: VerdictClass
-    seq: int
-    score: float | None
-    p_value: float | None
-    grid: list[GridCell]
-    decided_by: str | None
-    error: ErrorInfo | None
-    latency_ms: float
-    time: float  # wall clock (s) when the panel received it
-
-
-class CameraView(_PanelModel):
-    camera_id: str
-    ok: int = 0
-    ng: int = 0
-    error: int = 0
-    timeout: int = 0
-    reject_rate: float | None = None  # NG / (OK + NG)
-    last: FeedItem | None = None
-
-
-class Alarm(_PanelModel):
-    kind: AlarmKind
-    message: str
-    time: float
-
-
-class StateMessage(_PanelModel):
-    type: Literal["state"] = "state"
-    connected: bool
-    heartbeat: Heartbeat | None
-    heartbeat_at: float | None
-    cameras: list[CameraView]
-    recent: list[FeedItem]
-    alarms: list[Alarm]
-
-
-class VerdictMessage(_PanelModel):
-    type: Literal["verdict"] = "verdict"
-    verdict: FeedItem
-    camera: CameraView
-
-
-class HeartbeatMessage(_PanelModel):
-    type: Literal["heartbeat"] = "heartbeat"
-    heartbeat: Heartbeat
-    received_at: float
-
-
-class AlarmMessage(_PanelModel):
-    type: Literal["alarm"] = "alarm"
-    alarm: Alarm
-
-
-PanelMessage = StateMessage | VerdictMessage | HeartbeatMessage | AlarmMessage
-
-
 @dataclass
 class LineBoard:
     burst_errors: int = 5

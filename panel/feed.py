@@ -21,9 +21,10 @@ import threading
 
 import zmq
 
-from lineguard.panel.board import LineBoard, PanelMessage, StateMessage
-from lineguard.runtime.curve import CurveClientConfig
-from lineguard.runtime.watch import VerdictWatcher
+from lineguard.panel.board import LineBoard
+from lineguard.runtime.clients.watch import VerdictWatcher
+from lineguard.runtime.contract import PanelMessage, StateMessage
+from lineguard.runtime.security.curve import CurveClientConfig
 
 log = logging.getLogger(__name__)
 

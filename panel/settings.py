@@ -18,8 +18,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from lineguard.runtime.curve import CurveClientConfig, client_config
-from lineguard.runtime.line_config import is_loopback_host
+from lineguard.runtime.line.config import is_loopback_host
+from lineguard.runtime.security.curve import CurveClientConfig, client_config
 
 TOKEN_ENV = "LINEGUARD_PANEL_TOKEN"
 

@@ -6,6 +6,6 @@ Usage::
     verdict = Inspector("bundles/default").inspect(frame_bgr, product="tile")
 """
 
-from lineguard.runtime.inspector import Inspection, Inspector, UnknownProductError
+from lineguard.runtime.scoring.inspector import Inspection, Inspector, UnknownProductError
 
 __all__ = ["Inspection", "Inspector", "UnknownProductError"]

@@ -81,7 +81,7 @@ def weave_parts() -> list[np.ndarray]:
 @pytest.fixture(scope="session")
 def enrolled_dir(bundle_dir: Path, weave_parts: list[np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lineguard.runtime.bundle import Bundle
-    from lineguard.runtime.enroll import enroll_product
+    from lineguard.runtime.scoring.enroll import enroll_product
 
     copy = tmp_path_factory.mktemp("enrolled") / "bundle"
     shutil.copytree(bundle_dir, copy)

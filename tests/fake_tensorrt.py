@@ -215,7 +215,7 @@ def install(monkeypatch: Any) -> FakeDevice:
     """Put the fakes in place of ``tensorrt`` and of the backend's CUDA wrappers; returns the device."""
     import sys
 
-    from lineguard.runtime import tensorrt_backend
+    from lineguard.runtime.inference import tensorrt_backend
 
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt_module())
     for name, fake in (("Stream", Stream), ("PinnedBuffer", PinnedBuffer), ("DeviceBuffer", DeviceBuffer)):

@@ -20,10 +20,9 @@ from collections.abc import Callable
 import numpy as np
 import zmq
 
-from lineguard.runtime.messages import Verdict
-from lineguard.runtime.server import LineServer
-from lineguard.runtime.watch import VerdictWatcher, WatchEvent
-from lineguard.runtime.wire import FrameHeader, encode_frame
+from lineguard.runtime.clients.watch import VerdictWatcher, WatchEvent
+from lineguard.runtime.contract import FrameHeader, Verdict, encode_frame
+from lineguard.runtime.line.server import LineServer
 
 LOOPBACK = {"frames": "tcp://127.0.0.1:*", "verdicts": "tcp://127.0.0.1:*", "inspect": "tcp://127.0.0.1:*"}
 

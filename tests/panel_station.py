@@ -13,11 +13,10 @@ from line_helpers import inspect_frames
 
 from lineguard.panel.app import create_app
 from lineguard.panel.settings import PanelSettings
-from lineguard.runtime.http_service import RuntimeHttpService, UvicornThread
-from lineguard.runtime.line_config import HttpEndpoint, LineConfig
-from lineguard.runtime.messages import Verdict
-from lineguard.runtime.server import LineServer
-from lineguard.runtime.wire import encode_frame, new_header
+from lineguard.runtime.contract import Verdict, encode_frame, new_header
+from lineguard.runtime.http.service import RuntimeHttpService, UvicornThread
+from lineguard.runtime.line.config import HttpEndpoint, LineConfig
+from lineguard.runtime.line.server import LineServer
 
 LOOPBACK = "tcp://127.0.0.1:*"
 

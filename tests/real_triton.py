@@ -1,4 +1,4 @@
-"""The real ``tritonserver`` for the tests (lineguard.triton_local), or a skip where it is not unpacked
+"""The real ``tritonserver`` for the tests (lineguard.bench.triton_local), or a skip where it is not unpacked
 (a failure on CI, where ``make test`` always unpacks it)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lineguard.triton_local import find_tritonserver, python_path, triton_server
+from lineguard.bench.triton_local import find_tritonserver, python_path, triton_server
 
 __all__ = ["python_path", "triton_root", "triton_server"]
 

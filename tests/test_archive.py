@@ -1,14 +1,18 @@
-"""The NG archive: bounded ring, oldest evicted, ids never become paths, disk errors never raise."""
+"""The NG archive: bounded ring, oldest evicted, ids never become paths, disk errors never raise; its writer
+thread: bounded, in order, calls back after each write."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lineguard.runtime.archive import FrameArchive, entry_key
-from lineguard.runtime.messages import Verdict
+from lineguard.runtime.contract import Verdict
+from lineguard.runtime.line.archive import ArchiveWriter, FrameArchive, entry_key
 
 
 def _verdict(frame_id: str, kind: str = "NG", camera: str = "cam0") -> Verdict:
@@ -79,3 +83,90 @@ def test_recent_lists_newest_first_by_class(tmp_path: Path) -> None:
     listed = archive.recent(limit=10, verdict=None)
     assert [v.frame_id for v, _ in listed] == ["d", "c", "b", "a"]
     assert all(later >= earlier for (_, later), (_, earlier) in zip(listed, listed[1:], strict=False))
+
+
+# -- the writer thread ------------------------------------------------------------------------------------
+
+class SlowDisk(FrameArchive):
+    """Writes wait for ``gate``; ``fail`` makes them raise something store() does not expect."""
+
+    def __init__(self, root: Path, fail: bool = False) -> None:
+        super().__init__(root, max_bytes=10 << 20)
+        self.gate = threading.Event()
+        self.writing = threading.Event()
+        self.fail = fail
+
+    def store(self, verdict: Verdict, anomaly_map: np.ndarray, image_rgb: np.ndarray) -> Path | None:
+        self.writing.set()
+        assert self.gate.wait(10)
+        if self.fail:
+            raise ValueError("not an image")
+        return super().store(verdict, anomaly_map, image_rgb)
+
+
+def _frame(frame_id: str) -> tuple[Verdict, np.ndarray, np.ndarray]:
+    return _verdict(frame_id), np.zeros((8, 8), np.float32), np.zeros((8, 8, 3), np.uint8)
+
+
+def test_writer_calls_back_after_the_write_in_order(tmp_path: Path) -> None:
+    archive = FrameArchive(tmp_path, max_bytes=10 << 20)
+    writer = ArchiveWriter(archive, capacity=8).start()
+    seen: list[tuple[str, bool]] = []
+    done = threading.Event()
+
+    def then(frame_id: str) -> Callable[[Path | None], None]:
+        def stored(folder: Path | None) -> None:
+            seen.append((frame_id, folder is not None and archive.load("cam0", frame_id) is not None))
+            if len(seen) == 5:
+                done.set()
+        return stored
+
+    for i in range(5):
+        assert writer.submit(*_frame(f"f{i}"), then=then(f"f{i}"))
+    assert done.wait(10)
+    assert seen == [(f"f{i}", True) for i in range(5)]  # each in the archive when its callback runs
+    assert writer.close(timeout_s=1.0) == 0 and writer.pending == 0
+
+
+def test_a_full_writer_refuses_and_counts_an_archive_failure(tmp_path: Path) -> None:
+    archive = SlowDisk(tmp_path)
+    writer = ArchiveWriter(archive, capacity=2).start()
+    called: list[str] = []
+    assert writer.submit(*_frame("a"), then=lambda _: called.append("a"))
+    assert archive.writing.wait(5)  # "a" is being written; two more may wait
+    assert writer.submit(*_frame("b"), then=lambda _: called.append("b"))
+    assert writer.submit(*_frame("c"), then=lambda _: called.append("c"))
+    assert not writer.submit(*_frame("d"), then=lambda _: called.append("d"))  # no room: not kept
+    assert writer.pending == 3 and archive.failures == 1 and archive.skipped == 1
+    archive.gate.set()
+    assert writer.close(timeout_s=5.0) == 0
+    assert called == ["a", "b", "c"] and archive.find("d") is None and archive.failures == 1
+
+
+def test_close_counts_what_it_could_not_write(tmp_path: Path) -> None:
+    archive = SlowDisk(tmp_path)
+    writer = ArchiveWriter(archive, capacity=4).start()
+    called: list[str] = []
+    for frame_id in "abc":
+        assert writer.submit(*_frame(frame_id), then=lambda _, f=frame_id: called.append(f))
+    assert archive.writing.wait(5)
+    assert writer.close(timeout_s=0.05) == 2  # "a" is still being written; "b" and "c" are given up
+    assert archive.failures == 2 and not writer.submit(*_frame("late"), then=lambda _: None)
+    archive.gate.set()
+    end = time.monotonic() + 5
+    while not called and time.monotonic() < end:
+        time.sleep(0.005)
+    assert called == ["a"]  # the write in progress still finishes and calls back
+
+
+def test_a_write_that_raises_still_calls_back(tmp_path: Path) -> None:
+    archive = SlowDisk(tmp_path, fail=True)
+    archive.gate.set()
+    writer = ArchiveWriter(archive).start()
+    folders: list[Path | None] = []
+    done = threading.Event()
+    assert writer.submit(*_frame("x"), then=lambda folder: (folders.append(folder), done.set()))
+    assert done.wait(5)
+    assert folders == [None] and archive.failures == 1
+    assert writer.submit(*_frame("y"), then=lambda _: None)  # the writer lives on
+    writer.close()

@@ -1,23 +1,27 @@
-"""Which backend runs a bundle: engine metadata against a described running device, fallbacks, reasons."""
+"""Which backend runs a bundle: engine metadata against a described running device, fallbacks, reasons;
+and the one Backend protocol every backend implements (run in chunks, describe, close)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lineguard.runtime.backend_selection import (
+from lineguard.runtime.bundle import Bundle, BundleIntegrityError, BundleManifest, EngineRecord
+from lineguard.runtime.inference.base import (
+    Backend,
+    BackendClosedError,
     BackendUnavailableError,
     GpuInfo,
     RunningDevice,
-    choose_backend,
-    onnxruntime_provider_options,
+    run_in_chunks,
 )
-from lineguard.runtime.bundle import Bundle, BundleIntegrityError, BundleManifest, EngineRecord
-from lineguard.runtime.chain import VisionChain
+from lineguard.runtime.inference.chain import VisionChain
+from lineguard.runtime.inference.selection import choose_backend, onnxruntime_provider_options
 
 ORIN = GpuInfo(name="Orin", compute_capability="8.7", cuda_runtime_version="12.6")
 RTX = GpuInfo(name="NVIDIA GeForce RTX 4090", compute_capability="8.9", cuda_runtime_version="12.4")
@@ -142,7 +146,7 @@ def test_engine_files_are_checksummed_and_chain_falls_back_here(bundle_copy: Pat
     parity = json.loads((bundle_copy / "parity.json").read_text())
     assert parity["tensorrt"]["engines"][records[0].file]["passed"] is True
     assert "max_abs_diff" in parity  # the ONNX Runtime vs PyTorch section stays
-    with caplog.at_level(logging.WARNING, logger="lineguard.runtime.chain_backends"):
+    with caplog.at_level(logging.WARNING, logger="lineguard.runtime.inference.chain_backends"):
         chain = VisionChain(reopened)
     assert chain.backend.backend == "onnxruntime"
     assert any("TensorRT" in r or "GPU" in r for r in chain.backend.reasons)
@@ -163,10 +167,106 @@ def test_int8_only_when_the_line_asks_for_it(manifest: BundleManifest) -> None:
 
 def test_a_line_runs_on_the_backend_its_config_names(bundle_dir: Path) -> None:
     """``inference`` in the line config reaches the chain (what `lineguard serve` and the demo use)."""
-    from lineguard.runtime.line_config import LineConfig
-    from lineguard.runtime.server import LineServer
+    from lineguard.runtime.line.config import LineConfig
+    from lineguard.runtime.line.server import LineServer
 
     plain = LineServer.from_bundle(bundle_dir, LineConfig(line="b", inference={"backend": "onnxruntime"}))
     assert plain.inspector.chain.backend.backend == "onnxruntime"
     with pytest.raises(BackendUnavailableError, match="(?i)tensorrt"):  # no engines, no GPU here
         LineServer.from_bundle(bundle_dir, LineConfig(line="b", inference={"backend": "tensorrt"}))
+
+
+def test_run_in_chunks_splits_beyond_max_batch_and_concatenates_in_order() -> None:
+    calls: list[int] = []
+
+    def twice(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert all(a.flags.c_contiguous for a in inputs.values())
+        calls.append(len(inputs["x"]))
+        return {"y": inputs["x"] * 2, "z": inputs["x"][:, :1] + inputs["w"]}
+
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    w = np.ones((10, 1), np.float32)
+    out = run_in_chunks(twice, {"x": x[:, ::-1], "w": w}, max_batch=4)  # a strided view goes in contiguous
+    assert calls == [4, 4, 2]
+    np.testing.assert_array_equal(out["y"], x[:, ::-1] * 2)
+    np.testing.assert_array_equal(out["z"], x[:, 3:4] + 1)
+    calls.clear()
+    assert run_in_chunks(twice, {"x": x, "w": w}, max_batch=None)["y"].shape == (10, 4) and calls == [10]
+    calls.clear()
+    run_in_chunks(twice, {"x": x, "w": w}, max_batch=16)
+    assert calls == [10]
+    with pytest.raises(ValueError, match="disagree on the batch size"):
+        run_in_chunks(twice, {"x": x, "w": w[:3]}, max_batch=4)
+    with pytest.raises(ValueError, match="at least 1"):
+        run_in_chunks(twice, {"x": x, "w": w}, max_batch=0)
+
+
+def test_onnxruntime_backends_describe_themselves_and_close(bundle_dir: Path) -> None:
+    chain = VisionChain(Bundle.open(bundle_dir), providers=["CPUExecutionProvider"])
+    assert isinstance(chain.encoder, Backend) and isinstance(chain.decoder, Backend)
+    described = chain.encoder.describe()
+    assert described.backend == "onnxruntime" and described.model == chain.bundle.manifest.encoder.file
+    assert described.providers == ["CPUExecutionProvider"] == chain.providers
+    assert described.device == "cpu" and described.precision == "fp32" and described.max_batch is None
+    assert described.summary() == f"onnxruntime {described.model} (fp32) on cpu via CPUExecutionProvider"
+    batch = chain.preprocessor([np.zeros((32, 32, 3), np.uint8)])
+    chain.close()
+    chain.close()  # twice is harmless
+    with pytest.raises(BackendClosedError, match="closed"):
+        chain.run(batch)
+
+
+class FakeTritonClient:
+    """tritonclient.grpc's InferenceServerClient for one served model that doubles its input."""
+
+    def __init__(self, url: str, max_batch: int = 4) -> None:
+        from tritonclient.grpc import model_config_pb2
+
+        self.config = model_config_pb2.ModelConfig(name="m", platform="ensemble", max_batch_size=max_batch)
+        self.config.input.add(name="x")
+        self.config.output.add(name="y")
+        self.config.parameters["lineguard_bundle_id"].string_value = "b1"
+        self.batches: list[int] = []
+        self.closed = 0
+
+    def is_server_live(self, client_timeout: float) -> bool:
+        return True
+
+    def is_model_ready(self, name: str, client_timeout: float) -> bool:
+        return True
+
+    def get_model_config(self, name: str, client_timeout: float):
+        from tritonclient.grpc import service_pb2
+
+        return service_pb2.ModelConfigResponse(config=self.config)
+
+    def infer(self, name: str, inputs: list, outputs: list, client_timeout: float):
+        x = inputs[0]._np_data  # what set_data_from_numpy kept (raw bytes over gRPC)
+        self.batches.append(len(x))
+        return types.SimpleNamespace(as_numpy=lambda output: x * 2)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_triton_backend_chunks_beyond_the_served_max_batch_and_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tritonclient.grpc as grpcclient
+
+    from lineguard.runtime.inference.triton_backend import TritonBackend
+
+    client = FakeTritonClient("triton:8001")
+    monkeypatch.setattr(grpcclient, "InferenceServerClient", lambda url: client)
+    monkeypatch.setattr(grpcclient.InferInput, "set_data_from_numpy", lambda self, a: setattr(self, "_np_data", a))
+    backend = TritonBackend("triton:8001", "m", bundle_id="b1")
+    assert isinstance(backend, Backend)
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+    np.testing.assert_array_equal(backend.run({"x": x})["y"], x * 2)
+    assert client.batches == [4, 4, 2]
+    described = backend.describe()
+    assert (described.backend, described.device, described.max_batch) == ("triton", "triton:8001", 4)
+    assert described.model == "m (ensemble)"
+    backend.close()
+    backend.close()
+    assert client.closed == 1
+    with pytest.raises(BackendClosedError):
+        backend.run({"x": x})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lineguard.runtime.batch_latency import PRIOR_RELATIVE_DEVIATION, BatchLatency, warm_up_sizes
+from lineguard.runtime.line.batch_latency import PRIOR_RELATIVE_DEVIATION, BatchLatency, warm_up_sizes
 
 
 def test_unmeasured_model_predicts_nothing() -> None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from lineguard.runtime.batch_latency import BatchLatency, warm_up_sizes
-from lineguard.runtime.batch_plan import hopeless, plan_batch
+from lineguard.runtime.line.batch_latency import BatchLatency, warm_up_sizes
+from lineguard.runtime.line.batch_plan import hopeless, plan_batch
 
 DEADLINE = 0.2
 MAX_BATCH = 8

@@ -1,4 +1,5 @@
-"""MicroBatcher: same-product batches, queue delay, bounded queue, deadlines, errors; one verdict per request.
+"""MicroBatcher: same-product batches, queue delay, bounded queue, deadlines, errors; one verdict per request;
+archived before published (off the inference thread); the LLM judge once per batch; each verdict made once.
 
 A scripted analyzer makes timing deterministic; where deadlines and batch latency decide the outcome, a
 fake clock that only inference advances (``KnownLatencyAnalyzer``) makes it exact: no test here depends
@@ -10,16 +11,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lineguard.runtime.batch_latency import warm_up_sizes
-from lineguard.runtime.batcher import BatcherClosed, FrameRequest, MicroBatcher
-from lineguard.runtime.inspector import Inspection, Inspector, UnknownProductError
-from lineguard.runtime.messages import Verdict
-from lineguard.runtime.wire import ErrorCode, FrameError
+from lineguard.runtime.contract import ErrorCode, FrameError, ImageEvidence, Verdict
+from lineguard.runtime.line.analyze import JUDGE_MARGIN_S, JudgePolicy
+from lineguard.runtime.line.archive import FrameArchive
+from lineguard.runtime.line.batch_latency import warm_up_sizes
+from lineguard.runtime.line.batcher import MicroBatcher
+from lineguard.runtime.line.config import Batching
+from lineguard.runtime.line.pending import BatcherClosed, FrameRequest
+from lineguard.runtime.scoring.inspector import Inspection, Inspector, UnknownProductError
 
 IMAGE = np.zeros((16, 16, 3), np.uint8)
 
@@ -42,8 +47,8 @@ class ScriptedAnalyzer:
         time.sleep(self.delay_s)
         if product in self.fail:
             raise self.fail[product]
-        return [Inspection(Verdict(product=product or "", verdict="OK", score=1.0), np.zeros((4, 4), np.float32),
-                           image) for image in images]
+        return [Inspection(product or "", ng=False, anomaly_map=np.zeros((4, 4), np.float32), model_rgb=image,
+                           score=1.0) for image in images]
 
 
 class FakeClock:
@@ -111,8 +116,10 @@ def make() -> Callable[..., tuple[MicroBatcher, Collector]]:
     made: list[MicroBatcher] = []
 
     def build(analyzer: ScriptedAnalyzer, start: bool = True, **options: object) -> tuple[MicroBatcher, Collector]:
+        """``options``: fields of the line's ``batching`` section, or MicroBatcher's keyword arguments."""
         sink = Collector()
-        batcher = MicroBatcher(analyzer, sink, bundle_id="test", **options)
+        batching = Batching(**{k: options.pop(k) for k in list(options) if k in Batching.model_fields})
+        batcher = MicroBatcher(analyzer, sink, batching, bundle_id="test", **options)
         if start:
             batcher.start()
         made.append(batcher)
@@ -347,7 +354,7 @@ def test_close_timeout_answers_what_is_left(make) -> None:
 
 def test_with_the_real_inspector(enrolled_dir: Path, weave_parts: list[np.ndarray]) -> None:
     sink = Collector()
-    batcher = MicroBatcher(Inspector(enrolled_dir), sink, max_batch=4, max_queue_delay_ms=20).start()
+    batcher = MicroBatcher(Inspector(enrolled_dir), sink, Batching(max_batch=4, max_queue_delay_ms=20)).start()
     try:
         for i, part in enumerate(weave_parts[4:8]):
             batcher.submit(FrameRequest("cam0", f"p{i}", "weave", time.monotonic() + 30, load=lambda p=part: p))
@@ -357,3 +364,217 @@ def test_with_the_real_inspector(enrolled_dir: Path, weave_parts: list[np.ndarra
     verdicts = [sink.one(f"p{i}") for i in range(4)]
     assert [v.verdict for v in verdicts] == ["OK"] * 4
     assert all(v.decided_by == "few-shot" and v.bundle_id and v.latency_ms.encoder > 0 for v in verdicts)
+
+
+# -- the sink: archived before published, on the archive's own writer thread --------------------------------
+
+class NgAnalyzer(ScriptedAnalyzer):
+    """Every frame whose id (via its image's first pixel) is odd is NG; the rest OK."""
+
+    def analyze(self, images: Sequence[np.ndarray], product: str | None) -> list[Inspection]:
+        return [replace(result, ng=bool(image[0, 0, 0] % 2))
+                for result, image in zip(super().analyze(images, product), images, strict=True)]
+
+
+def pixels(value: int) -> Callable[[], np.ndarray]:
+    return lambda: np.full((16, 16, 3), value, np.uint8)
+
+
+class GatedArchive(FrameArchive):
+    """A FrameArchive whose writes wait for ``gate`` (a slow disk), recording the thread that wrote."""
+
+    def __init__(self, root: Path, **options: object) -> None:
+        super().__init__(root, max_bytes=10 << 20, **options)
+        self.gate = threading.Event()
+        self.writing = threading.Event()
+        self.threads: set[str] = set()
+
+    def store(self, verdict: Verdict, anomaly_map: np.ndarray, image_rgb: np.ndarray) -> Path | None:
+        self.threads.add(threading.current_thread().name)
+        self.writing.set()
+        assert self.gate.wait(10)
+        return super().store(verdict, anomaly_map, image_rgb)
+
+
+def test_an_ng_verdict_is_published_only_once_its_frame_is_archived(make, tmp_path: Path) -> None:
+    archive = FrameArchive(tmp_path, max_bytes=10 << 20)
+    found: dict[str, bool] = {}
+
+    def sink(request: FrameRequest, verdict: Verdict) -> None:
+        found[request.frame_id] = archive.load(request.camera_id, request.frame_id) is not None
+
+    analyzer = NgAnalyzer()
+    analyzer.gate.clear()
+    batcher, collector = make(analyzer, max_batch=8, max_queue_delay_ms=0, archive=archive)
+    batcher.delivery.sink = lambda r, v: (sink(r, v), collector(r, v))
+    batcher.submit(request("hold", load=pixels(0)))
+    assert analyzer.entered.wait(5)
+    for i in range(6):
+        batcher.submit(request(f"f{i}", load=pixels(i)))
+    analyzer.gate.set()
+    collector.wait(7)
+    assert {f: collector.one(f).verdict for f in collector.verdicts} == {
+        "hold": "OK", **{f"f{i}": "NG" if i % 2 else "OK" for i in range(6)}}
+    assert found == {"hold": False, **{f"f{i}": bool(i % 2) for i in range(6)}}  # NG: in the archive first
+
+
+def test_archive_writes_run_off_the_inference_thread(make, tmp_path: Path) -> None:
+    """A slow disk holds back only the verdicts of frames being archived; the batch's other frames and the
+    next batches go on."""
+    archive = GatedArchive(tmp_path)
+    batcher, sink = make(NgAnalyzer(), max_batch=8, max_queue_delay_ms=20, archive=archive)
+    for i in range(4):
+        batcher.submit(request(f"a{i}", load=pixels(i)))
+    sink.wait(2)  # the OK frames, while the NG ones wait on the disk
+    assert archive.writing.wait(5)
+    batcher.submit(request("next", load=pixels(10)))
+    sink.wait(3)
+    assert sorted(sink.verdicts) == ["a0", "a2", "next"]
+    archive.gate.set()
+    sink.wait(5)
+    assert sink.one("a1").verdict == sink.one("a3").verdict == "NG"
+    assert archive.threads == {"archive-writer"} and archive.failures == 0
+    assert batcher.idle
+
+
+def test_a_full_archive_writer_costs_the_archive_not_the_verdict(make, tmp_path: Path) -> None:
+    archive = GatedArchive(tmp_path)
+    batcher, sink = make(NgAnalyzer(), max_batch=8, max_queue_delay_ms=0, archive=archive, archive_capacity=1)
+    batcher.submit(request("ng1", load=pixels(1)))
+    assert archive.writing.wait(5)  # being written (the disk is slow)
+    for i in (3, 5):  # one waits for the writer, the next finds no room
+        batcher.submit(request(f"ng{i}", load=pixels(i)))
+    sink.wait(1)
+    assert list(sink.verdicts) == ["ng5"] and sink.one("ng5").verdict == "NG"  # published at once, not kept
+    assert archive.failures == 1 and archive.skipped == 1
+    archive.gate.set()
+    sink.wait(3)
+    assert archive.load("cam0", "ng1") is not None and archive.load("cam0", "ng3") is not None
+    assert archive.load("cam0", "ng5") is None and archive.failures == 1
+
+
+def test_a_verdict_waiting_on_the_archive_goes_out_at_its_deadline(make, tmp_path: Path) -> None:
+    """The verdict was made in time: a disk slower than the deadline publishes it (not TIMEOUT) at the
+    deadline; the frame is still archived afterwards."""
+    archive = GatedArchive(tmp_path)
+    batcher, sink = make(NgAnalyzer(), max_batch=1, max_queue_delay_ms=0, archive=archive)
+    start = time.monotonic()
+    batcher.submit(request("ng", deadline_s=0.3, load=pixels(1)))
+    sink.wait(1)
+    assert 0.25 <= time.monotonic() - start < 2.0
+    verdict = sink.one("ng")
+    assert verdict.verdict == "NG" and verdict.latency_ms.total < 300
+    archive.gate.set()
+    wait_until(lambda: archive.load("cam0", "ng") is not None)
+    assert len(sink.verdicts["ng"]) == 1 and archive.failures == 0
+
+
+def test_close_writes_what_waits_on_the_archive(make, tmp_path: Path) -> None:
+    archive = FrameArchive(tmp_path, max_bytes=10 << 20)
+    batcher, sink = make(NgAnalyzer(), max_batch=4, max_queue_delay_ms=1000, archive=archive)
+    for i in range(4):
+        batcher.submit(request(f"f{i}", load=pixels(i)))
+    batcher.close(timeout_s=5)
+    assert {f: sink.one(f).verdict for f in sink.verdicts} == {"f0": "OK", "f1": "NG", "f2": "OK", "f3": "NG"}
+    assert archive.load("cam0", "f1") is not None and archive.load("cam0", "f3") is not None
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.005)
+
+
+# -- the LLM judge: once per batch ----------------------------------------------------------------------
+
+EVIDENCE = ImageEvidence(score_vs_normals=1.8, normals_compared=24, candidates=1)
+
+
+class EvidenceAnalyzer(KnownLatencyAnalyzer):
+    """Every frame comes with the evidence the judge reads."""
+
+    def analyze(self, images: Sequence[np.ndarray], product: str | None) -> list[Inspection]:
+        return [replace(r, evidence=EVIDENCE) for r in super().analyze(images, product)]
+
+
+class ScriptedJudge:
+    """Answers each batch from a script, records every call (and the clock when it was asked)."""
+
+    def __init__(self, clock: FakeClock, answers: list[bool | None], fail: bool = False) -> None:
+        self.clock = clock
+        self.answers = answers
+        self.fail = fail
+        self.calls: list[tuple[list[tuple[ImageEvidence, str]], float, float]] = []
+
+    def judge_batch(self, requests: Sequence[tuple[ImageEvidence, str]], timeout_s: float) -> list[bool | None]:
+        self.calls.append((list(requests), timeout_s, self.clock()))
+        if self.fail:
+            raise RuntimeError("the model process is gone")
+        return self.answers[: len(requests)]
+
+
+def judged_batch(make, answers: list[bool | None], products: frozenset[str] = frozenset({"a"}),
+                 fail: bool = False) -> tuple[Collector, ScriptedJudge, float]:
+    clock = FakeClock()
+    judge = ScriptedJudge(clock, answers, fail)
+    batcher, sink = make(EvidenceAnalyzer(clock, latency=lambda size: 0.05), start=False, max_batch=4,
+                         max_queue_delay_ms=0, clock=clock, judge=JudgePolicy(judge, products))
+    start = clock()
+    for i, deadline_s in enumerate([0.5, 0.3, 0.4, 0.6]):
+        batcher.submit(request(f"f{i}", deadline_s=deadline_s, clock=clock))
+    batcher.start()
+    sink.wait(4)
+    return sink, judge, start
+
+
+def test_the_judge_is_asked_once_per_batch_within_the_earliest_deadline(make) -> None:
+    sink, judge, start = judged_batch(make, [True, False, None, True])
+    assert len(judge.calls) == 1
+    asked, timeout_s, asked_at = judge.calls[0]
+    assert asked == [(EVIDENCE, "a")] * 4
+    assert asked_at == pytest.approx(start + 0.05)  # after inference
+    assert timeout_s == pytest.approx(start + 0.3 - asked_at - JUDGE_MARGIN_S)  # f1's deadline is the earliest
+    verdicts = {f: sink.one(f) for f in ("f1", "f2", "f0", "f3")}  # the batch's order: earliest deadline first
+    assert [(v.verdict, v.decided_by) for v in verdicts.values()] == [
+        ("NG", "llm"), ("OK", "llm"), ("OK", "few-shot"), ("NG", "llm")]  # None: the vision verdict stands
+    assert all(v.latency_ms.total == pytest.approx(50) for v in verdicts.values())
+
+
+def test_products_the_llm_does_not_decide_are_not_judged(make) -> None:
+    sink, judge, _ = judged_batch(make, [True] * 4, products=frozenset({"other"}))
+    assert judge.calls == []
+    assert {(sink.one(f"f{i}").verdict, sink.one(f"f{i}").decided_by) for i in range(4)} == {("OK", "few-shot")}
+
+
+def test_a_failing_judge_leaves_the_vision_verdicts(make) -> None:
+    sink, judge, _ = judged_batch(make, [], fail=True)
+    assert len(judge.calls) == 1
+    assert {(sink.one(f"f{i}").verdict, sink.one(f"f{i}").decided_by) for i in range(4)} == {("OK", "few-shot")}
+
+
+# -- the verdict is made once ---------------------------------------------------------------------------
+
+def test_a_verdict_is_made_once_never_patched(make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids, latency, TIMEOUT, the judge's answer: all decided before the verdict is built; nothing copies or
+    changes one on its way to the sink."""
+    def patched(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a verdict was patched with model_copy")
+
+    monkeypatch.setattr(Verdict, "model_copy", patched)
+    clock = FakeClock()
+    judge = ScriptedJudge(clock, [True, None])
+    archive = FrameArchive(tmp_path, max_bytes=10 << 20)
+    batcher, sink = make(EvidenceAnalyzer(clock, latency=lambda size: 0.1), start=False, max_batch=4,
+                         max_queue_delay_ms=0, clock=clock, judge=JudgePolicy(judge, frozenset({"a"})),
+                         archive=archive)
+    batcher.submit(request("late", deadline_s=0.05, clock=clock))
+    batcher.submit(request("judged", deadline_s=1.0, clock=clock))
+    batcher.submit(request("vision", deadline_s=1.0, clock=clock))
+    batcher.start()
+    sink.wait(3)
+    late, judged, vision = sink.one("late"), sink.one("judged"), sink.one("vision")
+    assert (late.verdict, late.frame_id) == ("TIMEOUT", "late")  # not judged: its deadline passed in inference
+    assert [len(asked) for asked, _, _ in judge.calls] == [2]
+    assert (judged.verdict, judged.decided_by, judged.camera_id) == ("NG", "llm", "cam0")
+    assert archive.load("cam0", "judged") is not None and (vision.verdict, vision.decided_by) == ("OK", "few-shot")

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lineguard.runtime.batch_latency import warm_up_sizes
-from lineguard.runtime.bench_burst import burst_run, describe, measure_capacity
-from lineguard.runtime.bench_line import BENCH_PRODUCT, bench_frames
+from lineguard.bench.burst import burst_run, describe, measure_capacity
+from lineguard.bench.line import BENCH_PRODUCT, bench_frames
 from lineguard.runtime.bundle import Bundle
-from lineguard.runtime.enroll import enroll_product
-from lineguard.runtime.inspector import Inspector
+from lineguard.runtime.line.batch_latency import warm_up_sizes
+from lineguard.runtime.scoring.enroll import enroll_product
+from lineguard.runtime.scoring.inspector import Inspector
 
 
 def test_a_burst_into_a_real_line_gets_one_verdict_per_frame_and_the_line_recovers(bundle_copy: Path) -> None:

@@ -31,7 +31,7 @@ def numbers(value: object) -> list[float]:
 
 @pytest.mark.slow
 def test_bench_all_quick_writes_a_complete_report(bundle_dir: Path, tmp_path: Path) -> None:
-    from lineguard.bench_report import QUICK, BenchReport
+    from lineguard.bench.report import QUICK, BenchReport
 
     out = tmp_path / "bench"
     assert main(["bench", "all", "--bundle", str(bundle_dir), "--out", str(out), "--quick"]) == 0

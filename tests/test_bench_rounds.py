@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from lineguard.runtime.bench_rounds import NO_DIFFERENCE, Spread, interleaved_rounds, ratio_spread
+from lineguard.bench.rounds import NO_DIFFERENCE, Spread, interleaved_rounds, ratio_spread
 
 
 def test_rounds_alternate_order_after_warmup() -> None:

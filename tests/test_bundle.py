@@ -14,7 +14,7 @@ from lineguard.runtime.bundle import (
     BundleIntegrityError,
     BundleNotFoundError,
 )
-from lineguard.runtime.chain import VisionChain
+from lineguard.runtime.inference.chain import VisionChain
 
 
 def test_manifest_describes_the_bundle(bundle_dir: Path) -> None:
@@ -99,7 +99,7 @@ def test_manifest_paths_cannot_escape_the_bundle(bundle_copy: Path) -> None:
 
 
 def test_provider_order_prefers_tensorrt_then_cuda_then_cpu() -> None:
-    from lineguard.runtime.backends import select_providers
+    from lineguard.runtime.inference.ort_backend import select_providers
 
     assert select_providers(["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]) == [
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from lineguard.cli import main
 from lineguard.runtime.bundle import MANIFEST_NAME, Bundle, sha256_file
-from lineguard.runtime.bundle_signature import (
+from lineguard.runtime.bundle.signature import (
     SIGNATURE_NAME,
     BundleSignatureError,
     ManifestSignature,
@@ -21,8 +21,8 @@ from lineguard.runtime.bundle_signature import (
     load_private_key,
     sign_bundle,
 )
-from lineguard.runtime.line_config import LineConfig
-from lineguard.runtime.server import LineServer
+from lineguard.runtime.line.config import LineConfig
+from lineguard.runtime.line.server import LineServer
 
 
 @pytest.fixture

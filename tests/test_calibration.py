@@ -7,14 +7,14 @@ import pytest
 from scipy.stats import binom, gumbel_r, lognorm
 
 from lineguard.runtime.bundle import ComponentNorm
-from lineguard.runtime.calibration import (
+from lineguard.runtime.scoring.calibration import (
     ConformalCalibration,
     GumbelFit,
     fuse_maps,
     image_scores,
     needed_images,
 )
-from lineguard.runtime.product_model import is_ng
+from lineguard.runtime.scoring.product_model import is_ng
 
 
 def test_gumbel_p_values_fall_with_the_score() -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import zmq
 
-from lineguard.runtime.camera import CameraError, CameraPusher
-from lineguard.runtime.wire import FrameHeader, decode_frame
+from lineguard.runtime.clients.camera import CameraError, CameraPusher
+from lineguard.runtime.contract import FrameHeader, decode_frame
 
 CTX = zmq.Context.instance()
 IMAGES = [np.full((32, 48, 3), 40 * i, np.uint8) for i in range(4)]

@@ -27,7 +27,7 @@ def test_enroll_and_inspect_from_folders(bundle_copy: Path, weave_parts, tmp_pat
     assert main(["enroll", str(bundle_copy), "--product", "weave", "--normals", str(normals), "--shots", "2"]) == 0
     assert main(["inspect", str(bundle_copy), str(part), "--product", "weave", "--json"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    from lineguard.runtime.messages import Verdict
+    from lineguard.runtime.contract import Verdict
 
     verdict = Verdict.model_validate_json(line)
     assert verdict.frame_id == "part.png" and verdict.verdict in ("OK", "NG")
@@ -47,8 +47,8 @@ def test_unknown_product_and_bad_image(bundle_copy: Path, tmp_path: Path, capsys
 def _fake_eval_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, list[tuple]]:
     """A bundle folder, a README with its markers, a realdev with one category; evaluate and the texture set
     faked (no model is built): returns (bundle, readme, the evaluate calls)."""
-    import lineguard.eval_suite as suite
-    import lineguard.runtime.evaluation as evaluation
+    import lineguard.evaluation.category as evaluation
+    import lineguard.evaluation.suite as suite
 
     calls: list[tuple] = []
 
@@ -72,7 +72,7 @@ def _fake_eval_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[P
 
 
 def test_eval_all_writes_the_json_and_the_readme_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lineguard.eval_suite import README_END, README_START, SuiteReport, render_markdown
+    from lineguard.evaluation.suite import README_END, README_START, SuiteReport, render_markdown
 
     bundle, readme, calls = _fake_eval_setup(tmp_path, monkeypatch)
     out = tmp_path / "eval"
@@ -91,7 +91,7 @@ def test_eval_all_writes_the_json_and_the_readme_table(tmp_path: Path, monkeypat
 
 def test_eval_all_without_a_family_fills_its_own_ablation_table(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from lineguard.eval_suite import README_END, README_START, readme_markers
+    from lineguard.evaluation.suite import README_END, README_START, readme_markers
 
     bundle, readme, calls = _fake_eval_setup(tmp_path, monkeypatch)
     start, end = readme_markers("eval-table-without-decoder")
@@ -123,3 +123,86 @@ def test_eval_all_and_single_category_options_are_readable_errors(tmp_path: Path
                  "--out", str(tmp_path / "out")]) == 2
     assert "eval-table:start" in capsys.readouterr().err
     assert calls == [] and not (tmp_path / "out").exists()        # refused before any evaluation
+
+
+def _serve_config(*argv: str):
+    from lineguard.cli import build_parser
+    from lineguard.cli.serve import serve_config
+
+    return serve_config(build_parser().parse_args(["serve", "bundle", *argv]))
+
+
+def test_serve_flags_default_to_none_and_layer_over_the_defaults() -> None:
+    from lineguard.cli import build_parser
+    from lineguard.cli.serve import FLAGS
+    from lineguard.runtime.line.config import LineConfig
+
+    args = build_parser().parse_args(["serve", "bundle"])
+    assert all(getattr(args, flag[2:].replace("-", "_")) is None for flag in FLAGS)
+    assert _serve_config() == LineConfig(line="line1")  # no flags, no file: the defaults (loopback binds)
+    config = _serve_config("--line", "p", "--frames", "tcp://127.0.0.1:7000", "--max-batch", "4", "--http-port", "-1",
+                           "--archive", "ng", "--backend", "onnxruntime")
+    assert (config.line, config.endpoints.frames, config.endpoints.verdicts) == ("p", "tcp://127.0.0.1:7000",
+                                                                                 "tcp://127.0.0.1:5556")
+    assert (config.batching.max_batch, config.batching.max_queue_delay_ms) == (4, 5.0)
+    assert not config.http.enabled and config.archive.dir == Path("ng") and config.inference.backend == "onnxruntime"
+
+
+def test_serve_flags_override_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "line.yaml"
+    path.write_text("line: press3\ndeadline_ms: 120\nbatching:\n  max_batch: 16\n  max_queue: 32\n"
+                    "http:\n  enabled: false\n  port: 9000\ninference:\n  precisions: [fp32]\n")
+    assert _serve_config("--config", str(path)).batching.max_batch == 16  # the file alone
+    config = _serve_config("--config", str(path), "--max-batch", "2", "--http-port", "9100", "--triton-url", "t:8001",
+                           "--backend", "triton")
+    assert (config.line, config.deadline_ms) == ("press3", 120)  # not given: the file's (not the flags' defaults)
+    assert (config.batching.max_batch, config.batching.max_queue) == (2, 32)
+    assert config.http.enabled and config.http.port == 9100
+    assert (config.inference.backend, config.inference.triton_url, config.inference.precisions) == (
+        "triton", "t:8001", ["fp32"])
+
+
+def test_a_bad_serve_flag_is_refused_like_a_bad_yaml_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Validated before any bundle is opened: the error names the field and the flag; exit 2."""
+    path = tmp_path / "line.yaml"
+    path.write_text("line: press3\n")
+    cases = {
+        ("--max-batch", "0"): "batching.max_batch (--max-batch): Input should be greater than or equal to 1 (got 0)",
+        ("--config", str(path), "--deadline-ms", "-5"): f"{path}: deadline_ms (--deadline-ms): Input should be "
+                                                         "greater than 0 (got -5.0)",
+        ("--http-port", "70000"): "http.port (--http-port): Input should be less than or equal to 65535 (got 70000)",
+        ("--backend", "triton"): "inference (--backend): backend triton needs triton_url",
+        ("--config", str(path), "--frames", "tcp://0.0.0.0:5555"): "endpoints.frames: tcp://0.0.0.0:5555 binds beyond",
+    }
+    for flags, message in cases.items():
+        assert main(["serve", str(tmp_path / "no-bundle"), *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith("lineguard: error:") and message in err, (flags, err)
+    path.write_text("line: press3\nbatching:\n  max_batch: 0\n")
+    assert main(["serve", str(tmp_path / "no-bundle"), "--config", str(path)]) == 2
+    assert f"{path}: batching.max_batch: Input should be greater than or equal to 1 (got 0)" in capsys.readouterr().err
+
+
+def test_budget_flags_take_the_line_config_default_and_range(capsys: pytest.CaptureFixture[str]) -> None:
+    from lineguard.cli import build_parser
+    from lineguard.runtime.scoring.calibration import DEFAULT_FALSE_REJECT_BUDGET
+
+    parser = build_parser()
+    for argv in (["inspect", "b", "x.png"], ["enroll", "b", "--product", "p", "--normals", "n"],
+                 ["calibrate", "b", "--product", "p", "--normals", "n"], ["eval", "b"]):
+        assert parser.parse_args(argv).budget == DEFAULT_FALSE_REJECT_BUDGET
+        assert parser.parse_args([*argv, "--budget", "0.05"]).budget == 0.05
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args([*argv, "--budget", "0.7"])
+        assert exited.value.code == 2 and "argument --budget: '0.7': Input should be less than 0.5" in capsys.readouterr().err
+
+
+def test_python_m_lineguard_cli_runs_the_command_line() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "lineguard.cli", "serve", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "with --config LINE.yaml over that file" in " ".join(result.stdout.split())
+    assert "{auto,onnxruntime,tensorrt,triton}" in result.stdout

@@ -50,8 +50,8 @@ def test_clip_encoder_stages(tiny_clip_dir: Path) -> None:
 
 def test_clip_bundle_export_parity_and_inference(tiny_clip_dir: Path, tmp_path: Path, weave_parts) -> None:
     from lineguard.export.vision import export_vision
-    from lineguard.runtime.enroll import enroll_product
-    from lineguard.runtime.inspector import Inspector
+    from lineguard.runtime.scoring.enroll import enroll_product
+    from lineguard.runtime.scoring.inspector import Inspector
 
     bundle = export_vision(tmp_path / "clip", encoder_family="clip", weights=tiny_clip_dir, steps=5, samples=16)
     m = bundle.manifest

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from lineguard.runtime.bundle import Bundle, CpuModelRecord, PrecisionCheck
-from lineguard.runtime.chain import VisionChain
-from lineguard.runtime.cpu_precision import choose_cpu_models
+from lineguard.runtime.inference.chain import VisionChain
+from lineguard.runtime.inference.cpu_precision import choose_cpu_models
 
 
 def with_int8_record(root: Path, passed: bool = True, memory_sha: str | None = None,

@@ -20,15 +20,15 @@ import pytest
 import zmq
 
 from lineguard.cli import main
-from lineguard.runtime.camera import CameraPusher
-from lineguard.runtime.curve import CurveClientConfig, CurveError, CurveServerConfig, create_key_pair
-from lineguard.runtime.curve_auth import ClientAllowList, CurveAuthority
-from lineguard.runtime.inspector import Inspector
-from lineguard.runtime.line_config import LineConfig
-from lineguard.runtime.messages import Verdict
-from lineguard.runtime.server import LineServer, ServerError
-from lineguard.runtime.watch import VerdictWatcher, WatchEvent
-from lineguard.runtime.wire import encode_frame, new_header
+from lineguard.runtime.clients.camera import CameraPusher
+from lineguard.runtime.clients.watch import VerdictWatcher, WatchEvent
+from lineguard.runtime.contract import Verdict, encode_frame, new_header
+from lineguard.runtime.line.assembly import ServerError
+from lineguard.runtime.line.config import LineConfig
+from lineguard.runtime.line.server import LineServer
+from lineguard.runtime.scoring.inspector import Inspector
+from lineguard.runtime.security.curve import CurveClientConfig, CurveError, CurveServerConfig, create_key_pair
+from lineguard.runtime.security.curve_auth import ClientAllowList, CurveAuthority
 
 LOOPBACK = {"frames": "tcp://127.0.0.1:*", "verdicts": "tcp://127.0.0.1:*", "inspect": "tcp://127.0.0.1:*"}
 QUIET_S = 1.0  # how long a refused client is given to receive something it must not
@@ -258,7 +258,7 @@ def test_bench_line_measures_curve(bundle_dir: Path, tmp_path: Path) -> None:
 
 def test_a_broken_allow_list_file_refuses_instead_of_killing_zap(tmp_path: Path) -> None:
     """A malformed key file is ignored, and a failing check answers 'no' (pyzmq's ZAP thread would die)."""
-    from lineguard.runtime.curve_auth import ClientAllowList
+    from lineguard.runtime.security.curve_auth import ClientAllowList
 
     folder = tmp_path / "allowed"
     folder.mkdir()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lineguard.runtime.line_config import LineConfig
+from lineguard.runtime.line.config import LineConfig
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 DOCKERFILES = sorted(DEPLOY.glob("Dockerfile.*"))

@@ -11,10 +11,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from lineguard.runtime.backends import OrtBoundChain
 from lineguard.runtime.bundle import Bundle
-from lineguard.runtime.chain import VisionChain
-from lineguard.runtime.inspector import Inspector
+from lineguard.runtime.inference.chain import VisionChain
+from lineguard.runtime.inference.ort_backend import OrtBoundChain
+from lineguard.runtime.scoring.inspector import Inspector
 
 
 def test_scoring_stages_are_what_comes_back(bundle_dir: Path) -> None:

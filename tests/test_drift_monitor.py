@@ -19,22 +19,22 @@ from scipy.stats import binom
 
 from lineguard.cli import main
 from lineguard.panel.board import LineBoard
-from lineguard.runtime.drift_monitor import (
+from lineguard.runtime.clients.watch import WatchEvent, format_event
+from lineguard.runtime.contract import (
+    HEARTBEAT_TOPIC,
     DriftAlarm,
-    DriftMonitor,
-    DriftSettings,
-    binomial_tail,
-    critical_count,
+    Heartbeat,
+    Verdict,
     describe_alarm,
+    encode_frame,
+    new_header,
 )
-from lineguard.runtime.http_service import RuntimeHttpService
-from lineguard.runtime.inspector import Inspector
-from lineguard.runtime.line_config import HttpEndpoint, LineConfig, LineConfigError
-from lineguard.runtime.messages import Verdict
-from lineguard.runtime.metrics import LineMetrics
-from lineguard.runtime.server import LineServer
-from lineguard.runtime.watch import WatchEvent, format_event
-from lineguard.runtime.wire import HEARTBEAT_TOPIC, Heartbeat, encode_frame, new_header
+from lineguard.runtime.http.service import RuntimeHttpService
+from lineguard.runtime.line.config import HttpEndpoint, LineConfig, LineConfigError
+from lineguard.runtime.line.drift_monitor import DriftMonitor, DriftSettings, binomial_tail, critical_count
+from lineguard.runtime.line.metrics import LineMetrics
+from lineguard.runtime.line.server import LineServer
+from lineguard.runtime.scoring.inspector import Inspector
 
 BUDGET = 0.01
 

@@ -10,8 +10,8 @@ import pytest
 from lineguard.export.synthesis import cut_paste_poisson
 from lineguard.export.textures import texture_variants
 from lineguard.runtime.bundle import Bundle
-from lineguard.runtime.enroll import EnrollmentError, calibrate_product, enroll_product
-from lineguard.runtime.inspector import Inspector, UnknownProductError
+from lineguard.runtime.scoring.enroll import EnrollmentError, calibrate_product, enroll_product
+from lineguard.runtime.scoring.inspector import Inspector, UnknownProductError
 
 
 @pytest.mark.parametrize("shots, method", [(1, "leave-one-region-out"), (4, "leave-one-image-out")])

@@ -1,4 +1,5 @@
-"""lineguard.eval_data: MVTec-AD layout, masks that hold the defects, determinism, exchangeable splits."""
+"""lineguard.evaluation.data (with texture_photos and defect_painters): MVTec-AD layout, masks that hold
+the defects, determinism, exchangeable splits."""
 
 from __future__ import annotations
 
@@ -10,20 +11,14 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
-from lineguard.eval_data import (
-    DEFECT_TYPES,
-    GENERATOR_VERSION,
-    MIN_CHANGE,
-    TEXTURES,
+from lineguard.evaluation.data import (
     CategorySources,
-    CropSpec,
     build_texture_set,
     ensure_texture_set,
-    load_photo,
-    make_defect,
     plan_category,
-    render_crop,
 )
+from lineguard.evaluation.defect_painters import DEFECT_TYPES, MIN_CHANGE, make_defect
+from lineguard.evaluation.texture_photos import GENERATOR_VERSION, TEXTURES, CropSpec, load_photo, render_crop
 
 SMALL = {"n_train": 5, "n_test_good": 3, "n_test_defect_per_type": 2}
 
@@ -193,6 +188,6 @@ def test_ensure_reuses_a_fresh_set_and_refuses_foreign_folders(tmp_path: Path) -
     mine = tmp_path / "mine"
     (mine / "brick").mkdir(parents=True)
     (mine / "brick" / "notes.txt").write_text("someone's data")
-    with pytest.raises(FileExistsError, match="not written by lineguard.eval_data"):
+    with pytest.raises(FileExistsError, match="not written by lineguard.evaluation.data"):
         build_texture_set(mine, **small)
     assert (mine / "brick" / "notes.txt").is_file()

@@ -1,4 +1,4 @@
-"""lineguard.eval_suite: means over seeds and kinds, a table equal to the JSON, README markers (no model)."""
+"""lineguard.evaluation.suite: means over seeds and kinds, a table equal to the JSON, README markers (no model)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-import lineguard.eval_suite as suite
-from lineguard.eval_suite import (
+import lineguard.evaluation.suite as suite
+from lineguard.evaluation.suite import (
     README_END,
     README_START,
     SuiteReport,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lineguard.runtime.explain_prompt import describe, explanation_messages, parse_yes_no
-from lineguard.runtime.messages import Region, Verdict
+from lineguard.runtime.contract import Region, Verdict
+from lineguard.runtime.llm.prompts import describe, explanation_messages, parse_yes_no
 
 
 def test_findings_name_product_verdict_and_location() -> None:
@@ -30,7 +30,7 @@ def test_yes_no_parsing(answer: str, parsed: bool | None) -> None:
 
 
 def test_findings_cite_the_measured_evidence() -> None:
-    from lineguard.runtime.messages import RegionEvidence
+    from lineguard.runtime.contract import RegionEvidence
 
     evidence = RegionEvidence(brightness="lower", grey_delta=-41.0, grey_delta_sigma=-8.2, hue_direction="none",
                               colour_shift=1.0, colour_shift_sigma=0.5, texture="higher", contrast_ratio=1.9,
@@ -59,7 +59,7 @@ def test_findings_cite_the_measured_evidence() -> None:
     (["A 3."], False, "A 3..."),
 ])
 def test_answers_cut_by_the_budget_end_at_a_sentence(chunks: list[str], complete: bool, said: str) -> None:
-    from lineguard.runtime.llm_worker import SentenceGate
+    from lineguard.runtime.llm.worker import SentenceGate
 
     gate = SentenceGate()
     out = "".join(gate.feed(c) for c in chunks) + gate.finish(complete)

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import zmq
+from test_llm_judge import EVIDENCE, VISION_OK
+from test_llm_worker import install_fake_llama
 
-from lineguard.runtime import explain_server
-from lineguard.runtime.archive import FrameArchive
-from lineguard.runtime.explain_client import ask
-from lineguard.runtime.explain_server import ExplanationServer
-from lineguard.runtime.messages import Region, Verdict
+from lineguard.runtime.clients.explain import ask
+from lineguard.runtime.contract import ExplainReply, ExplainRequest, Region, Verdict
+from lineguard.runtime.line.archive import FrameArchive
+from lineguard.runtime.llm import explain_server
+from lineguard.runtime.llm.events import Chunk, Final, JobHandle
+from lineguard.runtime.llm.explain_server import ExplanationServer
+from lineguard.runtime.llm.judge import LlmJudge
+from lineguard.runtime.llm.worker import LlmSettings, LlmWorker
 
 
 class ScriptedWorker:
@@ -19,19 +28,16 @@ class ScriptedWorker:
 
     def __init__(self) -> None:
         self.prompts: list[list[dict[str, str]]] = []
-        self._events: list[tuple[str, str, object]] = []
         self.alive = True
 
-    def submit(self, job_id, messages, max_tokens=None, whole_sentences=False) -> None:
+    def submit(self, job_id, messages, max_tokens=None, whole_sentences=False) -> JobHandle:
         self.prompts.append(messages)
         n = len(self.prompts)
-        self._events += [("chunk", job_id, f"Answer {n}."),
-                         ("final", job_id, {"prompt_tokens": 1, "completion_tokens": 2, "finish_reason": "stop",
-                                            "time_to_first_token_ms": 1.0, "total_ms": 2.0})]
-
-    def events(self, timeout_s: float = 0.0):
-        events, self._events = self._events, []
-        return iter(events)
+        handle = JobHandle(job_id, self.cancel)
+        handle.put(Chunk(job_id, f"Answer {n}."))
+        handle.put(Final(job_id, prompt_tokens=1, completion_tokens=2, finish_reason="stop",
+                         time_to_first_token_ms=1.0, total_ms=2.0))
+        return handle
 
     def cancel(self, job_id: str) -> None: ...
     def restart(self) -> None: ...
@@ -87,3 +93,49 @@ def test_history_is_bounded_and_forgotten_with_the_frame(port, monkeypatch: pyte
     replies = list(ask(server.endpoint, "b", follow_up=True, idle_timeout_s=10))
     assert replies[-1].type == "error" and replies[-1].error.code == "UNKNOWN_FRAME"
     assert "b" not in server.conversations
+
+
+# ---- through the real worker process (the stand-in llama_cpp of tests/test_llm_worker.py) ----
+
+@pytest.fixture
+def shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """One real worker behind both the explanation port and a judge (the stand-in model echoes questions)."""
+    archive = FrameArchive(tmp_path / "archive", max_bytes=50_000_000)
+    verdict = Verdict(frame_id="a", camera_id="cam0", product="weave", verdict="NG", score=9.0, p_value=1e-4,
+                      regions=[Region(grid="top left", bbox=(0, 0, 9, 9), area_fraction=0.04, peak=9.0)])
+    archive.store(verdict, np.zeros((8, 8), np.float32), np.zeros((8, 8, 3), np.uint8))
+    worker = LlmWorker(install_fake_llama(tmp_path / "model", monkeypatch), LlmSettings(nice=0)).start(timeout_s=60)
+    server = ExplanationServer("tcp://127.0.0.1:*", archive, worker, max_pending=8).start()
+    yield server, LlmJudge(worker)
+    server.stop()
+
+
+def test_explanations_and_judgements_share_a_worker(shared) -> None:
+    server, judge = shared
+    answers: list[str] = []
+    asker = threading.Thread(target=lambda: answers.extend(said(server.endpoint, "a", f"echo q{i}")
+                                                           for i in range(8)))
+    asker.start()
+    decisions = [judge.decide(VISION_OK, timeout_s=20, evidence=EVIDENCE).decided_by for _ in range(16)]
+    asker.join(60)
+    assert answers == [f"You said q{i}. Done." for i in range(8)]
+    assert decisions == ["llm"] * 16 and judge.fallbacks == 0
+
+
+def test_a_killed_model_fails_the_answer_and_the_next_one_works(shared) -> None:
+    server, _ = shared
+    replies = []
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(server.endpoint)
+    dealer.send(ExplainRequest(frame_id="a", question="slow, please").model_dump_json().encode())
+    assert dealer.poll(20_000)  # the first chunk: the model is answering
+    replies.append(ExplainReply.model_validate_json(dealer.recv()))
+    os.kill(server.worker.pid, signal.SIGKILL)
+    while replies[-1].type == "chunk":
+        assert dealer.poll(20_000)
+        replies.append(ExplainReply.model_validate_json(dealer.recv()))
+    dealer.close()
+    assert replies[-1].type == "error" and replies[-1].error.code == "LLM_FAILED", replies[-1]
+    assert said(server.endpoint, "a", "echo again") == "You said again. Done."
+    assert server.worker.restarts == 1 and server.pending == 0

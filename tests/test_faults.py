@@ -24,13 +24,14 @@ import pytest
 import zmq
 from line_helpers import LOOPBACK, frame, until, verdicts_of, wait_for, watch
 
-from lineguard.runtime.archive import entry_key
-from lineguard.runtime.camera import CameraPusher
-from lineguard.runtime.inspector import Inspection, Inspector
-from lineguard.runtime.line_config import LineConfig
-from lineguard.runtime.line_state import LineStateFile
-from lineguard.runtime.messages import Verdict
-from lineguard.runtime.server import LineServer, ServerError
+from lineguard.runtime.clients.camera import CameraPusher
+from lineguard.runtime.contract import Verdict
+from lineguard.runtime.line.archive import entry_key
+from lineguard.runtime.line.assembly import ServerError
+from lineguard.runtime.line.config import LineConfig
+from lineguard.runtime.line.server import LineServer
+from lineguard.runtime.line.state import LineStateFile
+from lineguard.runtime.scoring.inspector import Inspection, Inspector
 
 CTX = zmq.Context.instance()
 
@@ -138,7 +139,7 @@ def fill_disk_for(archive_dir: Path, camera: str, frame_ids: Sequence[str]) -> N
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
 def test_archive_disk_full_keeps_verdicts_going_and_raises_the_alarm(inspector, weave_parts, tmp_path: Path,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="lineguard.runtime.archive")
+    caplog.set_level(logging.DEBUG, logger="lineguard.runtime.line.archive")
     ring = tmp_path / "ring"
     full = [f"full{i}" for i in range(3)]
     with LineServer(inspector, config(archive={"dir": str(ring), "ok_sample_every": 1})) as server:
@@ -156,7 +157,7 @@ def test_archive_disk_full_keeps_verdicts_going_and_raises_the_alarm(inspector, 
     alarms = [r for r in caplog.records if r.levelno == logging.ERROR and "ALARM" in r.getMessage()]
     assert len(alarms) == 1 and "No space left on device" in alarms[0].getMessage()  # once, not per frame
     assert any("writes work again" in r.getMessage() for r in caplog.records)
-    from lineguard.runtime.archive import FrameArchive
+    from lineguard.runtime.line.archive import FrameArchive
 
     archive = FrameArchive(ring, max_bytes=1 << 30)
     assert archive.load("plc", "room-again") is not None

@@ -11,7 +11,7 @@ gguf = pytest.importorskip("gguf")
 
 from lineguard.export.llm import LlmExportError, export_llm  # noqa: E402
 from lineguard.runtime.bundle import Bundle, BundleIntegrityError  # noqa: E402
-from lineguard.runtime.gguf_model import GgufError, inspect_gguf  # noqa: E402
+from lineguard.runtime.llm.gguf_model import GgufError, inspect_gguf  # noqa: E402
 
 TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}<|assistant|>"
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from lineguard.export.tensorrt_engines import CalibrationCache, EngineSpec, configure_precision
-from lineguard.runtime.backend_selection import onnxruntime_provider_options, usable_onnxruntime_providers
-from lineguard.runtime.cuda_runtime import system_cudart_version
-from lineguard.runtime.gpu_packages import (
+from lineguard.runtime.inference.cuda_runtime import system_cudart_version
+from lineguard.runtime.inference.gpu_packages import (
     GPU_INSTALL_COMMAND,
     check_gpu_packages,
     onnxruntime_conflict,
     ort_tensorrt_mismatch,
 )
+from lineguard.runtime.inference.selection import onnxruntime_provider_options, usable_onnxruntime_providers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +127,7 @@ def test_images_pin_cuda_python_and_keep_one_onnxruntime() -> None:
     assert "ARG CUDA_PYTHON_VERSION=12.6.*" in cuda and "ARG CUDA_PYTHON_VERSION=12.6.*" in jetson
     assert '"cuda-python==${CUDA_PYTHON_VERSION}"' in cuda and '"cuda-python==${CUDA_PYTHON_VERSION}"' in jetson
     assert "pip uninstall --yes onnxruntime onnxruntime-gpu" in cuda
-    assert "python -m lineguard.runtime.gpu_packages" in cuda  # the build fails on a wrong pairing
+    assert "python -m lineguard.runtime.inference.gpu_packages" in cuda  # the build fails on a wrong pairing
     gpu_extra = next(line for line in pyproject.splitlines() if line.startswith("gpu = "))
     assert '"cuda-python==12.6.*"' in gpu_extra and "onnxruntime" not in gpu_extra
 
@@ -135,7 +135,7 @@ def test_images_pin_cuda_python_and_keep_one_onnxruntime() -> None:
 def test_tensorrt_version_from_metadata_without_importing_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from importlib import metadata
 
-    from lineguard.runtime import gpu_packages
+    from lineguard.runtime.inference import gpu_packages
 
     versions = {"tensorrt-cu12": "10.3.0"}
 

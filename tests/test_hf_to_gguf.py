@@ -163,7 +163,7 @@ def test_export_llm_conversion_step(converted, tmp_path: Path) -> None:
     if arch != "llama":
         pytest.skip("one conversion through export_llm is enough")
     from lineguard.export.llm import _convert_hf
-    from lineguard.runtime.gguf_model import inspect_gguf
+    from lineguard.runtime.llm.gguf_model import inspect_gguf
 
     result = _convert_hf(folder, tmp_path, "Q8_0")
     info = inspect_gguf(result)

@@ -17,11 +17,10 @@ import pytest
 from line_helpers import inspect_frames
 from prometheus_client.parser import text_string_to_metric_families
 
-from lineguard.runtime.http_service import HttpServiceError, RuntimeHttpService
-from lineguard.runtime.line_config import HttpEndpoint, LineConfig
-from lineguard.runtime.messages import ArchivedVerdict, Readiness
-from lineguard.runtime.server import LineServer
-from lineguard.runtime.wire import encode_frame, new_header
+from lineguard.runtime.contract import ArchivedVerdict, Readiness, encode_frame, new_header
+from lineguard.runtime.http.service import HttpServiceError, RuntimeHttpService
+from lineguard.runtime.line.config import HttpEndpoint, LineConfig
+from lineguard.runtime.line.server import LineServer
 
 LOOPBACK = "tcp://127.0.0.1:*"
 

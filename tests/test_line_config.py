@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lineguard.runtime.line_config import LineConfig, LineConfigError
+from lineguard.runtime.line.config import LineConfig, LineConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "line.example.yaml"
 
@@ -105,3 +105,68 @@ def test_unusable_file(tmp_path: Path, text: str, words: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(LineConfigError, match="cannot read"):
         LineConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_the_false_reject_budget_and_the_backend_names_have_one_owner() -> None:
+    from typing import get_args
+
+    from lineguard.runtime.bundle import CpuPrecision, Precision, RequestedBackend
+    from lineguard.runtime.line.config import Inference
+    from lineguard.runtime.scoring.calibration import DEFAULT_FALSE_REJECT_BUDGET
+
+    assert LineConfig(line="a").false_reject_budget == DEFAULT_FALSE_REJECT_BUDGET
+    fields = Inference.model_fields
+    assert fields["backend"].annotation == RequestedBackend and fields["cpu_precision"].annotation == CpuPrecision
+    assert get_args(fields["precisions"].annotation) == (Precision,)
+
+
+def test_overrides_layer_over_the_file_and_keep_its_other_fields(tmp_path: Path) -> None:
+    from lineguard.runtime.line.config import layer_config
+
+    path = write(tmp_path, "line: a\nbatching:\n  max_batch: 16\n  max_queue: 32\ncameras:\n  cam0:\n    product: tile\n"
+                           "http:\n  enabled: false\n")
+    config = layer_config(path, {"batching.max_batch": 4, "endpoints.frames": "ipc:///tmp/f", "http.enabled": True,
+                                 "archive.dir": str(tmp_path / "ng")})
+    assert (config.batching.max_batch, config.batching.max_queue) == (4, 32)  # the file's other batching field stays
+    assert config.endpoints.frames == "ipc:///tmp/f" and config.endpoints.verdicts == "tcp://127.0.0.1:5556"
+    assert config.http.enabled and config.archive.dir == tmp_path / "ng" and config.product_for("cam0", None) == "tile"
+    assert layer_config(path) == LineConfig.from_yaml(path)  # no overrides: the file alone
+    defaults = layer_config(None, {"line": "b", "deadline_ms": 50.0})  # no file: the model's defaults underneath
+    assert (defaults.line, defaults.deadline_ms, defaults.batching.max_batch) == ("b", 50.0, 8)
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"batching.max_batch": 0}, "batching.max_batch (--max-batch): Input should be greater than or equal to 1 (got 0)"),
+    ({"deadline_ms": -1.0}, "deadline_ms (--deadline-ms): Input should be greater than 0 (got -1.0)"),
+    ({"endpoints.frames": "localhost:5555"}, "endpoints.frames (--frames): 'localhost:5555' is not a ZeroMQ endpoint"),
+    ({"inference.backend": "triton"}, "inference (--backend): backend triton needs triton_url"),
+    ({"endpoints.frames": "tcp://*:5555"}, "endpoints.frames: tcp://*:5555 binds beyond this machine without CURVE"),
+    ({"line": "a b"}, "line (--line): String should match pattern"),
+])
+def test_a_bad_override_fails_like_a_bad_file_value_naming_field_and_flag(tmp_path: Path, overrides: dict,
+                                                                          words: str) -> None:
+    from lineguard.runtime.line.config import layer_config
+
+    origins = {"batching.max_batch": "--max-batch", "deadline_ms": "--deadline-ms", "endpoints.frames": "--frames",
+               "inference.backend": "--backend", "line": "--line"}
+    path = write(tmp_path, "line: a\n")
+    with pytest.raises(LineConfigError) as caught:
+        layer_config(path, overrides, origins)
+    assert str(caught.value).startswith(f"{path}: ") and words in str(caught.value), str(caught.value)
+    with pytest.raises(LineConfigError, match=re.escape(words)):  # the same without a file
+        layer_config(None, {"line": "a", **overrides}, origins)
+
+
+def test_the_file_own_errors_stay_named_under_overrides(tmp_path: Path) -> None:
+    from lineguard.runtime.line.config import layer_config
+
+    path = write(tmp_path, "line: a\nbatching: 4\nhwm:\n  frames_rcv: 0\n")
+    with pytest.raises(LineConfigError, match=re.escape(f"{path}: batching: expected a mapping of fields, got 4, "
+                                                        "to override batching.max_batch (--max-batch)")):
+        layer_config(path, {"batching.max_batch": 2}, {"batching.max_batch": "--max-batch"})
+    with pytest.raises(LineConfigError) as caught:
+        layer_config(path, {"deadline_ms": 100.0}, {"deadline_ms": "--deadline-ms"})
+    message = str(caught.value)
+    assert "hwm.frames_rcv: " in message and "(--" not in message.split("hwm.frames_rcv")[1], message
+    with pytest.raises(LineConfigError, match="line: Field required"):
+        layer_config(None, {"deadline_ms": 100.0})  # no file and no line name

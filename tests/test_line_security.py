@@ -33,12 +33,19 @@ import yaml
 import zmq
 from line_helpers import free_port
 
+from lineguard.child_process import stop_process
 from lineguard.cli import build_parser, main
-from lineguard.runtime.child_process import stop_process
-from lineguard.runtime.curve import CurveClientConfig
-from lineguard.runtime.messages import ExplainReply, ExplainRequest, Verdict
-from lineguard.runtime.watch import VerdictWatcher
-from lineguard.runtime.wire import Heartbeat, encode_frame, new_header
+from lineguard.cli.serve import serve_config
+from lineguard.runtime.clients.watch import VerdictWatcher
+from lineguard.runtime.contract import (
+    ExplainReply,
+    ExplainRequest,
+    Heartbeat,
+    Verdict,
+    encode_frame,
+    new_header,
+)
+from lineguard.runtime.security.curve import CurveClientConfig
 
 QUIET_S = 1.0  # how long a refused peer is given to receive something it must not
 MIB = 1024 * 1024
@@ -269,10 +276,11 @@ def test_open_binds_are_refused_at_start(enrolled_dir: Path, tmp_path: Path, cap
     assert "endpoints.frames: tcp://*:5555 binds beyond this machine without CURVE" in capsys.readouterr().err
     assert main(["serve", str(enrolled_dir), "--http-host", "0.0.0.0"]) == 2
     assert "http.host: 0.0.0.0" in capsys.readouterr().err
-    args = build_parser().parse_args(["serve", str(enrolled_dir)])
-    assert {args.frames, args.verdicts, args.inspect, args.explanations} == {
+    config = serve_config(build_parser().parse_args(["serve", str(enrolled_dir)]))  # no flags, no file: the defaults
+    endpoints = config.endpoints
+    assert {endpoints.frames, endpoints.verdicts, endpoints.inspect, endpoints.explanations} == {
         "tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556", "tcp://127.0.0.1:5558", "tcp://127.0.0.1:5557"}
-    assert args.http_host == "127.0.0.1"
+    assert config.http is not None and config.http.host == "127.0.0.1"
 
 
 def test_keys_init_is_an_idempotent_install_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -310,7 +318,7 @@ def test_the_explanation_port_answers_only_the_panels_key(llm_bundle: Path, tmp_
 
 
 def test_an_unanswered_explanation_says_keys_may_be_missing() -> None:
-    from lineguard.runtime.explain_client import ask
+    from lineguard.runtime.clients.explain import ask
 
     with pytest.raises(TimeoutError, match="answers only keys granted its explanation port"):
         list(ask(f"tcp://127.0.0.1:{free_port()}", "f1", idle_timeout_s=0.2))

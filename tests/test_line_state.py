@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lineguard.runtime.line_state import LineState, LineStateError, LineStateFile, Totals
+from lineguard.runtime.contract import Totals
+from lineguard.runtime.line.state import LineState, LineStateError, LineStateFile
 
 
 @pytest.mark.parametrize("durable", [True, False])

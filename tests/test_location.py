@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lineguard.runtime.location import GRID_WORDS, grid_cell, locate
+from lineguard.runtime.scoring.location import GRID_WORDS, grid_cell, locate
 
 
 @pytest.mark.parametrize("row", range(3))

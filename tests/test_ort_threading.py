@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lineguard.runtime.backends import OnnxRuntimeBackend
-from lineguard.runtime.line_config import LineConfig, LineConfigError
-from lineguard.runtime.ort_threading import OrtThreading, choose_threading, threading_for_line
+from lineguard.runtime.inference.ort_backend import OnnxRuntimeBackend
+from lineguard.runtime.inference.ort_threading import OrtThreading, choose_threading
+from lineguard.runtime.line.config import LineConfig, LineConfigError, threading_for_line
 
 
 def test_defaults_leave_the_llm_its_threads_and_never_spin() -> None:
@@ -61,9 +61,9 @@ def test_sessions_get_the_chosen_options(bundle_dir: Path) -> None:
 
 
 def test_serve_logs_its_threading_choice(bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from lineguard.runtime.server import LineServer
+    from lineguard.runtime.line.server import LineServer
 
-    with caplog.at_level(logging.INFO, logger="lineguard.runtime.server"):
+    with caplog.at_level(logging.INFO, logger="lineguard.runtime.line.server"):
         server = LineServer.from_bundle(bundle_dir, LineConfig(line="t", inference={"backend": "onnxruntime"}))
     assert "onnxruntime 1 intra-op thread" in caplog.text or "intra-op threads" in caplog.text
     assert "spinning off because" in caplog.text

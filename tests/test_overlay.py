@@ -5,9 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from lineguard.runtime.archive import ArchivedFrame
-from lineguard.runtime.messages import Region, Verdict
-from lineguard.runtime.overlay import map_strength, overlay_jpeg, render_overlay
+from lineguard.runtime.contract import Region, Verdict
+from lineguard.runtime.http.overlay import map_strength, overlay_jpeg, render_overlay
+from lineguard.runtime.line.archive import ArchivedFrame
 
 GREY = np.full((96, 96, 3), 128, np.uint8)
 

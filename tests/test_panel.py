@@ -3,27 +3,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import zmq
 from line_helpers import free_port
 from panel_station import Station, running_station
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from lineguard.panel.app import create_app
-from lineguard.panel.board import LineBoard, StateMessage
+from lineguard.panel.board import LineBoard
 from lineguard.panel.settings import PanelSettings, PanelSettingsError
-from lineguard.runtime.messages import ErrorInfo, Verdict
-from lineguard.runtime.watch import WatchEvent
+from lineguard.runtime.clients.explain import ExplainClient, ask
+from lineguard.runtime.clients.watch import WatchEvent
+from lineguard.runtime.contract import (
+    ErrorCode,
+    ErrorInfo,
+    ExplainReply,
+    ExplainRequest,
+    StateMessage,
+    Verdict,
+)
+from lineguard.runtime.http.service import UvicornThread
 
 
-def verdict(cls: str, frame_id: str = "f", camera: str = "cam0", code: str | None = None) -> Verdict:
+def verdict(cls: str, frame_id: str = "f", camera: str = "cam0", code: ErrorCode | None = None) -> Verdict:
     error = ErrorInfo(code=code, message="x") if code else None
     return Verdict(frame_id=frame_id, camera_id=camera, product="weave", verdict=cls, error=error)
 
@@ -38,13 +50,13 @@ def test_board_counts_rejects_and_raises_alarms() -> None:
     cam = board.snapshot().cameras[0]
     assert (cam.ok, cam.ng, cam.reject_rate) == (3, 1, 0.25)
 
-    timeout = board.apply(WatchEvent("verdict", verdict=verdict("TIMEOUT", "t1", code="TIMEOUT")), now=105.0)
+    timeout = board.apply(WatchEvent("verdict", verdict=verdict("TIMEOUT", "t1", code=ErrorCode.TIMEOUT)), now=105.0)
     assert [m.type for m in timeout] == ["verdict", "alarm"] and timeout[1].alarm.kind == "timeout"
 
     kinds = []
     for i, at in enumerate([110.0, 111.0, 125.0, 126.0, 127.0]):  # the first two age out of the window
         kinds += [m.alarm.kind for m in board.apply(WatchEvent("verdict", verdict=verdict(
-            "ERROR", f"e{i}", code="BAD_PAYLOAD")), now=at) if m.type == "alarm"]
+            "ERROR", f"e{i}", code=ErrorCode.BAD_PAYLOAD)), now=at) if m.type == "alarm"]
     assert kinds == ["error_burst"]
 
     board.apply(WatchEvent("heartbeat_missed", message="no heartbeat for 3.0 s"), now=130.0)
@@ -82,6 +94,131 @@ def test_settings_carry_the_runtimes_http_token(tmp_path: Path) -> None:
     assert PanelSettings.for_runtime("10.1.2.3").runtime_token is None
     with pytest.raises(PanelSettingsError, match="runtime token file"):
         PanelSettings.for_runtime("10.1.2.3", runtime_token_file=tmp_path / "missing")
+
+
+# -- the explanation client, against a scripted explanation port ----------------------------------------
+
+
+class ScriptedPort:
+    """A stand-in for the runtime's explanation port (ROUTER): records every request; answers a question with
+    ``chunks`` chunk replies and a final (``hold``: no final until a cancel, which ends it "cancelled"), or
+    says nothing at all (``silent``)."""
+
+    def __init__(self, chunks: int = 2, hold: bool = False, silent: bool = False) -> None:
+        self.chunks, self.hold, self.silent = chunks, hold, silent
+        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.requests: list[ExplainRequest] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scripted-explain-port", daemon=True)
+
+    def __enter__(self) -> ScriptedPort:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def _send(self, identity: bytes, reply: ExplainReply) -> None:
+        self.sock.send_multipart([identity, reply.model_dump_json().encode()])
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.sock.poll(20):
+                continue
+            identity, body = self.sock.recv_multipart()
+            request = ExplainRequest.model_validate_json(body)
+            self.requests.append(request)
+            if self.silent:
+                continue
+            if request.cancel:
+                self._send(identity, ExplainReply(type="final", frame_id=request.frame_id, finish_reason="cancelled"))
+                continue
+            for i in range(self.chunks):
+                self._send(identity, ExplainReply(type="chunk", frame_id=request.frame_id, text=f"word{i} "))
+            if not self.hold:
+                self._send(identity, ExplainReply(type="final", frame_id=request.frame_id, finish_reason="stop"))
+
+    def wait_for(self, wanted: Callable[[ExplainRequest], bool], timeout_s: float = 10.0) -> ExplainRequest:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            found = [r for r in self.requests if wanted(r)]
+            if found:
+                return found[-1]
+            time.sleep(0.02)
+        raise AssertionError(f"no such request among {self.requests}")
+
+
+def test_explain_client_streams_cancels_and_follows_up() -> None:
+    with ScriptedPort(chunks=2) as port:
+        replies = list(ask(port.endpoint, "f1", "Why?", idle_timeout_s=10))
+        assert [r.type for r in replies] == ["chunk", "chunk", "final"]
+        assert port.requests[-1] == ExplainRequest(frame_id="f1", question="Why?")
+
+        with ExplainClient(port.endpoint, "f1", "Why?", idle_timeout_s=10) as first:
+            assert "".join(r.text for r in first) == "word0 word1 "
+        assert first.finished and not first.cancelled and not first.timed_out
+        with first.follow_up("Where?") as second:  # the frame's conversation goes on
+            assert [r.type for r in second][-1] == "final"
+        assert port.requests[-1] == ExplainRequest(frame_id="f1", question="Where?", follow_up=True)
+        assert not any(r.cancel for r in port.requests)  # finished answers are never cancelled
+
+    with ScriptedPort(chunks=1, hold=True) as port:
+        stream = ask(port.endpoint, "f2", idle_timeout_s=10)
+        assert next(stream).type == "chunk"
+        stream.close()  # the reader went away mid-answer: the runtime hears a cancel
+        assert port.wait_for(lambda r: r.cancel).frame_id == "f2"
+
+        with ExplainClient(port.endpoint, "f3", idle_timeout_s=10) as question:
+            assert next(question).type == "chunk"
+            question.cancel()  # stopped on purpose: the answer still ends, "cancelled"
+            rest = list(question)
+        assert [r.type for r in rest] == ["final"] and rest[0].finish_reason == "cancelled"
+        assert question.cancelled and question.finished
+
+
+def test_explain_client_gives_up_after_its_idle_timeout() -> None:
+    with ScriptedPort(silent=True) as port:
+        with ExplainClient(port.endpoint, "f1", idle_timeout_s=0.2) as question:
+            replies = list(question)
+        assert len(replies) == 1 and replies[0].type == "error" and replies[0].error is not None
+        assert replies[0].error.code == ErrorCode.TIMEOUT and question.timed_out and not question.cancelled
+        with pytest.raises(TimeoutError, match="no answer from .* answers only keys granted"):
+            list(ask(port.endpoint, "f1", idle_timeout_s=0.2))
+
+
+@contextlib.contextmanager
+def panel_on(port: ScriptedPort, **options: object) -> Iterator[str]:
+    """The panel alone, its "Why?" relayed to ``port`` (nothing publishes verdicts: viewing stays empty)."""
+    settings = PanelSettings(verdicts=f"tcp://127.0.0.1:{free_port()}", explanations=port.endpoint,
+                             runtime_http=f"http://127.0.0.1:{free_port()}", port=0, **options)
+    panel = UvicornThread(create_app(settings), "127.0.0.1", 0, "panel").start()
+    try:
+        yield panel.url
+    finally:
+        panel.stop()
+
+
+def test_panel_relays_through_the_explain_client() -> None:
+    with ScriptedPort(chunks=2) as port, panel_on(port) as url:
+        assert [r["type"] for r in explain(url, "f1", "Why?")] == ["chunk", "chunk", "final"]
+        assert explain(url, "f1", "And where?", follow_up=True)[-1]["type"] == "final"
+        assert port.requests[-1] == ExplainRequest(frame_id="f1", question="And where?", follow_up=True)
+
+    with ScriptedPort(chunks=1, hold=True) as port, panel_on(port) as url:
+        with httpx.stream("POST", f"{url}/api/explain", json={"frame_id": "f2"}, timeout=30) as response:
+            assert next(sse_messages(response))[1]["type"] == "chunk"
+        assert port.wait_for(lambda r: r.cancel).frame_id == "f2"  # the page went away: the runtime stops
+
+    with ScriptedPort(silent=True) as port, panel_on(port, explain_idle_timeout_s=0.3) as url:
+        replies = explain(url, "f3")
+        assert len(replies) == 1 and replies[0]["type"] == "error"
+        assert replies[0]["error"] == {"code": ErrorCode.TIMEOUT, "message": "the line's LLM said nothing for 0 s"}
+        assert not any(r.cancel for r in port.requests)  # timed out: nothing to cancel
 
 
 # -- against a real station ---------------------------------------------------------------------------
@@ -131,9 +268,10 @@ def test_gallery_and_overlay_come_through_the_panel(station: Station, ng_weave: 
     assert httpx.get(f"{station.panel.url}/api/frames/cam1/nope/overlay.jpg").status_code == 404
 
 
-def explain(url: str, frame_id: str, question: str | None = None, headers: dict | None = None) -> list[dict]:
-    with httpx.stream("POST", f"{url}/api/explain", json={"frame_id": frame_id, "question": question},
-                      headers=headers, timeout=120) as response:
+def explain(url: str, frame_id: str, question: str | None = None, headers: dict | None = None,
+            follow_up: bool = False) -> list[dict]:
+    body = {"frame_id": frame_id, "question": question, **({"follow_up": True} if follow_up else {})}
+    with httpx.stream("POST", f"{url}/api/explain", json=body, headers=headers, timeout=120) as response:
         assert response.status_code == 200, response.read()
         return [m for _, m in sse_messages(response)]
 
@@ -169,7 +307,7 @@ def test_why_streams_the_explanation_and_cancel_frees_the_model(station: Station
 
 def test_unknown_frame_and_bad_request(station: Station) -> None:
     replies = explain(station.panel.url, "never-seen")
-    assert replies[-1]["type"] == "error" and replies[-1]["error"]["code"] == "UNKNOWN_FRAME"
+    assert replies[-1]["type"] == "error" and replies[-1]["error"]["code"] == ErrorCode.UNKNOWN_FRAME
     bad = httpx.post(f"{station.panel.url}/api/explain", json={"frame_id": "", "question": "x" * 600})
     assert bad.status_code == 400
 
@@ -193,7 +331,7 @@ def test_panel_on_a_curve_line_needs_an_allowed_key(llm_bundle: Path, tmp_path: 
     """With security.curve on, the panel's own key must be on the runtime's allow-list, granted the explanation
     port (security.curve.clients), like any client."""
     from lineguard.cli import main
-    from lineguard.runtime.curve import CurveClientConfig
+    from lineguard.runtime.security.curve import CurveClientConfig
 
     keys, allowed = tmp_path / "keys", tmp_path / "allowed"
     for name in ("server", "panel", "stranger"):
@@ -215,7 +353,7 @@ def test_panel_on_a_curve_line_needs_an_allowed_key(llm_bundle: Path, tmp_path: 
             assert time.monotonic() < end, "the allowed panel never heard a heartbeat"
             time.sleep(0.1)
         replies = explain(station.panel.url, "never-seen")  # through CURVE to the explanation port and back
-        assert replies[-1]["error"]["code"] == "UNKNOWN_FRAME"
+        assert replies[-1]["error"]["code"] == ErrorCode.UNKNOWN_FRAME
 
         stranger = PanelSettings(**{**station.settings.model_dump(), "curve": curve("stranger"),
                                     "explain_idle_timeout_s": 2.0})
@@ -224,7 +362,7 @@ def test_panel_on_a_curve_line_needs_an_allowed_key(llm_bundle: Path, tmp_path: 
             assert client.get("/api/state").json()["connected"] is False
             with client.stream("POST", "/api/explain", json={"frame_id": "never-seen"}) as response:
                 reply = [m for _, m in sse_messages(response)][-1]
-            assert reply["error"]["code"] == "TIMEOUT"  # refused by the allow-list: nothing comes back
+            assert reply["error"]["code"] == ErrorCode.TIMEOUT  # refused by the allow-list: nothing comes back
         assert station.server.heartbeat().auth_denied >= 1
 
 

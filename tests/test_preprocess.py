@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lineguard.runtime.bundle import Preprocessing
-from lineguard.runtime.preprocess import ImageFormatError, Preprocessor
+from lineguard.runtime.inference.preprocess import ImageFormatError, Preprocessor
 
 SPEC = Preprocessing(input_size=(32, 48), color_order="RGB", mean=(127, 127, 127), std=(128, 128, 128))
 
@@ -46,7 +46,7 @@ def test_bad_images_are_refused(image, message: str) -> None:
 def test_resize_first_and_fused_normalisation_match_the_old_path(shape: tuple[int, ...], color_order: str) -> None:
     """Resizing before the colour conversion and one table lookup per channel give the same numbers,
     bit for bit, as converting at full resolution and normalising with float copies (the old path)."""
-    from lineguard.runtime.bench_preprocess import reference_preprocess
+    from lineguard.bench.preprocess import reference_preprocess
 
     spec = Preprocessing(input_size=(32, 48), color_order=color_order, mean=(123.7, 116.3, 103.5),
                          std=(58.4, 57.1, 57.4))

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from lineguard.runtime.bundle import Bundle
-from lineguard.runtime.explain_prompt import describe, explanation_messages
-from lineguard.runtime.inspector import Inspector
-from lineguard.runtime.line_config import CameraConfig
-from lineguard.runtime.messages import Verdict
-from lineguard.runtime.region_evidence import (
+from lineguard.runtime.contract import Verdict
+from lineguard.runtime.line.config import CameraConfig
+from lineguard.runtime.llm.prompts import describe, explanation_messages
+from lineguard.runtime.scoring.inspector import Inspector
+from lineguard.runtime.scoring.region_evidence import (
     appearance_maps,
     image_evidence,
     normal_appearance,
     region_evidence,
-    with_scale,
+    regions_in_mm,
 )
 
 SIZE = 224
@@ -104,14 +104,15 @@ def test_sizes_in_mm_with_the_cameras_pixel_scale(appearance) -> None:
     line = np.zeros((SIZE, SIZE), np.uint8)
     cv2.line(line, (40, 60), (160, 100), 1, 2)
     image[line > 0] = 10
-    from lineguard.runtime.messages import Region
+    from lineguard.runtime.contract import Region
 
     e = evidence_of(image, cv2.dilate(line, np.ones((15, 15), np.uint8)) > 0, appearance)
     verdict = Verdict(product="p", verdict="NG", regions=[Region(grid="top", bbox=(0, 0, 1, 1), area_fraction=0.1,
                                                                  peak=6.0, evidence=e)])
-    scaled = with_scale(verdict, 0.05).regions[0].evidence
+    scaled = regions_in_mm(verdict.regions, 0.05)[0].evidence
     assert scaled.length_mm == pytest.approx(e.length_px * 0.05, abs=0.01) and scaled.area_mm2 is not None
-    assert "mm long" in describe(with_scale(verdict, 0.05)) and with_scale(verdict, None) is verdict
+    in_mm = verdict.model_copy(update={"regions": regions_in_mm(verdict.regions, 0.05)})
+    assert "mm long" in describe(in_mm) and regions_in_mm(verdict.regions, None) is verdict.regions
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +169,8 @@ def test_evidence_costs_little_on_the_verdict_path(inspector: Inspector, ng_weav
 
 
 def test_faithfulness_scoring_rules() -> None:
-    from lineguard.explanation_eval import contradictions, named_cells, names_kind, true_cells
-    from lineguard.runtime.messages import Region, RegionEvidence
+    from lineguard.evaluation.explanations import contradictions, named_cells, names_kind, true_cells
+    from lineguard.runtime.contract import Region, RegionEvidence
 
     assert named_cells("A dark scratch in the upper left, reaching the centre and the top.") == [
         "top left", "center", "top"]

@@ -1,4 +1,5 @@
-"""``lineguard serve`` as a real process: SIGTERM drains in-flight frames; a camera survives a restart."""
+"""``lineguard serve`` as a real process: SIGTERM drains in-flight frames; a camera survives a restart (into a
+process configured by a file with flags over it)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,24 @@ from pathlib import Path
 import pytest
 from line_helpers import free_port
 
-from lineguard.runtime.camera import CameraPusher
-from lineguard.runtime.watch import VerdictWatcher
+from lineguard.runtime.clients.camera import CameraPusher
+from lineguard.runtime.clients.watch import VerdictWatcher
 
 
 class ServeProcess:
-    def __init__(self, bundle: Path, ports: tuple[int, int, int], http_port: int = -1) -> None:
+    def __init__(self, bundle: Path, ports: tuple[int, int, int], http_port: int = -1,
+                 config: Path | None = None) -> None:
         self.frames, self.verdicts, inspect = (f"tcp://127.0.0.1:{p}" for p in ports)
         self.http = f"http://127.0.0.1:{http_port}"
+        if config is None:  # every setting from flags, over the defaults
+            flags = ["--line", "p", "--frames", self.frames, "--verdicts", self.verdicts, "--inspect", inspect]
+        else:  # a line config file; the flags given override its fields (its line name among them)
+            config.write_text(f"line: from-file\nendpoints:\n  frames: {self.frames}\n  verdicts: {self.verdicts}\n"
+                              f"  inspect: {inspect}\ndeadline_ms: 20000\nbatching:\n  max_batch: 64\n")
+            flags = ["--config", str(config), "--line", "p"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lineguard.cli", "serve", str(bundle), "--line", "p", "--frames", self.frames,
-             "--verdicts", self.verdicts, "--inspect", inspect, "--deadline-ms", "20000", "--max-batch", "4",
-             "--http-port", str(http_port)],
+            [sys.executable, "-m", "lineguard.cli", "serve", str(bundle), *flags, "--deadline-ms", "20000",
+             "--max-batch", "4", "--http-port", str(http_port)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def wait_ready(self, watcher: VerdictWatcher, timeout_s: float = 90.0) -> None:
@@ -68,7 +75,7 @@ def test_sigterm_drains_in_flight_frames(enrolled_dir: Path, weave_parts) -> Non
         server.kill()
 
 
-def test_camera_resumes_after_a_runtime_restart(enrolled_dir: Path, weave_parts) -> None:
+def test_camera_resumes_after_a_runtime_restart(enrolled_dir: Path, weave_parts, tmp_path: Path) -> None:
     ports = (free_port(), free_port(), free_port())
     first = ServeProcess(enrolled_dir, ports)
     stop = threading.Event()
@@ -81,7 +88,9 @@ def test_camera_resumes_after_a_runtime_restart(enrolled_dir: Path, weave_parts)
             pusher.start()
             assert len(_verdicts(watcher, 3, 30)) >= 3
             assert first.terminate() == 0
-            second = ServeProcess(enrolled_dir, ports)  # same endpoints: the camera keeps its connection
+            # same endpoints, now from a config file: the camera keeps its connection; --line p overrides the
+            # file's name, else the verdicts would go to verdict.from-file. and none would arrive here
+            second = ServeProcess(enrolled_dir, ports, config=tmp_path / "line.yaml")
             try:
                 second.wait_ready(watcher)
                 after = _verdicts(watcher, 3, 30)

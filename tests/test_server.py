@@ -16,11 +16,11 @@ import pytest
 import zmq
 from line_helpers import LOOPBACK, frame, header_json, inspect_frames, until, verdicts_of, wait_for, watch
 
-from lineguard.runtime.inspector import Inspector
-from lineguard.runtime.line_config import LineConfig
-from lineguard.runtime.messages import Verdict
-from lineguard.runtime.server import LineServer, ServerError
-from lineguard.runtime.wire import encode_frame
+from lineguard.runtime.contract import Verdict, encode_frame
+from lineguard.runtime.line.assembly import ServerError
+from lineguard.runtime.line.config import LineConfig
+from lineguard.runtime.line.server import LineServer
+from lineguard.runtime.scoring.inspector import Inspector
 
 CTX = zmq.Context.instance()
 
@@ -276,8 +276,8 @@ def test_start_fails_clearly(serve, inspector) -> None:
 
 def test_ng_frames_are_archived_with_their_maps(enrolled_dir: Path, weave_parts, ng_weave, tmp_path: Path) -> None:
     """An NG frame lands in the archive ring with its anomaly map; OK frames are not kept by default."""
-    from lineguard.runtime.archive import FrameArchive
-    from lineguard.runtime.wire import new_header
+    from lineguard.runtime.contract import new_header
+    from lineguard.runtime.line.archive import FrameArchive
 
     config = LineConfig(line="t", endpoints={"frames": "tcp://127.0.0.1:*", "verdicts": "tcp://127.0.0.1:*",
                                               "inspect": "tcp://127.0.0.1:*"},
@@ -285,6 +285,7 @@ def test_ng_frames_are_archived_with_their_maps(enrolled_dir: Path, weave_parts,
     with LineServer.from_bundle(enrolled_dir, config) as server:
         replies = inspect_frames(server.endpoints.inspect, [encode_frame(new_header("cam0", frame_id, "weave"), image)
                                                             for frame_id, image in (("ng-1", ng_weave), ("ok-1", weave_parts[13]))])
+        assert server.archive.load("cam0", "ng-1") is not None  # archived before its verdict went out
     assert [v.verdict for v in replies] == ["NG", "OK"]
     archive = FrameArchive(tmp_path / "ring", max_bytes=50_000_000)
     kept = archive.load("cam0", "ng-1")
@@ -299,7 +300,7 @@ def test_new_calibration_normals_are_served_without_a_restart(enrolled_dir: Path
 
     from lineguard.export.textures import texture_variants
     from lineguard.runtime.bundle import Bundle
-    from lineguard.runtime.enroll import calibrate_product
+    from lineguard.runtime.scoring.enroll import calibrate_product
 
     copy = tmp_path / "bundle"
     shutil.copytree(enrolled_dir, copy)
@@ -315,3 +316,18 @@ def test_new_calibration_normals_are_served_without_a_restart(enrolled_dir: Path
         wait_for(lambda: inspector.calibration_status("weave") == "conformal")
         after = inspect_frames(server.endpoints.inspect, [frame("plc", "after", weave_parts[5])])[0]
     assert after.calibration == "conformal" and after.p_value >= 1 / 37
+
+
+def test_a_server_releases_the_backends_it_opened_and_leaves_a_passed_inspector_open(
+        enrolled_dir: Path, inspector: Inspector) -> None:
+    from lineguard.runtime.inference.base import BackendClosedError
+
+    probe = {"image": np.zeros((1, 3, *inspector.input_size), np.float32)}
+    with LineServer.from_bundle(enrolled_dir, LineConfig(line="own", endpoints=LOOPBACK)) as own:
+        encoder = own.inspector.chain.encoder
+        encoder.run(probe)  # open while it serves
+    with pytest.raises(BackendClosedError):
+        encoder.run(probe)  # made by from_bundle: released on stop
+    with LineServer(inspector, LineConfig(line="lent", endpoints=LOOPBACK)):
+        pass
+    assert inspector.chain.encoder.run(probe)  # the caller's inspector still runs

@@ -24,11 +24,12 @@ import pytest
 import yaml
 from line_helpers import LOOPBACK, free_port
 
-from lineguard.runtime.child_process import stop_process
-from lineguard.runtime.inspector import Inspector
-from lineguard.runtime.line_config import LineConfig
-from lineguard.runtime.server import LineServer
-from lineguard.runtime.soak import (
+from lineguard.child_process import stop_process
+from lineguard.runtime.contract import ErrorCode
+from lineguard.runtime.line.config import LineConfig
+from lineguard.runtime.line.server import LineServer
+from lineguard.runtime.scoring.inspector import Inspector
+from lineguard.soak import (
     RSS_STEP_MB,
     SoakPlan,
     fit_slope,
@@ -108,10 +109,11 @@ def test_soak_mixed_stream(soak_bundle: tuple[Path, bool], weave_parts, tmp_path
     assert result.dropped_counted == result.frames_unaddressable
     # the stream really was mixed: inspected frames and each kind of refusal
     assert result.verdict_classes.get("OK", 0) + result.verdict_classes.get("NG", 0) > 0
-    assert {"BAD_HEADER", "BAD_PAYLOAD", "BAD_SHAPE", "UNKNOWN_PRODUCT"} <= set(result.error_codes)
+    assert {ErrorCode.BAD_HEADER, ErrorCode.BAD_PAYLOAD, ErrorCode.BAD_SHAPE,
+            ErrorCode.UNKNOWN_PRODUCT} <= set(result.error_codes)
     if with_llm:  # and every explanation request got its final or error reply, of each kind
         assert result.explanation_requests > 0 and result.explanations_unanswered == 0, result.explanation_replies
-        assert {"UNKNOWN_FRAME", "BAD_REQUEST", "OVERSIZE"} <= set(result.explanation_replies)
+        assert {ErrorCode.UNKNOWN_FRAME, ErrorCode.BAD_REQUEST, ErrorCode.OVERSIZE} <= set(result.explanation_replies)
     # no leak: once warm, RSS and open files stay flat (slopes within their bounds) ...
     assert not result.leak_suspected, result.leak_reasons
     assert result.fds_slope_per_min is not None and result.open_files_end is not None

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from lineguard.runtime.systemd_notify import SystemdNotifier, SystemdNotifyError, WatchdogLoop, watchdog_usec
+from lineguard.runtime.line.systemd_notify import (
+    SystemdNotifier,
+    SystemdNotifyError,
+    WatchdogLoop,
+    watchdog_usec,
+)
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 ``tensorrt`` and CUDA memory): the first execution slot is made at construction, a profile TensorRT
 refuses (RuntimeError, as its binding raises) falls back to ONNX Runtime when the chain is opened,
 and the encoder-decoder chain binds the decoder's inputs to the encoder's output buffers, so only the
-image goes to the device and only the asked-for outputs come back."""
+image goes to the device and only the asked-for outputs come back; the backend describes itself and
+close() frees every context, stream and buffer."""
 
 from __future__ import annotations
 
@@ -13,9 +14,15 @@ import numpy as np
 import pytest
 from fake_tensorrt import MODELS, compute, install, plan_bytes
 
-from lineguard.runtime.backend_selection import BackendUnavailableError, GpuInfo, RunningDevice
 from lineguard.runtime.bundle import Bundle, EngineRecord
-from lineguard.runtime.chain_backends import open_chain_backends
+from lineguard.runtime.inference.base import (
+    Backend,
+    BackendClosedError,
+    BackendUnavailableError,
+    GpuInfo,
+    RunningDevice,
+)
+from lineguard.runtime.inference.chain_backends import open_chain_backends
 
 ORIN = GpuInfo(name="Orin", compute_capability="8.7", cuda_runtime_version="12.6")
 
@@ -32,7 +39,7 @@ def images(batch: int, seed: int = 0) -> np.ndarray:
 
 def test_first_slot_is_made_at_construction(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     install(monkeypatch)
-    from lineguard.runtime.tensorrt_backend import TensorRTBackend
+    from lineguard.runtime.inference.tensorrt_backend import TensorRTBackend
 
     backend = TensorRTBackend(write_plan(tmp_path, "encoder", profiles=2))
     assert len(backend._slots) == 1  # context, stream and buffers exist before the first frame
@@ -47,7 +54,7 @@ def test_first_slot_is_made_at_construction(monkeypatch: pytest.MonkeyPatch, tmp
 def test_a_refused_profile_or_context_fails_at_construction(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                             fail: str, message: str) -> None:
     install(monkeypatch)
-    from lineguard.runtime.tensorrt_backend import TensorRTBackend, TensorRTError
+    from lineguard.runtime.inference.tensorrt_backend import TensorRTBackend, TensorRTError
 
     with pytest.raises(TensorRTError, match=message):  # RuntimeError from the binding is turned into ours
         TensorRTBackend(write_plan(tmp_path, "encoder", fail=fail))
@@ -78,7 +85,7 @@ def test_tensorrt_failure_falls_back_to_onnxruntime_at_selection(monkeypatch: py
     engine_records(Bundle.open(bundle_copy), tmp_path, fail="profile")
     bundle = Bundle.open(bundle_copy)
     device = RunningDevice(gpu=ORIN, tensorrt_version="10.3.0")
-    with caplog.at_level(logging.WARNING, logger="lineguard.runtime.chain_backends"):
+    with caplog.at_level(logging.WARNING, logger="lineguard.runtime.inference.chain_backends"):
         models = open_chain_backends(bundle, "auto", device=device)
     assert models.choice.backend == "onnxruntime"
     assert any("optimisation profile" in r for r in models.choice.reasons), models.choice.reasons
@@ -92,15 +99,21 @@ def test_working_engines_are_chosen_with_a_device_chain(monkeypatch: pytest.Monk
     install(monkeypatch)
     engine_records(Bundle.open(bundle_copy), tmp_path, fail=None)
     models = open_chain_backends(Bundle.open(bundle_copy), "auto", device=RunningDevice(gpu=ORIN, tensorrt_version="10.3.0"))
-    from lineguard.runtime.tensorrt_backend import TensorRTChain
+    from lineguard.runtime.inference.tensorrt_backend import TensorRTChain
 
     assert models.choice.backend == "tensorrt"
     assert isinstance(models.device_chain, TensorRTChain)
+    described = models.encoder.describe()
+    assert (described.backend, described.precision, described.device, described.max_batch) == ("tensorrt", "fp16",
+                                                                                              "Orin", 4)
+    assert described.providers == ["TensorRT 10.3.0"] and described.model == "encoder.fp16.b4.plan"
+    models.close()
+    assert models.encoder._slots == [] and models.decoder._slots == []
 
 
 def test_chain_keeps_features_on_the_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     device = install(monkeypatch)
-    from lineguard.runtime.tensorrt_backend import TensorRTBackend, TensorRTChain
+    from lineguard.runtime.inference.tensorrt_backend import TensorRTBackend, TensorRTChain
 
     encoder = TensorRTBackend(write_plan(tmp_path, "encoder"))
     decoder = TensorRTBackend(write_plan(tmp_path, "decoder"))
@@ -132,8 +145,53 @@ def test_chain_keeps_features_on_the_device(monkeypatch: pytest.MonkeyPatch, tmp
 
 def test_chain_refuses_engines_that_do_not_fit_together(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     install(monkeypatch)
-    from lineguard.runtime.tensorrt_backend import TensorRTBackend, TensorRTChain, TensorRTError
+    from lineguard.runtime.inference.tensorrt_backend import TensorRTBackend, TensorRTChain, TensorRTError
 
     encoder = TensorRTBackend(write_plan(tmp_path, "encoder"))
     with pytest.raises(TensorRTError, match="not encoder outputs"):
         TensorRTChain(encoder, encoder)  # "image" is no encoder output
+
+
+def test_close_frees_every_slot_and_refuses_to_run_after(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    install(monkeypatch)
+    from lineguard.runtime.inference.tensorrt_backend import TensorRTBackend
+
+    backend = TensorRTBackend(write_plan(tmp_path, "encoder", profiles=2), precision="fp32")
+    assert isinstance(backend, Backend)
+    second = backend.acquire()
+    first = backend.acquire()  # both profiles now have a slot
+    backend.release(first)
+    backend.release(second)
+    assert backend.describe().summary() == "tensorrt encoder.plan (fp32, max batch 4, 2 profiles) on cuda via TensorRT 10.3.0"
+    slots = list(backend._slots)
+    backend.close()
+    for slot in slots:
+        assert slot.context is None and slot.stream.handle is None and not slot.host and not slot.device
+    assert backend.engine is None
+    backend.close()  # twice is harmless
+    with pytest.raises(BackendClosedError, match="closed"):
+        backend.run({"image": images(1)})
+
+
+def test_a_decoder_that_fails_closes_the_encoder_before_falling_back(monkeypatch: pytest.MonkeyPatch,
+                                                                      bundle_copy: Path, tmp_path: Path) -> None:
+    install(monkeypatch)
+    from lineguard.runtime.inference import tensorrt_backend
+
+    engine_records(Bundle.open(bundle_copy), tmp_path, fail=None)
+    bundle = Bundle.open(bundle_copy)
+    decoder_plan = next(r.file for r in bundle.manifest.engines if r.model == "decoder")
+    opened: list = []
+    real = tensorrt_backend.TensorRTBackend
+
+    class Recording(real):
+        def __init__(self, path: Path, *args, **kwargs) -> None:
+            if path == bundle.path(decoder_plan):
+                raise tensorrt_backend.TensorRTError("no context for the decoder")
+            super().__init__(path, *args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(tensorrt_backend, "TensorRTBackend", Recording)
+    models = open_chain_backends(bundle, "auto", device=RunningDevice(gpu=ORIN, tensorrt_version="10.3.0"))
+    assert models.choice.backend == "onnxruntime"
+    assert len(opened) == 1 and opened[0]._slots == [] and opened[0].engine is None

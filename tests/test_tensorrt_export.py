@@ -26,7 +26,7 @@ from lineguard.export.tensorrt_engines import (
     device_folder,
     relative_diff,
 )
-from lineguard.runtime.backend_selection import GpuInfo
+from lineguard.runtime.inference.base import GpuInfo
 
 
 def tensorrt_builder_or_skip():
@@ -167,7 +167,7 @@ def test_fp16_engines_build_and_pass_parity(engine_bundle: Path) -> None:
 def test_tensorrt_chain_matches_onnxruntime_from_concurrent_workers(engine_bundle: Path,
                                                                     weave_parts: list[np.ndarray]) -> None:
     from lineguard.runtime.bundle import Bundle
-    from lineguard.runtime.chain import VisionChain
+    from lineguard.runtime.inference.chain import VisionChain
 
     bundle = Bundle.open(engine_bundle)
     engines = VisionChain(bundle)  # auto: the engines match this GPU
@@ -194,13 +194,12 @@ def test_serve_end_to_end_on_tensorrt(engine_bundle: Path, weave_parts: list[np.
     import zmq
 
     from lineguard.runtime.bundle import Bundle
-    from lineguard.runtime.chain import VisionChain
-    from lineguard.runtime.enroll import enroll_product
-    from lineguard.runtime.inspector import Inspector
-    from lineguard.runtime.line_config import LineConfig
-    from lineguard.runtime.messages import Verdict
-    from lineguard.runtime.server import LineServer
-    from lineguard.runtime.wire import encode_frame, new_header
+    from lineguard.runtime.contract import Verdict, encode_frame, new_header
+    from lineguard.runtime.inference.chain import VisionChain
+    from lineguard.runtime.line.config import LineConfig
+    from lineguard.runtime.line.server import LineServer
+    from lineguard.runtime.scoring.enroll import enroll_product
+    from lineguard.runtime.scoring.inspector import Inspector
 
     bundle = Bundle.open(engine_bundle)
     chain = VisionChain(bundle, backend="tensorrt")
@@ -239,10 +238,10 @@ def test_fp32_engine_chain_gives_the_verdicts_of_fp32_onnxruntime(engine_bundle:
     import shutil
 
     from lineguard.runtime.bundle import Bundle
-    from lineguard.runtime.chain import VisionChain
-    from lineguard.runtime.enroll import enroll_product
-    from lineguard.runtime.inspector import Inspector
-    from lineguard.runtime.tensorrt_backend import TensorRTChain
+    from lineguard.runtime.inference.chain import VisionChain
+    from lineguard.runtime.inference.tensorrt_backend import TensorRTChain
+    from lineguard.runtime.scoring.enroll import enroll_product
+    from lineguard.runtime.scoring.inspector import Inspector
 
     copy = tmp_path / "bundle"
     shutil.copytree(engine_bundle, copy)

@@ -25,10 +25,10 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from lineguard.cli import main
 from lineguard.export.triton_repository import TritonExportError, export_triton_repository
-from lineguard.runtime.backend_selection import BackendUnavailableError
 from lineguard.runtime.bundle import Bundle
-from lineguard.runtime.chain import VisionChain
-from lineguard.runtime.triton_backend import BUNDLE_ID_PARAMETER, TritonBackend, TritonError
+from lineguard.runtime.inference.base import BackendUnavailableError
+from lineguard.runtime.inference.chain import VisionChain
+from lineguard.runtime.inference.triton_backend import BUNDLE_ID_PARAMETER, TritonBackend, TritonError
 
 
 def load_config(folder: Path) -> model_config_pb2.ModelConfig:

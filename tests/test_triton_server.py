@@ -16,8 +16,9 @@ from real_triton import python_path, triton_root, triton_server
 
 from lineguard.cli import main
 from lineguard.runtime.bundle import Bundle, EngineRecord
-from lineguard.runtime.chain import VisionChain
-from lineguard.runtime.inspector import Inspector
+from lineguard.runtime.inference.base import BackendClosedError
+from lineguard.runtime.inference.chain import VisionChain
+from lineguard.runtime.scoring.inspector import Inspector
 
 pytestmark = pytest.mark.triton
 
@@ -60,6 +61,11 @@ def test_python_backend_repository_gives_local_verdicts(enrolled_copy: Path, tmp
         for t in workers:
             t.join()
         assert results == [w.verdict.verdict for w in want[:3]]
+        described = chain.encoder.describe()
+        assert (described.backend, described.device, described.max_batch) == ("triton", url, 4)
+        chain.close()
+        with pytest.raises(BackendClosedError):
+            chain.run(chain.preprocessor(frames[:1]))
     assert "successfully loaded" in (tmp_path / "triton.log").read_text()
 
 

@@ -7,9 +7,15 @@ import time
 import pytest
 import zmq
 
-from lineguard.runtime.messages import ErrorInfo, Verdict
-from lineguard.runtime.watch import VerdictWatcher, WatchEvent, format_event, format_line
-from lineguard.runtime.wire import HEARTBEAT_TOPIC, Heartbeat, verdict_topic
+from lineguard.runtime.clients.watch import VerdictWatcher, WatchEvent, format_event, format_line
+from lineguard.runtime.contract import (
+    HEARTBEAT_TOPIC,
+    ErrorCode,
+    ErrorInfo,
+    Heartbeat,
+    Verdict,
+    verdict_topic,
+)
 
 CTX = zmq.Context.instance()
 
@@ -135,5 +141,5 @@ def test_format_line() -> None:
     ok = Verdict(frame_id="f1", camera_id="cam0", product="tile", seq=3, verdict="OK", score=1.5, p_value=0.4)
     assert "OK" in format_line(ok) and "p=0.4" in format_line(ok) and "seq 3" in format_line(ok)
     err = Verdict(frame_id="f2", camera_id="cam0", product="", verdict="ERROR",
-                  error=ErrorInfo(code="BAD_PAYLOAD", message="jpeg stream is truncated"))
+                  error=ErrorInfo(code=ErrorCode.BAD_PAYLOAD, message="jpeg stream is truncated"))
     assert "BAD_PAYLOAD: jpeg stream is truncated" in format_line(err)

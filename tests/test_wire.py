@@ -8,9 +8,11 @@ import cv2
 import numpy as np
 import pytest
 import zmq
+from pydantic import ValidationError
 
-from lineguard.runtime.wire import (
+from lineguard.runtime.contract import (
     ErrorCode,
+    ErrorInfo,
     FrameError,
     FrameHeader,
     FrameLimits,
@@ -161,5 +163,14 @@ def test_error_codes_are_stable() -> None:
     assert [c.value for c in ErrorCode] == [
         "BAD_HEADER", "BAD_PARTS", "BAD_SHAPE", "BAD_PAYLOAD", "UNKNOWN_PRODUCT", "OVERSIZE", "OVERLOADED",
         "INTERNAL", "SHUTTING_DOWN", "WORKER_FAILED", "CAMERA_NOT_ALLOWED",
+        "BAD_REQUEST", "UNKNOWN_FRAME", "BUSY", "LLM_FAILED", "TIMEOUT",  # explanation replies
     ]
-    assert ErrorCode.OVERSIZE == "OVERSIZE"
+    assert ErrorCode.OVERSIZE == "OVERSIZE" and f"{ErrorCode.OVERSIZE}" == "OVERSIZE"  # formats as its value
+
+
+def test_error_info_takes_only_known_codes() -> None:
+    """Every code on the wire is an ErrorCode: a typo is a validation error, not a new code PLCs never match."""
+    info = ErrorInfo.model_validate_json('{"code": "BAD_HEADER", "message": "m"}')
+    assert info.code is ErrorCode.BAD_HEADER and info.model_dump_json() == '{"code":"BAD_HEADER","message":"m"}'
+    with pytest.raises(ValidationError):
+        ErrorInfo(code="BAD_HEDAER", message="m")

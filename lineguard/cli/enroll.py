@@ -1,0 +1,51 @@
+"""``lineguard enroll`` and ``lineguard calibrate``: a product's few-shot memory and its held-out calibration.
+
+Both print whether the calibration resolves the line's false-reject budget (``--budget``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lineguard.cli.common import CliError
+from lineguard.cli.output import print_calibration
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from lineguard.runtime.bundle import Bundle
+    from lineguard.runtime.image_io import read_images, split_normals
+    from lineguard.runtime.scoring.enroll import enroll_product
+
+    paths = normal_images(args.normals)
+    shots, calibration = split_normals(paths, min(args.shots, len(paths)), args.seed)
+    bundle = Bundle.open(args.bundle)
+    result = enroll_product(bundle, args.product, read_images(shots), calibration_images=read_images(calibration),
+                            seed=args.seed)
+    print(f"enrolled {args.product!r}: memory from {len(shots)} shot(s), {result.views_per_shot} views each; "
+          f"{len(result.calibration_scores)} held-out calibration image(s)")
+    print_calibration(result, args.budget)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from lineguard.runtime.bundle import Bundle
+    from lineguard.runtime.image_io import read_images
+    from lineguard.runtime.scoring.enroll import calibrate_product
+
+    paths = normal_images(args.normals)
+    result, added = calibrate_product(Bundle.open(args.bundle), args.product, read_images(paths))
+    print(f"calibrated {args.product!r}: {added} new image(s) of {len(paths)} ({len(paths) - added} already counted or shots); "
+          f"{len(result.calibration_scores)} in all; memory unchanged")
+    print_calibration(result, args.budget)
+    return 0
+
+
+def normal_images(folder: str) -> list[Path]:
+    """The images in ``folder``; an empty folder is the user's error."""
+    from lineguard.runtime.image_io import image_paths
+
+    paths = image_paths(folder)
+    if not paths:
+        raise CliError(f"{folder} holds no images")
+    return paths

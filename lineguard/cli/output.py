@@ -1,0 +1,34 @@
+"""Output shared by the commands: JSON results written to a file, verdict lines, calibration summaries."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lineguard.runtime.bundle import ProductCalibration
+    from lineguard.runtime.contract import Verdict
+
+
+def write_json(path: str | None, payload: str) -> None:
+    """Write ``payload`` to ``path`` (folders made), saying so on stderr; nothing without a path."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(payload + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def format_verdict(name: str, verdict: Verdict) -> str:
+    """One line per inspected image: verdict, score, p-value and where the anomaly is."""
+    where = ", ".join(f"{r.grid} ({r.area_fraction:.1%})" for r in verdict.regions) or "-"
+    p = f"p={verdict.p_value:.2g}" if verdict.p_value is not None else "zero-shot"
+    return f"{name:<28} {verdict.verdict:<3} score={verdict.score:7.2f} {p:<10} where: {where}"
+
+
+def print_calibration(calibration: ProductCalibration, budget: float) -> None:
+    """Whether a product's calibration resolves the false-reject budget (after enroll or calibrate)."""
+    from lineguard.runtime.scoring.product_model import ProductJudge
+
+    print(f"calibration at a {budget:g} false-reject budget: "
+          f"{ProductJudge.from_calibration(calibration).describe(budget)}")

@@ -1,0 +1,36 @@
+"""All component anomaly maps of a batch at the model's input resolution.
+
+Usage::
+
+    maps = component_maps(chain_output, memory, input_size=(224, 224))
+    maps.keys()   # "decoder", "memory/s2", "memory/s3", "statistics/s2", ...
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from lineguard.runtime.inference.chain import ChainOutput
+from lineguard.runtime.scoring.patch_scoring import PatchMemory
+
+DECODER_COMPONENT = "decoder"
+
+
+def upsample(maps: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """(B, h, w) patch maps -> (B, H, W), bilinear."""
+    h, w = size_hw
+    return np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in maps]).astype(np.float32)
+
+
+def decoder_logit(prob: np.ndarray) -> np.ndarray:
+    """Abnormal probability -> log-odds, so the decoder map is on an unbounded scale like the others."""
+    p = np.clip(prob, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p)).astype(np.float32)
+
+
+def component_maps(out: ChainOutput, memory: PatchMemory, input_size: tuple[int, int]) -> dict[str, np.ndarray]:
+    maps = {DECODER_COMPONENT: decoder_logit(out.decoder_map)}
+    for name, patch_map in memory.score(out.features).items():
+        maps[name] = upsample(patch_map, input_size)
+    return maps

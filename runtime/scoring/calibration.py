@@ -1,0 +1,216 @@
+"""Threshold-free decisions: map fusion, and p-values from a product's own normal images.
+
+Nobody tunes a score threshold. A product's normals play two roles (DESIGN.md section 2.5):
+
+* the K **shots** build the patch memory. Held-out views of them (leave-one-image-out for K >= 2,
+  leave-one-region-out for K = 1) fix the *score function*:
+  - per component, the mean/std of its patch scores: maps become z-scores and are averaged, so no
+    component's units dominate;
+  - a border profile: mean/std of the fused map by distance to the image edge (a CNN's edge patches
+    never look like interior ones; standardising by what normals score at the same distance removes
+    that without blinding the border);
+* every **other** normal image calibrates (split conformal): it is scored, once, as the line would
+  score it, against the full memory. A frame's p-value is its rank among those n scores,
+  ``p = (1 + #{calibration scores >= score}) / (n + 1)``; a normal frame then gets p <= budget with
+  probability at most the budget, whatever the score's distribution. Images are counted, never
+  augmented views (views of one image are not independent).
+
+Resolution: n images give no p below 1/(n+1). Where that is above the line's budget a **Gumbel tail**
+(type-I extreme value law, the law of a maximum over many patches; fitted by moments to the n scores,
+n >= ``MIN_TAIL_IMAGES``, its spread widened for the small sample) extrapolates beyond the largest calibration score, at most ``TAIL_DECADES``
+decades below 1/(n+1); verdicts then say ``calibration: "tail"``, and `lineguard eval` reports the
+observed false-reject rate at 1/5/10% budgets so the tail is only trusted where it held.
+``needed_images(budget)`` says how many normals make the rank test alone resolve the budget.
+
+Usage::
+
+    cal = ConformalCalibration.from_scores(held_out_normal_scores)
+    cal.p_value(7.3)                 # rank p-value (tail beyond the largest score)
+    cal.status(budget=0.01)          # "conformal" or "tail"
+    cal.decision_level(0.01)         # scores above this are NG
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from lineguard.runtime.bundle import ComponentNorm
+from lineguard.runtime.contract import CalibrationStatus
+
+EULER_GAMMA = 0.5772156649015329
+MIN_SCALE = 0.05  # in z units: keeps a near-constant calibration set from producing a zero-width law
+# The false-reject budget: the share of normal parts a line may reject. Defined once, here; the line config
+# owns a line's value (``false_reject_budget``) and hands it to the Inspector; the CLI's --budget and the
+# tooling take this default and this range.
+DEFAULT_FALSE_REJECT_BUDGET = 0.01
+FalseRejectBudget = Annotated[float, Field(gt=0.0, lt=0.5)]
+MIN_TAIL_IMAGES = 8  # fewer calibration images fit no tail: verdicts stay provisional
+TAIL_DECADES = 2.0  # the tail extrapolates at most 100x below the rank test's resolution 1/(n+1)
+# A law fitted to n scores underestimates its own tail (in simulation, a moment-fitted Gumbel on 16 Gumbel
+# scores rejects ~2% of normals at a 1% budget, 2.6% for log-normal scores); widening the scale by
+# (1 + TAIL_WIDENING / sqrt(n)) brings both below the budget for n >= 8 (tests/test_calibration.py).
+TAIL_WIDENING = 2.0
+
+
+@dataclass(frozen=True)
+class GumbelFit:
+    location: float
+    scale: float
+
+    @classmethod
+    def from_scores(cls, scores: np.ndarray) -> GumbelFit:
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.size < 2:
+            raise ValueError("a Gumbel fit needs at least two calibration scores")
+        scale = max(float(scores.std(ddof=1)) * math.sqrt(6.0) / math.pi, MIN_SCALE)
+        location = float(scores.mean()) - EULER_GAMMA * scale
+        return cls(location=location, scale=scale)
+
+    def p_value(self, score: float) -> float:
+        """Survival function: probability that a normal image scores at least ``score``."""
+        z = (score - self.location) / self.scale
+        return float(-math.expm1(-math.exp(-z))) if z > -30 else 1.0
+
+    def widened(self, factor: float) -> GumbelFit:
+        """The same mode, ``factor`` times the spread: a more cautious tail."""
+        return GumbelFit(location=self.location, scale=self.scale * factor)
+
+    def quantile(self, p: float) -> float:
+        """Score whose survival probability is ``p``."""
+        return self.location - self.scale * math.log(-math.log1p(-p))
+
+
+def needed_images(budget: float) -> int:
+    """Calibration images for the rank test alone to resolve ``budget``: 1/(n+1) <= budget."""
+    return max(math.ceil(1.0 / budget - 1e-9) - 1, 1)
+
+
+@dataclass(frozen=True)
+class ConformalCalibration:
+    """Split-conformal p-values from held-out normal image scores, with a Gumbel tail beyond them."""
+
+    scores: np.ndarray  # (n,) sorted ascending
+    tail: GumbelFit | None
+
+    @classmethod
+    def from_scores(cls, scores: np.ndarray | list[float]) -> ConformalCalibration:
+        ordered = np.sort(np.asarray(scores, dtype=np.float64))
+        tail = None
+        if ordered.size >= MIN_TAIL_IMAGES:
+            fit = GumbelFit.from_scores(ordered)
+            tail = fit.widened(1.0 + TAIL_WIDENING / math.sqrt(ordered.size))
+        return cls(scores=ordered, tail=tail)
+
+    @property
+    def n(self) -> int:
+        return int(self.scores.size)
+
+    @property
+    def resolution(self) -> float:
+        """The smallest p the rank test can give."""
+        return 1.0 / (self.n + 1)
+
+    def resolves(self, budget: float) -> bool:
+        return self.resolution <= budget * (1 + 1e-9)
+
+    def usable(self, budget: float) -> bool:
+        """Can decide at ``budget``: by rank alone, or with a fitted tail."""
+        return self.n > 0 and (self.resolves(budget) or self.tail is not None)
+
+    def status(self, budget: float) -> CalibrationStatus:
+        return "conformal" if self.resolves(budget) else "tail"
+
+    def p_value(self, score: float) -> float:
+        exceed = self.n - int(np.searchsorted(self.scores, score, side="left"))  # calibration scores >= score
+        rank_p = (1 + exceed) / (self.n + 1)
+        if exceed > 0 or self.tail is None:
+            return rank_p
+        floor = self.resolution * 10.0 ** (-TAIL_DECADES)
+        return min(max(self.tail.p_value(score), floor), rank_p)
+
+    def decision_level(self, budget: float) -> float:
+        """Scores strictly above this get p <= budget (NG); the level for marking anomalous pixels."""
+        allowed = math.floor(budget * (self.n + 1) + 1e-9) - 1  # calibration scores that may still exceed
+        if allowed >= 0:
+            return float(self.scores[self.n - 1 - allowed]) if allowed < self.n else -math.inf
+        if self.tail is None:
+            return math.inf
+        return max(float(self.scores[-1]), self.tail.quantile(budget))
+
+
+FAMILIES = ("decoder", "memory", "statistics")
+
+
+def component_family(name: str) -> str:
+    return name.split("/", 1)[0]
+
+
+def fuse_maps(maps: Mapping[str, np.ndarray], norms: Mapping[str, ComponentNorm], sigma: float) -> np.ndarray:
+    """z-normalise each component map, average within a family, average the families, smooth.
+
+    ``maps`` are (B, H, W) at input resolution. The components fused are those ``norms`` holds (a product
+    enrolled without a family has no norms for it); families (decoder, memory, statistics) weigh equally,
+    however many stages each one has.
+    """
+    families: dict[str, list[np.ndarray]] = {}
+    for name, norm in norms.items():
+        families.setdefault(component_family(name), []).append((maps[name] - norm.mean) / norm.std)
+    fused = np.mean([np.mean(members, axis=0) for members in families.values()], axis=0).astype(np.float32)
+    return smooth(fused, sigma)
+
+
+def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma <= 0:
+        return maps
+    return np.stack([cv2.GaussianBlur(m, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT) for m in maps])
+
+
+def image_scores(fused: np.ndarray) -> np.ndarray:
+    """Image score = the fused map's maximum, (B, H, W) -> (B,)."""
+    return fused.reshape(len(fused), -1).max(axis=1)
+
+
+def edge_distance(size_hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) int map: each pixel's distance in pixels to the nearest image edge."""
+    h, w = size_hw
+    ys = np.minimum(np.arange(h), np.arange(h)[::-1])[:, None]
+    xs = np.minimum(np.arange(w), np.arange(w)[::-1])[None, :]
+    return np.minimum(ys, xs)
+
+
+@dataclass(frozen=True)
+class BorderProfile:
+    mean: np.ndarray  # (D,) indexed by edge distance
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, fused: np.ndarray) -> BorderProfile:
+        """Pool held-out normal maps (B, H, W) by edge distance; std floored at half the median std."""
+        dist = np.broadcast_to(edge_distance(fused.shape[1:]), fused.shape).ravel()
+        values = fused.ravel().astype(np.float64)
+        count = np.bincount(dist)
+        mean = np.bincount(dist, values) / count
+        var = np.bincount(dist, values**2) / count - mean**2
+        std = np.sqrt(np.maximum(var, 0.0))
+        std = np.maximum(std, 0.5 * float(np.median(std)) + 1e-6)
+        return cls(mean=mean.astype(np.float32), std=std.astype(np.float32))
+
+    def apply(self, fused: np.ndarray) -> np.ndarray:
+        dist = edge_distance(fused.shape[1:])
+        return ((fused - self.mean[dist]) / self.std[dist]).astype(np.float32)
+
+
+def component_norms(maps: Mapping[str, list[np.ndarray]]) -> dict[str, ComponentNorm]:
+    """Patch-level mean/std of each component over held-out normal views."""
+    norms = {}
+    for name, chunks in maps.items():
+        values = np.concatenate([c.ravel() for c in chunks])
+        norms[name] = ComponentNorm(mean=float(values.mean()), std=float(max(values.std(), 1e-6)))
+    return norms

@@ -1,0 +1,259 @@
+"""The inspection API the line service wraps: image in, threshold-free verdict out.
+
+Usage::
+
+    from lineguard.runtime.scoring.inspector import Inspector
+    inspector = Inspector("bundles/default")
+    verdict = inspector.inspect(cv2.imread("part.png"), product="tile")
+    verdict.verdict, verdict.p_value, [r.grid for r in verdict.regions]
+    results = inspector.analyze([img1, img2], product="tile")   # batched, with anomaly maps
+    results[0].to_verdict(camera_id="cam0", frame_id="f1", decode_ms=1.2, total_ms=41.0)   # the line's verdict
+
+Decision, per product:
+
+* enrolled (few-shot): fused z-map of decoder + memory + statistics; NG when the p-value of the image
+  score among the product's held-out calibration normals is at most the false-reject budget (default
+  1%); every verdict says how far its p-value can be trusted (``calibration``: conformal, tail or
+  provisional, see lineguard.runtime.scoring.calibration);
+* ``product=None`` (zero-shot, opt-in per line): NG when some region's abnormal probability beats its
+  normal probability, the decoder's own two-class decision; ``calibration: "uncalibrated"``.
+
+``analyze`` returns :class:`Inspection` findings, not verdicts: the decision, score, regions and
+the evidence behind them. A :class:`Verdict` is assembled from them in one place,
+:meth:`Inspection.to_verdict`, once the caller knows what the analysis cannot (the frame's ids, its
+decode time and total latency, whether its deadline passed, the LLM judge's answer, the camera's pixel
+scale); ``Inspection.verdict`` is that verdict without them (what ``inspect`` returns).
+
+``reload_products()`` picks up a re-enrolment or `lineguard calibrate` written to the bundle while the
+inspector runs (the line service calls it when the manifest changes): no restart.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from lineguard.runtime.bundle import MANIFEST_NAME, Bundle
+from lineguard.runtime.contract import (
+    CalibrationStatus,
+    DecisionMode,
+    ImageEvidence,
+    LatencyBreakdown,
+    Region,
+    Verdict,
+)
+from lineguard.runtime.inference.chain import VisionChain
+from lineguard.runtime.inference.preprocess import ChannelOrder
+from lineguard.runtime.scoring.calibration import DEFAULT_FALSE_REJECT_BUDGET, image_scores, smooth
+from lineguard.runtime.scoring.location import locate
+from lineguard.runtime.scoring.product_model import ProductModel, is_ng
+from lineguard.runtime.scoring.region_evidence import image_evidence, regions_in_mm, regions_with_evidence
+
+ZERO_SHOT_DECISION = 0.5  # abnormal probability beats normal probability: the decoder's argmax
+
+
+class UnknownProductError(KeyError):
+    """The product has not been enrolled in this bundle."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What analysing one image found: the vision decision and the evidence behind it (kept for archives,
+    the panel and explanations). It holds no frame ids and no end-to-end latency: :meth:`to_verdict` adds
+    them when the verdict is made."""
+
+    product: str
+    ng: bool  # the vision decision
+    anomaly_map: np.ndarray  # (H, W) float32 at model input size; z units (few-shot) or probability
+    model_rgb: np.ndarray  # (H, W, 3) uint8, the image the map belongs to
+    decided_by: DecisionMode = "few-shot"
+    score: float | None = None
+    p_value: float | None = None
+    calibration: CalibrationStatus | None = None
+    regions: list[Region] = field(default_factory=list)
+    latency: LatencyBreakdown = field(default_factory=LatencyBreakdown)  # this image's share of the batch's stages
+    bundle_id: str = ""
+    evidence: ImageEvidence | None = None  # every frame's top candidate, only with image_evidence on (LLM verdict)
+
+    def to_verdict(self, camera_id: str = "", frame_id: str = "", *, decode_ms: float = 0.0,
+                   total_ms: float | None = None, timed_out: bool = False, llm_says_anomaly: bool | None = None,
+                   mm_per_pixel: float | None = None) -> Verdict:
+        """The verdict, assembled once. ``total_ms``: receipt to verdict (default: the analysis alone);
+        ``timed_out``: the deadline passed, the verdict is TIMEOUT (findings kept); ``llm_says_anomaly``: the
+        LLM judge's answer (None: it gave none, the vision decision stands); ``mm_per_pixel``: the camera's
+        pixel scale, region sizes in mm too."""
+        decided_by = self.decided_by
+        ng = self.ng
+        if llm_says_anomaly is not None and not timed_out:
+            ng, decided_by = llm_says_anomaly, "llm"
+        stages = self.latency
+        latency = LatencyBreakdown(decode=decode_ms, preprocess=stages.preprocess, encoder=stages.encoder,
+                                   decoder=stages.decoder, scoring=stages.scoring,
+                                   total=stages.total + decode_ms if total_ms is None else total_ms)
+        return Verdict(
+            frame_id=frame_id,
+            camera_id=camera_id,
+            product=self.product,
+            verdict="TIMEOUT" if timed_out else "NG" if ng else "OK",
+            decided_by=decided_by,
+            score=self.score,
+            p_value=self.p_value,
+            calibration=self.calibration,
+            regions=regions_in_mm(self.regions, mm_per_pixel),
+            latency_ms=latency,
+            bundle_id=self.bundle_id,
+        )
+
+    @property
+    def verdict(self) -> Verdict:
+        """The vision verdict, without frame ids (what :meth:`Inspector.inspect` returns)."""
+        return self.to_verdict()
+
+
+class Inspector:
+    def __init__(
+        self,
+        bundle: Bundle | str | os.PathLike[str],
+        false_reject_budget: float = DEFAULT_FALSE_REJECT_BUDGET,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        chain: VisionChain | None = None,
+    ) -> None:
+        if not 0.0 < false_reject_budget < 0.5:
+            raise ValueError(f"false_reject_budget must be in (0, 0.5), got {false_reject_budget}")
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+        self.false_reject_budget = false_reject_budget
+        # any object with VisionChain's preprocessor/run() serves (the PyTorch reference in bench)
+        self.chain = chain or VisionChain(self.bundle, providers, threads)
+        self._products: dict[str, ProductModel] = {}
+        self._manifest_mtime = self._manifest_stamp()
+        self.image_evidence = False  # the LLM verdict turns it on: evidence of OK frames too
+
+    @cached_property
+    def input_size(self) -> tuple[int, int]:
+        return self.bundle.manifest.preprocessing.input_size
+
+    def close(self) -> None:
+        """Release the chain's backends (ONNX Runtime sessions, TensorRT contexts, the Triton channel)."""
+        close = getattr(self.chain, "close", None)  # a stand-in chain (bench's PyTorch reference) may have none
+        if close is not None:
+            close()
+
+    @property
+    def products(self) -> list[str]:
+        return sorted(self.bundle.manifest.products)
+
+    def product_model(self, product: str) -> ProductModel:
+        model = self._products.get(product)
+        if model is None:
+            if product not in self.bundle.manifest.products:
+                raise UnknownProductError(
+                    f"product {product!r} is not enrolled in bundle {self.bundle.manifest.bundle_id}; "
+                    f"enrolled: {self.products or 'none'}"
+                )
+            model = self._products[product] = ProductModel.load(self.bundle, product)
+        return model
+
+    def _manifest_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (self.bundle.root / MANIFEST_NAME).stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def reload_products(self, force: bool = False) -> bool:
+        """Re-read the bundle's products when its manifest changed on disk (enrol, calibrate).
+
+        The new manifest and every file it lists are verified first; a bundle caught half-written or
+        tampered keeps the products already loaded. Returns whether anything was reloaded.
+        """
+        stamp = self._manifest_stamp()
+        if not force and stamp == self._manifest_mtime:
+            return False
+        fresh = Bundle.open(self.bundle.root)
+        if fresh.manifest.bundle_id != self.bundle.manifest.bundle_id:
+            raise ValueError("the bundle folder now holds another bundle: restart the service to switch")
+        models = {name: ProductModel.load(fresh, name) for name in self._products if name in fresh.manifest.products}
+        self.bundle.manifest = fresh.manifest
+        self._products = models
+        self._manifest_mtime = stamp
+        return True
+
+    def calibration_status(self, product: str) -> CalibrationStatus:
+        return self.product_model(product).judge.status(self.false_reject_budget)
+
+    def inspect(self, image: np.ndarray, product: str | None, order: ChannelOrder = "BGR") -> Verdict:
+        return self.analyze([image], product, order)[0].verdict
+
+    def inspect_batch(self, images: Sequence[np.ndarray], product: str | None, order: ChannelOrder = "BGR") -> list[Verdict]:
+        return [r.verdict for r in self.analyze(images, product, order)]
+
+    def analyze(self, images: Sequence[np.ndarray], product: str | None, order: ChannelOrder = "BGR") -> list[Inspection]:
+        """Inspect a batch of images of one product: the findings of each (``to_verdict`` makes its verdict)."""
+        model = self.product_model(product) if product is not None else None
+        t0 = time.perf_counter()
+        rgbs = [self.chain.preprocessor.to_model_rgb(img, order) for img in images]
+        batch = self.chain.preprocessor.normalise_batch(rgbs)  # written in place, no stacking copy
+        t1 = time.perf_counter()
+        # zero-shot reads only the map: a device chain (GPU) then copies nothing else back
+        out = self.chain.run(batch) if model is not None else self.chain.run(batch, host_stages=())
+        t2 = time.perf_counter()
+        sigma = self.bundle.manifest.scoring.smoothing_sigma
+        budget = self.false_reject_budget
+        status: CalibrationStatus
+        if model is None:
+            fused = smooth(out.decoder_map.astype(np.float32), sigma)
+            scores = image_scores(fused)
+            p_values: list[float | None] = [None] * len(images)
+            ng = [bool(s > ZERO_SHOT_DECISION) for s in scores]
+            region_level = ZERO_SHOT_DECISION
+            status = "uncalibrated"
+        else:
+            fused = model.scorer.fused(out, self.input_size, sigma)
+            scores = image_scores(fused)
+            p_values = [model.judge.p_value(float(s), budget) for s in scores]
+            ng = [is_ng(p, budget) for p in p_values]
+            # pixels above the level at which a map maximum would already be NG
+            region_level = model.judge.decision_level(budget)
+            status = model.judge.status(budget)
+        t3 = time.perf_counter()
+        per_image = 1e3 / len(images)
+        latency = LatencyBreakdown(
+            preprocess=(t1 - t0) * per_image,
+            encoder=out.timings_ms["encoder"] / len(images),
+            decoder=out.timings_ms["decoder"] / len(images),
+            scoring=(t3 - t2) * per_image,
+            total=(t3 - t0) * per_image,
+        )
+        results = []
+        for i, image in enumerate(images):
+            if model is None:
+                regions = locate(fused[i], fused[i] > region_level, image.shape[:2]) if ng[i] else []
+            else:  # NG regions measured against the enrolled normals (lineguard.runtime.scoring.region_evidence)
+                regions = regions_with_evidence(fused[i], fused[i] > region_level, image.shape[:2], rgbs[i],
+                                                model.calibration) if ng[i] else []
+            evidence = (image_evidence(rgbs[i], fused[i], image.shape[:2], model.calibration)
+                        if self.image_evidence and model is not None else None)
+            results.append(Inspection(
+                product=product or "",
+                ng=ng[i],
+                anomaly_map=fused[i],
+                model_rgb=rgbs[i],
+                decided_by="zero-shot" if model is None else "few-shot",
+                score=float(scores[i]),
+                p_value=p_values[i],
+                calibration=status,
+                regions=regions,
+                latency=latency,
+                bundle_id=self.bundle.manifest.bundle_id,
+                evidence=evidence,
+            ))
+        return results
