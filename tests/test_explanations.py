@@ -36,7 +36,9 @@ def line(llm_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
     config = LineConfig(line="x", endpoints={"frames": LOOPBACK, "verdicts": LOOPBACK, "inspect": LOOPBACK,
                                              "explanations": LOOPBACK},
                         deadline_ms=20_000, archive={"dir": str(archive), "ok_sample_every": 1},
-                        explanations={"max_pending": 1, "max_tokens": 80, "threads": 2})
+                        # max_seconds: these tests check what the model says; on a loaded machine the niced model can
+                        # take minutes, and the time bound (tested in test_llm_worker) would cut the answer short
+                        explanations={"max_pending": 1, "max_tokens": 80, "threads": 2, "max_seconds": 600})
     with LineServer.from_bundle(llm_bundle, config) as server:
         yield server
 
