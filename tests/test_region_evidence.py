@@ -192,3 +192,13 @@ def test_faithfulness_scoring_rules() -> None:
                           "explain")
     assert not contradictions("It is unlikely to be a false alarm: 2x the largest normal.", verdict, "false_alarm")
     assert names_kind("Probably a fine scratch.", e) and not names_kind("A dark thin line.", e)
+    # the product's own name and negated class words are not claims
+    road = verdict.model_copy(update={"product": "road_crack"})
+    road.regions[0].evidence = e.model_copy(update={"likely_kind": "stain or discoloration"})
+    assert not contradictions("The road_crack (road crack) part shows a stain, not a scratch.", road, "kind")
+    assert contradictions("The road_crack part shows a scratch.", road, "kind")
+    assert not names_kind("A dark line on road_crack.", e, "road_crack")
+    assert not contradictions("It is not brighter; a dark thin scratch.", verdict, "explain")
+    road.regions[0].evidence = e.model_copy(update={"likely_kind": "hole, pit or dark spot", "shape": "compact"})
+    assert not contradictions("A compact spot with a rougher texture: a hole.", road, "kind")
+    assert contradictions("A compact spot: an inclusion.", road, "kind")

@@ -146,9 +146,26 @@ def true_cells(mask: np.ndarray, share: float = 0.2) -> list[GridCell]:
     return cells
 
 
+_NEGATED = re.compile(r"\b(?:not|no|rather than|instead of|unlikely to be|ruled out)\s+(?:an?\s+|the\s+)?[a-z-]+")
+
+
+# descriptors the prompt states (runtime.llm.prompts.evidence_words); an answer restating them names no class
+_RESTATED = re.compile(r"compact spot|texture (?:rougher|smoother)|(?:rougher|smoother) texture")
+
+
+def claimed_text(answer: str, product: str) -> str:
+    """The answer, lower case, without what it does not claim: the product's name (a product called
+    ``road_crack`` is not a claim of a crack) and negated words ("not a scratch", "rather than a stain")."""
+    text = answer.lower()
+    for name in {product.lower(), product.lower().replace("_", " "), product.lower().replace("_", "-")}:
+        if name:
+            text = re.sub(rf"\b{re.escape(name)}\b", " ", text)
+    return _NEGATED.sub(" ", text)
+
+
 def contradictions(answer: str, verdict: Verdict, question: str) -> list[str]:
     """What ``answer`` says against the verdict's measured evidence (empty: faithful)."""
-    text = answer.lower()
+    text = claimed_text(answer, verdict.product)
     found: list[str] = []
     cells = named_cells(text)
     region_cells = {r.grid for r in verdict.regions}
@@ -164,6 +181,7 @@ def contradictions(answer: str, verdict: Verdict, question: str) -> list[str]:
         if getattr(evidence, field) == value:
             found += [f"says '{w}' where {field} is {value}" for w in words if w in text]
     if question == "kind":
+        text = _RESTATED.sub(" ", text)  # the prompt's own shape and texture words are no class claim
         ours = KIND_WORDS.get(evidence.likely_kind, ())
         others = {w for kind, words in KIND_WORDS.items() if kind != evidence.likely_kind for w in words} - set(ours)
         named = sorted(w for w in others if w in text)
@@ -178,10 +196,12 @@ def contradictions(answer: str, verdict: Verdict, question: str) -> list[str]:
     return found
 
 
-def names_kind(answer: str, evidence: RegionEvidence | None) -> bool:
-    """Does the answer name the evidence's probable defect class (by its words)?"""
+def names_kind(answer: str, evidence: RegionEvidence | None, product: str = "") -> bool:
+    """Does the answer name the evidence's probable defect class (by its words, not in the product's name
+    and not negated)?"""
     words = KIND_WORDS.get(evidence.likely_kind, ()) if evidence is not None else ()
-    return any(w in answer.lower() for w in words)
+    text = claimed_text(answer, product)
+    return any(w in text for w in words)
 
 
 def _ask(worker: LlmWorker, messages: list[dict[str, str]], max_tokens: int, timeout_s: float) -> str:
@@ -236,7 +256,7 @@ def evaluate_explanations(bundle_dir: str | Path, data_root: str | Path, categor
                         contradicts_evidence=contradictions(answer, verdict, name),
                         cites_evidence=any(w in answer.lower() for w in EVIDENCE_WORDS),
                         ends_sentence=answer.rstrip()[-1:] in (".", "!", "?"),
-                        names_kind=names_kind(answer, evidence) if name == "kind" else None,
+                        names_kind=names_kind(answer, evidence, verdict.product) if name == "kind" else None,
                         seconds=time.perf_counter() - start))
                     if on_answer is not None:
                         on_answer(score)
