@@ -283,6 +283,13 @@ def export_llm(bundle_dir: str | Path, gguf_file: str | Path | None = None,
     spec = LlmSpec(file=LLM_FILE, architecture=info.architecture, name=info.name, quantization=info.quantization,
                    context_length=info.context_length, chat_template=info.chat_template, source=source)
     bundle.register_file(LLM_FILE)
-    bundle.manifest = bundle.manifest.model_copy(update={"llm": spec})
+    update: dict[str, object] = {"llm": spec}
+    learner = bundle.manifest.prompt_learner
+    if learner is not None and bundle.manifest.files[LLM_FILE].sha256 != learner.llm_sha256:
+        # a prompt learner is valid only with the GGUF it was trained on: a new model drops it
+        files = {k: v for k, v in bundle.manifest.files.items() if k != learner.file}
+        update |= {"prompt_learner": None, "files": files}
+        bundle.path(learner.file).unlink(missing_ok=True)
+    bundle.manifest = bundle.manifest.model_copy(update=update)
     bundle.write_manifest()
     return spec

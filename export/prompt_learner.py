@@ -5,7 +5,7 @@ Usage::
     learner = PromptLearner(n_embd=llm.config.hidden_size, feature_dim=384, target_rms=embedding_rms(llm))
     prompts = learner(anomaly_map, feature)               # (B, 1, 28, 28), (B, 384) -> (B, M, n_embd)
     diff = export_prompt_learner(learner, bundle / "prompt_learner.onnx")   # ORT vs torch, max abs diff
-    losses = train_prompt_learner(learner, llm, samples, prefix_ids, question_ids, steps=200)
+    losses = train_prompt_learner(learner, llm, examples, steps=200)   # Example(map, feature, before, after, answer)
 
 Inputs: the anomaly map downsampled to ``MAP_SIZE`` x ``MAP_SIZE`` (probabilities 0..1) and one pooled
 feature vector of the image (e.g. the encoder's mean patch feature). Output: ``M = n_base + 9 + 1`` vectors
@@ -22,7 +22,9 @@ supervised pairs: the LLM is frozen, the learner gets the cross-entropy of the a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -112,15 +114,35 @@ def soft_prompt_inputs_embeds(llm: nn.Module, prompts: torch.Tensor, prefix_ids:
     return torch.cat(parts, dim=1)
 
 
-def train_prompt_learner(learner: PromptLearner, llm: nn.Module,
-                         samples: Sequence[tuple[np.ndarray, np.ndarray, Sequence[int]]],
-                         prefix_ids: Sequence[int], question_ids: Sequence[int], steps: int = 200,
-                         lr: float = 1e-3, batch: int = 8, seed: int = 0) -> list[float]:
-    """Fit the learner with the LLM frozen; returns the loss per step.
+@dataclass(frozen=True)
+class Example:
+    """One supervised pair: the learner's inputs, the prompt's token ids around the soft prompt, the answer."""
 
-    ``samples``: (anomaly map (1, 28, 28), feature (F,), answer token ids) -- e.g. simulated anomalies
-    (cut-paste, lineguard.export.synthesis) answered "Yes, ... at the top left" and normals answered "No".
-    Loss: cross-entropy of the answer tokens, teacher-forced after ``[prefix, soft prompt, question]``.
+    anomaly_map: np.ndarray  # (1, MAP_SIZE, MAP_SIZE) float32
+    feature: np.ndarray  # (F,) float32
+    before: tuple[int, ...]  # ids before the soft prompt (system turn, the user turn's start)
+    after: tuple[int, ...]  # ids after it (the question, the assistant turn's header)
+    answer: tuple[int, ...]  # the target ids (the answer and the end-of-turn token)
+
+
+def _prefix_cache(llm: nn.Module, ids: tuple[int, ...], batch: int) -> object | None:
+    """The KV cache of the prompt's start, identical for every example of a group: computed once."""
+    if not ids:
+        return None
+    with torch.no_grad():
+        return llm.model(input_ids=torch.tensor([list(ids)]).expand(batch, -1), use_cache=True).past_key_values
+
+
+def train_prompt_learner(learner: PromptLearner, llm: nn.Module, examples: Sequence[Example], steps: int = 200,
+                         lr: float = 1e-3, batch: int = 8, seed: int = 0,
+                         on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    """Fit the learner with the LLM frozen; returns the loss per step (``on_step(step, loss)``: progress).
+
+    Loss: cross-entropy of the answer tokens, teacher-forced after ``[before, soft prompt, after]``: the
+    AnomalyGPT objective. Examples that share ``before`` and ``after`` form a group; each step draws
+    ``batch`` examples of one group (with replacement), runs the group's common prefix from a cached KV
+    state (it does not depend on the learner), and computes logits only at the answer positions (a
+    Qwen2 vocabulary is 152k wide).
     """
     for p in llm.parameters():
         p.requires_grad_(False)
@@ -129,22 +151,45 @@ def train_prompt_learner(learner: PromptLearner, llm: nn.Module,
     opt = torch.optim.AdamW(learner.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     embed = llm.get_input_embeddings()
+    groups: dict[tuple[tuple[int, ...], tuple[int, ...]], list[Example]] = {}
+    for ex in examples:
+        groups.setdefault((ex.before, ex.after), []).append(ex)
+    keys = list(groups)
+    caches = {key: _prefix_cache(llm, key[0], batch) for key in keys}
+    weights = torch.tensor([len(groups[k]) for k in keys], dtype=torch.float)
     losses = []
-    for _ in range(steps):
-        idx = torch.randint(len(samples), (min(batch, len(samples)),), generator=gen).tolist()
-        step_loss = torch.zeros(())
-        for i in idx:  # answers differ in length: one sequence at a time, gradients summed
-            amap, feat, answer = samples[i]
-            prompts = learner(torch.as_tensor(amap)[None], torch.as_tensor(feat)[None])
-            ctx = soft_prompt_inputs_embeds(llm, prompts, prefix_ids, question_ids)
-            ans = torch.tensor([list(answer)])
-            logits = llm(inputs_embeds=torch.cat([ctx, embed(ans)], dim=1)).logits
-            start = ctx.shape[1] - 1  # the logits at position t predict token t + 1
-            pred = logits[0, start:start + ans.shape[1]]
-            step_loss = step_loss + nn.functional.cross_entropy(pred, ans[0]) / len(idx)
+    for step in range(steps):
+        key = keys[int(torch.multinomial(weights, 1, generator=gen))]
+        members = groups[key]
+        chosen = [members[i] for i in torch.randint(len(members), (batch,), generator=gen).tolist()]
+        maps = torch.from_numpy(np.stack([ex.anomaly_map for ex in chosen]))
+        feats = torch.from_numpy(np.stack([ex.feature for ex in chosen]))
+        prompts = learner(maps, feats)
+        width = max(len(ex.answer) for ex in chosen)
+        answers = torch.tensor([list(ex.answer) + [0] * (width - len(ex.answer)) for ex in chosen])
+        labels = torch.tensor([list(ex.answer) + [-100] * (width - len(ex.answer)) for ex in chosen])
+        parts = [prompts]
+        if key[1]:
+            parts.append(embed(torch.tensor([list(key[1])])).expand(batch, -1, -1))
+        parts.append(embed(answers))
+        cache = copy.deepcopy(caches[key])  # the forward appends to it
+        hidden = llm.model(inputs_embeds=torch.cat(parts, dim=1), past_key_values=cache, use_cache=cache is not None)
+        start = prompts.shape[1] + len(key[1]) - 1  # the row at position t predicts token t + 1
+        logits = llm.get_output_embeddings()(hidden.last_hidden_state[:, start:start + width])
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
         opt.zero_grad()
-        step_loss.backward()
+        loss.backward()
         opt.step()
-        losses.append(float(step_loss.detach()))
+        losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step, losses[-1])
     learner.eval()
     return losses
+
+
+def answer_logits(learner: PromptLearner, llm: nn.Module, example: Example) -> torch.Tensor:
+    """The LLM's next-token logits after ``[before, soft prompt, after]`` (the answer's first token)."""
+    with torch.no_grad():
+        prompts = learner(torch.from_numpy(example.anomaly_map)[None], torch.from_numpy(example.feature)[None])
+        embeds = soft_prompt_inputs_embeds(llm, prompts, example.before, example.after)
+        return llm(inputs_embeds=embeds).logits[0, -1]

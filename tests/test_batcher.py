@@ -507,7 +507,9 @@ class ScriptedJudge:
         self.fail = fail
         self.calls: list[tuple[list[tuple[ImageEvidence, str]], float, float]] = []
 
-    def judge_batch(self, requests: Sequence[tuple[ImageEvidence, str]], timeout_s: float) -> list[bool | None]:
+    def judge_batch(self, requests: Sequence[tuple[ImageEvidence, str]], timeout_s: float,
+                    images: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> list[bool | None]:
+        assert images is not None and len(images) == len(requests)  # the maps go along, for soft grounding
         self.calls.append((list(requests), timeout_s, self.clock()))
         if self.fail:
             raise RuntimeError("the model process is gone")

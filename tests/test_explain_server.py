@@ -30,7 +30,7 @@ class ScriptedWorker:
         self.prompts: list[list[dict[str, str]]] = []
         self.alive = True
 
-    def submit(self, job_id, messages, max_tokens=None, whole_sentences=False) -> JobHandle:
+    def submit(self, job_id, messages, max_tokens=None, whole_sentences=False, soft_prompt=None) -> JobHandle:
         self.prompts.append(messages)
         n = len(self.prompts)
         handle = JobHandle(job_id, self.cancel)

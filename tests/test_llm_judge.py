@@ -29,7 +29,7 @@ class ScriptedWorker:
         self.alive = True
         self.closed = False
 
-    def submit(self, job_id, messages, max_tokens=None, whole_sentences=False) -> JobHandle:
+    def submit(self, job_id, messages, max_tokens=None, whole_sentences=False, soft_prompt=None) -> JobHandle:
         self.jobs.append(job_id)
         self.prompts.append(messages)
         handle = JobHandle(job_id, self.cancelled.append)

@@ -161,7 +161,7 @@ def test_vectors_split_over_small_batches(setup, tmp_path: Path) -> None:
 
 def test_trained_learner_steers_llama_cpp(setup, tmp_path: Path) -> None:
     """Train on two synthetic cases (blob -> "crack", empty map -> "pass"), export, ask llama.cpp: the map decides."""
-    from lineguard.export.prompt_learner import MAP_SIZE, train_prompt_learner
+    from lineguard.export.prompt_learner import MAP_SIZE, Example, train_prompt_learner
 
     arch, model, tok, _, _, _, llm = setup
     if arch != "qwen2":
@@ -172,8 +172,9 @@ def test_trained_learner_steers_llama_cpp(setup, tmp_path: Path) -> None:
     empty = np.zeros((1, MAP_SIZE, MAP_SIZE), np.float32)
     crack, ok = tok.encode(" crack"), tok.encode(" pass")
     question = tok.encode(" defect")
-    samples = [(blob[0], feat[0], crack), (empty, feat[0], ok)]
-    losses = train_prompt_learner(learner, model, samples, [], question, steps=60, lr=1e-2, batch=2)
+    samples = [Example(blob[0], feat[0], (), tuple(question), tuple(crack)),
+               Example(empty, feat[0], (), tuple(question), tuple(ok))]
+    losses = train_prompt_learner(learner, model, samples, steps=60, lr=1e-2, batch=2)
     print(f"{arch}: training loss {losses[0]:.3g} -> {losses[-1]:.3g}")
     assert losses[-1] < 0.2 * losses[0]
     path = tmp_path / "trained.onnx"

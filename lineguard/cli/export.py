@@ -1,6 +1,6 @@
 """``lineguard export ...``: the workstation side that builds what a line deploys.
 
-vision (ONNX bundle), llm (GGUF chat model), trt (TensorRT engines), int8 (CPU INT8 encoder) and triton
+vision (ONNX bundle), llm (GGUF chat model), prompt-learner (soft prompts for that model), trt (TensorRT engines), int8 (CPU INT8 encoder) and triton
 (a Triton model repository). Each imports ``lineguard.export`` only when it runs, so an edge install
 without the ``[export]`` extra still has every other command.
 """
@@ -42,6 +42,31 @@ def cmd_export_llm(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     print(f"LLM {spec.name!r} ({spec.architecture}, {spec.quantization}, context {spec.context_length}) "
           f"added to {args.bundle} as {spec.file}")
+    return 0
+
+
+def cmd_export_prompt_learner(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    try:
+        from lineguard.export.prompt_learner_bundle import build_prompt_learner
+    except ImportError as exc:
+        raise CliError(f"export prompt-learner needs the workstation and llm extras: "
+                       f"pip install 'lineguard[export,llm]' ({exc})") from exc
+    from lineguard.runtime.bundle import BundleError
+
+    missing = [d for d in args.normals if not Path(d).is_dir()]
+    if missing:
+        raise CliError(f"no such folder: {', '.join(missing)}")
+    try:
+        spec = build_prompt_learner(args.bundle, [Path(d) for d in args.normals], frames_per_product=args.frames,
+                                    shots=args.shots, steps=args.steps, batch=args.batch, seed=args.seed)
+    except (BundleError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    accuracy = "n/a" if spec.heldout_accuracy is None else f"{spec.heldout_accuracy:.0%}"
+    print(f"{spec.file}: {spec.n_tokens} soft tokens of {spec.n_embd} for the bundle's LLM, {spec.steps} steps on "
+          f"{spec.samples} examples (final loss {spec.final_loss:.3f}), held-out yes/no {accuracy}, ONNX parity "
+          f"{spec.parity_max_abs_diff:.1e}; lines use it with llm.grounding: soft or both")
     return 0
 
 

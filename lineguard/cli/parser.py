@@ -67,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="quantisation for --hf (default %(default)s)")
     llm.set_defaults(func=export_cmd.cmd_export_llm)
 
+    learner = export_sub.add_parser("prompt-learner", help="train AnomalyGPT's prompt learner (soft prompts) against "
+                                    "the bundle's LLM, on simulated anomalies over normal images")
+    learner.add_argument("bundle")
+    learner.add_argument("--normals", metavar="DIR", action="append", required=True,
+                         help="normal images of one product (a folder, or an MVTec-style category); repeatable")
+    learner.add_argument("--frames", type=int, default=48, help="simulated frames per product (default %(default)s)")
+    learner.add_argument("--shots", type=int, default=4, help="normals enrolled per product (default %(default)s)")
+    learner.add_argument("--steps", type=int, default=40, help="training steps (default %(default)s)")
+    learner.add_argument("--batch", type=int, default=8, help="examples per step (default %(default)s)")
+    learner.add_argument("--seed", type=int, default=0)
+    learner.set_defaults(func=export_cmd.cmd_export_prompt_learner)
+
     trt = export_sub.add_parser("trt", help="TensorRT engines for this GPU from the bundle's ONNX (FP32 always)")
     trt.add_argument("bundle")
     trt.add_argument("--fp16", action="store_true", help="also build FP16 engines")

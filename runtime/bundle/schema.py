@@ -125,6 +125,26 @@ class LlmSpec(_Strict):
     source: str = Field(description="where it came from: the packaged default or the original path")
 
 
+class PromptLearnerSpec(_Strict):
+    """AnomalyGPT's prompt learner (``lineguard export prompt-learner``): the anomaly map and pooled statistics
+    (lineguard.runtime.llm.grounding) to ``n_tokens`` vectors in the LLM's input space. Valid only with
+    the exact GGUF it was trained against (``llm_sha256``)."""
+
+    file: str = "prompt_learner.onnx"
+    llm_sha256: str = Field(description="sha256 of the GGUF it was trained against")
+    n_tokens: int = Field(ge=1, description="M, the soft-prompt vectors per frame")
+    n_embd: int = Field(ge=1)
+    map_size: int = Field(ge=1)
+    feature_names: list[str]
+    trained_on: list[str] = Field(description="the normal-image folders its simulated anomalies came from")
+    samples: int
+    steps: int
+    final_loss: float
+    heldout_accuracy: float | None = Field(None, description="yes/no accuracy on held-out simulated frames (PyTorch)")
+    parity_max_abs_diff: float = Field(description="ONNX Runtime vs PyTorch on sample inputs")
+    created_at: str
+
+
 class EngineRecord(_Strict):
     """A TensorRT engine built from one of the bundle's ONNX graphs (``lineguard export trt``).
 
@@ -196,6 +216,7 @@ class BundleManifest(_Strict):
     files: dict[str, FileEntry] = Field(default_factory=dict)
     products: dict[str, ProductEntry] = Field(default_factory=dict)
     llm: LlmSpec | None = None
+    prompt_learner: PromptLearnerSpec | None = None
     engines: list[EngineRecord] = Field(default_factory=list, description="TensorRT engines; older bundles have none")
     cpu_models: list[CpuModelRecord] = Field(default_factory=list, description="reduced-precision ONNX graphs")
 

@@ -149,8 +149,9 @@ class AnalyzeStep:
         earliest = min(frames[i][0].deadline for i in asked)
         timeout_s = max(0.0, earliest - self._clock() - JUDGE_MARGIN_S)
         requests = [(evidence, product) for i in asked if (evidence := frames[i][2].evidence) is not None]
+        images = [(frames[i][2].anomaly_map, frames[i][2].model_rgb) for i in asked]
         try:
-            said = policy.judge.judge_batch(requests, timeout_s=timeout_s)
+            said = policy.judge.judge_batch(requests, timeout_s=timeout_s, images=images)
         except Exception:  # the vision verdicts stand
             log.exception("the LLM judge failed on a batch of %d %s frames", len(requests), product)
             return answers

@@ -31,6 +31,7 @@ from lineguard.runtime.line.analyze import JudgePolicy
 from lineguard.runtime.line.archive import FrameArchive
 from lineguard.runtime.line.config import Archive, LineConfig, threading_for_line
 from lineguard.runtime.llm.explain_server import ExplanationServer
+from lineguard.runtime.llm.grounding import Grounder, GroundingError
 from lineguard.runtime.llm.judge import LlmJudge
 from lineguard.runtime.llm.worker import LlmSettings, LlmWorker, LlmWorkerError
 from lineguard.runtime.scoring.inspector import Inspector
@@ -83,11 +84,20 @@ def llm_judge(config: LineConfig, inspector: Inspector) -> LlmJudge | None:
     if llm is None:
         raise ServerError(f"line {config.line}: llm_verdict needs an LLM in the bundle (lineguard export llm)")
     settings = LlmSettings(n_threads=config.explanations.threads, max_tokens=4, nice=0)
+    grounder = line_grounder(config, inspector)
     inspector.image_evidence = True
     try:
-        return LlmJudge(LlmWorker(inspector.bundle.path(llm.file), settings).start())
+        return LlmJudge(LlmWorker(inspector.bundle.path(llm.file), settings).start(), grounder=grounder)
     except LlmWorkerError as exc:
         raise ServerError(f"line {config.line}: {exc}") from None
+
+
+def line_grounder(config: LineConfig, inspector: Inspector) -> Grounder:
+    """``llm.grounding`` of the line with the bundle's prompt learner (soft, both); refused when it has none."""
+    try:
+        return Grounder.for_bundle(inspector.bundle, config.llm.grounding)
+    except GroundingError as exc:
+        raise ServerError(f"line {config.line}: llm.grounding {config.llm.grounding}: {exc}") from None
 
 
 def judge_policy(config: LineConfig, judge: LlmJudge | None) -> JudgePolicy | None:
@@ -109,6 +119,7 @@ def explanation_server(config: LineConfig, inspector: Inspector, archive: FrameA
         return None
     settings = LlmSettings(n_ctx=cfg.context_tokens, n_threads=cfg.threads, max_tokens=cfg.max_tokens,
                            max_seconds=cfg.max_seconds)
+    grounder = line_grounder(config, inspector)
     try:
         worker = LlmWorker(inspector.bundle.path(llm.file), settings).start()
     except LlmWorkerError as exc:
@@ -116,4 +127,4 @@ def explanation_server(config: LineConfig, inspector: Inspector, archive: FrameA
     return ExplanationServer(config.endpoints.explanations, archive, worker, cfg.max_pending, cfg.max_tokens, context,
                              on_reply=on_reply, max_question_chars=cfg.max_question_chars,
                              max_request_bytes=cfg.max_request_bytes,
-                             secure=curve.secure if curve is not None else None).start()
+                             secure=curve.secure if curve is not None else None, grounder=grounder).start()

@@ -34,6 +34,7 @@ from lineguard.runtime.bundle import CpuPrecision, Precision, RequestedBackend
 from lineguard.runtime.contract import QUESTION_CHARS_CAP, FrameLimits
 from lineguard.runtime.inference.ort_threading import OrtThreading, choose_threading, usable_cores
 from lineguard.runtime.line.drift_monitor import DriftSettings
+from lineguard.runtime.llm.grounding import Grounding
 from lineguard.runtime.scoring.calibration import DEFAULT_FALSE_REJECT_BUDGET, FalseRejectBudget
 from lineguard.runtime.security.curve import CurveServerConfig
 
@@ -142,6 +143,14 @@ class Explanations(_Section):
                                    "disconnects their sender (MAXMSGSIZE)")
 
 
+class LanguageModel(_Section):
+    """How the bundle's LLM sees a frame (explanations and the LLM verdict alike)."""
+
+    grounding: Grounding = Field("text", description="text: the measured evidence in words; soft: AnomalyGPT's "
+                                 "prompt learner turns the anomaly map into soft-prompt vectors (`lineguard export "
+                                 "prompt-learner`); both: the two together")
+
+
 class Security(_Section):
     """CURVE on every endpoint, and the key bundles must be signed with. Without CURVE the line binds
     loopback only, unless ``insecure`` says explicitly that it runs open (``security: insecure`` for short)."""
@@ -213,6 +222,7 @@ class LineConfig(_Section):
                                                    "parts the line may reject (p-value at most this: NG)")
     archive: Archive = Field(default_factory=Archive)
     explanations: Explanations = Field(default_factory=Explanations)
+    llm: LanguageModel = Field(default_factory=LanguageModel)
     llm_verdict: list[str] = Field(default_factory=list, description="products whose verdict the LLM decides "
                                    "(yes/no, AnomalyGPT style) within the deadline; vision verdict as fallback")
     limits: FrameLimits = Field(default_factory=FrameLimits)

@@ -35,11 +35,13 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
 import zmq
 from pydantic import ValidationError
 
 from lineguard.runtime.contract import ErrorCode, ErrorInfo, ExplainReply, ExplainRequest, Verdict
 from lineguard.runtime.llm.events import Chunk, Final, JobHandle
+from lineguard.runtime.llm.grounding import Grounder
 from lineguard.runtime.llm.prompts import DEFAULT_QUESTION, explanation_messages
 from lineguard.runtime.llm.worker import LlmWorker, LlmWorkerError
 
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 
 class _Archived(Protocol):
     verdict: Verdict
+    image_rgb: np.ndarray
+    anomaly_map: np.ndarray
 
 
 class ArchivedVerdicts(Protocol):
@@ -62,9 +66,12 @@ class ExplanationServer:
     def __init__(self, endpoint: str, archive: ArchivedVerdicts, worker: LlmWorker, max_pending: int = 4,
                  max_tokens: int = 160, context: zmq.Context | None = None,
                  on_reply: Callable[[ExplainReply], None] | None = None, max_question_chars: int = 500,
-                 max_request_bytes: int = 65536, secure: Callable[[zmq.Socket, str], object] | None = None) -> None:
+                 max_request_bytes: int = 65536, secure: Callable[[zmq.Socket, str], object] | None = None,
+                 grounder: Grounder | None = None) -> None:
         """``max_question_chars``: longer questions are answered OVERSIZE; ``max_request_bytes``: ZeroMQ drops
-        larger messages (MAXMSGSIZE); ``secure(socket, name)``: CURVE set-up before bind (CurveAuthority.secure)."""
+        larger messages (MAXMSGSIZE); ``secure(socket, name)``: CURVE set-up before bind (CurveAuthority.secure);
+        ``grounder``: text evidence (default), or the frame's soft prompt from its archived map and image."""
+        self.grounder = grounder or Grounder()
         self.endpoint = endpoint
         self.max_question_chars = max_question_chars
         self.max_request_bytes = max_request_bytes
@@ -179,8 +186,16 @@ class ExplanationServer:
         history = self.conversations.get(request.frame_id, [])
         question = request.question or DEFAULT_QUESTION
         self._asked[job] = (question, [])
-        handle = self.worker.submit(job, explanation_messages(frame.verdict, question, history), self.max_tokens,
-                                    whole_sentences=True)
+        try:
+            vectors = (self.grounder.vectors(frame.anomaly_map, frame.image_rgb)
+                       if self.grounder.mode != "text" else None)
+        except Exception as exc:  # a broken prompt learner answers this request, it does not stop the port
+            log.exception("soft prompt of frame %s failed", request.frame_id)
+            self._asked.pop(job, None)
+            self._error(router, identity, request.frame_id, ErrorCode.LLM_FAILED, f"soft prompt failed: {exc}")
+            return
+        handle = self.worker.submit(job, explanation_messages(frame.verdict, question, history, self.grounder.mode),
+                                    self.max_tokens, whole_sentences=True, soft_prompt=vectors)
         self._jobs[job] = (identity, request.frame_id, handle)
 
     def _remember(self, job: str, frame_id: str, finish_reason: str | None) -> None:

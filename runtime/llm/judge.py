@@ -30,8 +30,11 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
+
 from lineguard.runtime.contract import ImageEvidence, Verdict
 from lineguard.runtime.llm.events import JobHandle
+from lineguard.runtime.llm.grounding import Grounder
 from lineguard.runtime.llm.prompts import judge_messages, parse_yes_no
 from lineguard.runtime.llm.worker import LlmWorker, LlmWorkerError
 
@@ -39,8 +42,12 @@ log = logging.getLogger(__name__)
 
 
 class LlmJudge:
-    def __init__(self, worker: LlmWorker, max_tokens: int = 4, restart_interval_s: float = 5.0) -> None:
+    def __init__(self, worker: LlmWorker, max_tokens: int = 4, restart_interval_s: float = 5.0,
+                 grounder: Grounder | None = None) -> None:
+        """``grounder``: text evidence (default), or the prompt learner's soft prompt of each frame (soft,
+        both): then ``judge_batch`` needs each frame's (anomaly map, model image)."""
         self.worker = worker
+        self.grounder = grounder or Grounder()
         self.max_tokens = max_tokens
         self.restart_interval_s = restart_interval_s
         self._ids = itertools.count()
@@ -70,12 +77,14 @@ class LlmJudge:
         with self._lock:
             self._counts.update(counts)
 
-    def judge_batch(self, requests: Sequence[tuple[ImageEvidence, str]], timeout_s: float) -> list[bool | None]:
+    def judge_batch(self, requests: Sequence[tuple[ImageEvidence, str]], timeout_s: float,
+                    images: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> list[bool | None]:
         """For each (evidence, product): True when the LLM says anomaly, False when it says none, None when it
         gave no clear yes/no, failed or missed the shared deadline ``timeout_s`` from now (counted in
-        ``fallbacks``; a job that missed the deadline is cancelled)."""
+        ``fallbacks``; a job that missed the deadline is cancelled). ``images``: each frame's (anomaly map,
+        model RGB), for soft grounding."""
         deadline = time.monotonic() + timeout_s
-        answers = self._answers(requests, deadline)
+        answers = self._answers(requests, deadline, images)
         out = [parse_yes_no(a) if a is not None else None for a in answers]
         unclear = sum(1 for a, says in zip(answers, out, strict=True) if a is not None and says is None)
         self._count(answered=len(out) - out.count(None), unclear=unclear, fallbacks=out.count(None))
@@ -97,9 +106,11 @@ class LlmJudge:
             return verdict
         return verdict.model_copy(update={"verdict": "NG" if says_anomaly else "OK", "decided_by": "llm"})
 
-    def _answers(self, requests: Sequence[tuple[ImageEvidence, str]], deadline: float) -> list[str | None]:
+    def _answers(self, requests: Sequence[tuple[ImageEvidence, str]], deadline: float,
+                 images: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> list[str | None]:
         """Raw answers (None: none in time or an error); every job still running at ``deadline`` is cancelled."""
-        asked = [i for i, (evidence, _) in enumerate(requests) if evidence is not None]  # None: nothing to judge
+        # no evidence: nothing to judge, unless the soft prompt alone grounds the question
+        asked = [i for i, (evidence, _) in enumerate(requests) if evidence is not None or self.grounder.mode == "soft"]
         answers: list[str | None] = [None] * len(requests)
         if not asked or deadline <= time.monotonic():
             return answers
@@ -107,11 +118,15 @@ class LlmJudge:
             self._count(model_down=len(asked))
             self._revive()
             return answers
+        if self.grounder.mode != "text" and (images is None or len(images) != len(requests)):
+            raise ValueError(f"grounding {self.grounder.mode!r} needs each frame's anomaly map and image")
         handles: dict[int, JobHandle] = {}
         for i in asked:
             evidence, product = requests[i]
-            handles[i] = self.worker.submit(f"judge-{next(self._ids)}", judge_messages(evidence, product),
-                                            self.max_tokens)
+            vectors = self.grounder.vectors(*images[i]) if images is not None else None
+            handles[i] = self.worker.submit(f"judge-{next(self._ids)}",
+                                            judge_messages(evidence, product, self.grounder.mode), self.max_tokens,
+                                            soft_prompt=vectors)
         self._count(asked=len(handles))
         died = False
         for i, handle in handles.items():

@@ -20,6 +20,8 @@ import re
 from collections.abc import Sequence
 
 from lineguard.runtime.contract import ImageEvidence, Region, RegionEvidence, Verdict
+from lineguard.runtime.llm.grounding import Grounding
+from lineguard.runtime.llm.soft_prompt import SOFT_PROMPT_MARKER
 
 SYSTEM = (
     "You are the inspection assistant of an industrial production line. A vision inspector has "
@@ -38,6 +40,15 @@ JUDGE_SYSTEM = (
     "deviation clearly beyond what normal parts show."
 )
 DEFAULT_QUESTION = "What did the inspection find on this part, and where?"
+# soft grounding: the model reads the prompt learner's vectors (the anomaly map), not measurements
+SOFT_SYSTEM = (
+    "You are the inspection assistant of an industrial production line. You are shown the vision "
+    "inspector's anomaly map of one part. Say whether the part has an anomaly and where it is on the 3x3 "
+    "grid (top left, top, top right, left, center, right, bottom left, bottom, bottom right), in one short "
+    "sentence."
+)
+SOFT_MAP = f"Anomaly map: {SOFT_PROMPT_MARKER}"
+JUDGE_QUESTION = "Is there an anomaly in this part? Answer with exactly one word: yes or no."
 
 
 def confidence_words(p_value: float | None) -> str:
@@ -145,18 +156,25 @@ ANSWER_BRIEFLY = ("Answer briefly: start with the product and where the anomaly 
 
 
 def explanation_messages(verdict: Verdict, question: str | None = None,
-                         history: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+                         history: Sequence[tuple[str, str]] = (), grounding: Grounding = "text") -> list[dict[str, str]]:
     """The chat for ``question`` about a verdict; ``history``: the conversation's earlier (question, answer)
-    turns, the first of which carries the findings."""
+    turns, the first of which carries the findings. ``grounding`` "soft" gives the product and the soft
+    prompt's marker instead of the findings, "both" the findings and the marker."""
     turns = [*history, (question or DEFAULT_QUESTION, "")]
     first, answer = turns[0]
-    messages = [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"Inspection findings:\n{describe(verdict)}\nQuestion: {first}\n{ANSWER_BRIEFLY}"},
-    ]
+    if grounding == "soft":
+        opening = [{"role": "system", "content": SOFT_SYSTEM},
+                   {"role": "user", "content": f"Product: {verdict.product or 'unknown product'}.\n{SOFT_MAP}\n"
+                                               f"Question: {first}"}]
+    else:
+        shown = f"{describe(verdict)}\n{SOFT_MAP}" if grounding == "both" else describe(verdict)
+        opening = [{"role": "system", "content": SYSTEM},
+                   {"role": "user", "content": f"Inspection findings:\n{shown}\nQuestion: {first}\n{ANSWER_BRIEFLY}"}]
+    messages = opening
     for asked, answer_then in turns[1:]:
         messages.append({"role": "assistant", "content": answer})
-        messages.append({"role": "user", "content": f"Follow-up question: {asked}\n{ANSWER_BRIEFLY}"})
+        brief = "" if grounding == "soft" else f"\n{ANSWER_BRIEFLY}"
+        messages.append({"role": "user", "content": f"Follow-up question: {asked}{brief}"})
         answer = answer_then
     return messages
 
@@ -176,12 +194,18 @@ def judge_findings(evidence: ImageEvidence, product: str) -> str:
     return "\n".join(lines)
 
 
-def judge_messages(evidence: ImageEvidence, product: str) -> list[dict[str, str]]:
-    """AnomalyGPT's yes/no question, asked from the evidence alone."""
+def judge_messages(evidence: ImageEvidence | None, product: str, grounding: Grounding = "text") -> list[dict[str, str]]:
+    """AnomalyGPT's yes/no question, asked from the evidence alone (``grounding`` "soft": from the soft
+    prompt alone, ``evidence`` unused; "both": the measurements and the soft prompt)."""
+    if grounding == "soft":
+        return [{"role": "system", "content": SOFT_SYSTEM},
+                {"role": "user", "content": f"Product: {product or 'unknown product'}.\n{SOFT_MAP}\n{JUDGE_QUESTION}"}]
+    if evidence is None:
+        raise ValueError("text grounding needs the frame's evidence")
+    shown = judge_findings(evidence, product) + (f"\n{SOFT_MAP}" if grounding == "both" else "")
     return [
         {"role": "system", "content": JUDGE_SYSTEM},
-        {"role": "user", "content": f"Measurements:\n{judge_findings(evidence, product)}\n"
-                                    "Is there an anomaly in this part? Answer with exactly one word: yes or no."},
+        {"role": "user", "content": f"Measurements:\n{shown}\n{JUDGE_QUESTION}"},
     ]
 
 

@@ -12,6 +12,11 @@ Usage::
     logits, n_past = feed_segments(llm, [header_ids, prompts, question_ids])
     logits, n_past = feed_segments(llm, [[next_id]], n_past=n_past)                  # continue greedily
 
+    # a chat: the model's own template, the vectors where the marker is, then greedy generation
+    messages = [{"role": "user", "content": f"{SOFT_PROMPT_MARKER} Is there an anomaly?"}]
+    gen = generate(llm, chat_segments(llm, messages, prompts), max_tokens=64)
+    text = "".join(gen)                                                              # gen.finish_reason: stop / length
+
 A segment of vectors goes to ``llama_decode`` as one ``llama_batch`` whose ``embd`` is set (allocated by
 ``llama_batch_init(n, n_embd, 1)``, so ``token`` is NULL); a segment of ids as an ordinary token batch.
 Positions continue across segments in one sequence (id 0) and only the last row of the last segment asks
@@ -29,11 +34,14 @@ The context is cleared first (``n_past=0``), and ``llm.n_tokens`` is set to 0 af
 
 from __future__ import annotations
 
+import codecs
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+
+SOFT_PROMPT_MARKER = "<soft-prompt>"  # where chat_segments() puts the vectors in a chat message
 
 
 class SoftPromptError(RuntimeError):
@@ -71,51 +79,63 @@ def _fill_common(batch: Any, n: int, n_past: int, want_last: bool) -> None:
         batch.logits[i] = 1 if (want_last and i == n - 1) else 0
 
 
-def decode_embeddings(llm: Any, vectors: np.ndarray, n_past: int, want_logits: bool) -> int:
-    """Feed ``vectors`` (k, n_embd) at positions ``n_past ..``; returns the new ``n_past``."""
+def _feed_chunked(llm: Any, n_rows: int, n_embd: int, n_past: int, want_logits: bool, what: str,
+                  fill: Callable[[Any, int, int], None]) -> int:
+    """Decode ``n_rows`` rows in ``llm.n_batch`` chunks at positions ``n_past ..``; returns the new ``n_past``.
+
+    ``fill(batch, start, n)`` writes rows ``start .. start + n`` into a batch from ``llama_batch_init(n,
+    n_embd, 1)`` (``n_embd`` 0: a token batch); positions, sequence ids and the logits flags are set here,
+    only the very last row asking for logits when ``want_logits``.
+    """
     cpp = _cpp()
-    n_embd = cpp.llama_model_n_embd(llm.model)
+    step = int(llm.n_batch)
+    for start in range(0, n_rows, step):
+        n = min(step, n_rows - start)
+        batch = cpp.llama_batch_init(n, n_embd, 1)
+        try:
+            fill(batch, start, n)
+            _fill_common(batch, n, n_past, want_logits and start + n == n_rows)
+            _decode(llm, batch, f"{n} {what} at position {n_past}")
+        finally:
+            cpp.llama_batch_free(batch)
+        n_past += n
+    return n_past
+
+
+def check_vectors(llm: Any, vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` as a C-contiguous float32 (k, n_embd) array; SoftPromptError when they do not fit the model."""
+    n_embd = _cpp().llama_model_n_embd(llm.model)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != n_embd:
         raise SoftPromptError(f"soft prompt shape {vectors.shape}, the model wants (k, {n_embd})")
     if not np.isfinite(vectors).all():
         raise SoftPromptError("soft prompt holds NaN or inf")
-    step = int(llm.n_batch)
-    for start in range(0, len(vectors), step):
-        chunk = vectors[start:start + step]
-        n = len(chunk)
-        batch = cpp.llama_batch_init(n, n_embd, 1)
-        try:
-            ctypes.memmove(batch.embd, chunk.ctypes.data, chunk.nbytes)
-            _fill_common(batch, n, n_past, want_logits and start + n == len(vectors))
-            _decode(llm, batch, f"{n} embeddings at position {n_past}")
-        finally:
-            cpp.llama_batch_free(batch)
-        n_past += n
-    return n_past
+    return vectors
+
+
+def decode_embeddings(llm: Any, vectors: np.ndarray, n_past: int, want_logits: bool) -> int:
+    """Feed ``vectors`` (k, n_embd) at positions ``n_past ..``; returns the new ``n_past``."""
+    vectors = check_vectors(llm, vectors)
+
+    def fill(batch: Any, start: int, n: int) -> None:
+        chunk = vectors[start:start + n]
+        ctypes.memmove(batch.embd, chunk.ctypes.data, chunk.nbytes)
+
+    return _feed_chunked(llm, len(vectors), vectors.shape[1], n_past, want_logits, "embeddings", fill)
 
 
 def decode_tokens(llm: Any, tokens: Sequence[int], n_past: int, want_logits: bool) -> int:
     """Feed token ids at positions ``n_past ..``; returns the new ``n_past``."""
-    cpp = _cpp()
-    tokens = [int(t) for t in tokens]
+    ids = [int(t) for t in tokens]
     n_vocab = llm.n_vocab()
-    if any(not 0 <= t < n_vocab for t in tokens):
+    if any(not 0 <= t < n_vocab for t in ids):
         raise SoftPromptError(f"token id outside the vocabulary (0..{n_vocab - 1})")
-    step = int(llm.n_batch)
-    for start in range(0, len(tokens), step):
-        chunk = tokens[start:start + step]
-        n = len(chunk)
-        batch = cpp.llama_batch_init(n, 0, 1)
-        try:
-            for i, t in enumerate(chunk):
-                batch.token[i] = t
-            _fill_common(batch, n, n_past, want_logits and start + n == len(tokens))
-            _decode(llm, batch, f"{n} tokens at position {n_past}")
-        finally:
-            cpp.llama_batch_free(batch)
-        n_past += n
-    return n_past
+
+    def fill(batch: Any, start: int, n: int) -> None:
+        for i, t in enumerate(ids[start:start + n]):
+            batch.token[i] = t
+
+    return _feed_chunked(llm, len(ids), 0, n_past, want_logits, "tokens", fill)
 
 
 def last_logits(llm: Any) -> np.ndarray:
@@ -161,3 +181,103 @@ def soft_prompt_logits(llm: Any, embeddings: np.ndarray, question_tokens: Sequen
     logits, _ = feed_segments(llm, [list(prefix_tokens), np.asarray(embeddings, dtype=np.float32),
                                     list(question_tokens)])
     return logits
+
+
+def _token_text(llm: Any, token: int) -> str:
+    return "" if token == -1 else _cpp().llama_vocab_get_text(_vocab(llm), token).decode("utf-8")
+
+
+def _vocab(llm: Any) -> Any:
+    return _cpp().llama_model_get_vocab(llm.model)
+
+
+def chat_segments(llm: Any, messages: Sequence[dict[str, str]], vectors: np.ndarray,
+                  template: str | None = None) -> list[np.ndarray | list[int]]:
+    """``[ids before, vectors, ids after]``: the chat prompt with the soft prompt where ``SOFT_PROMPT_MARKER`` is.
+
+    ``messages`` ({"role", "content"} dicts) are rendered as ``create_chat_completion`` renders them from the
+    GGUF's ``tokenizer.chat_template``: a ``Jinja2ChatFormatter`` with the vocabulary's BOS / EOS texts and
+    the generation prompt, tokenized with ``special=True`` and BOS added by the tokenizer only where the
+    formatter did not write the special tokens itself (only the first piece can get it). ``template``
+    replaces the GGUF's template (a Llama built with another ``chat_format`` / ``chat_handler`` is not
+    followed: pass its template here). Exactly one message must hold the marker, once; a GGUF without a
+    template is refused (``create_chat_completion`` would fall back to its hard-coded "llama-2" format).
+    """
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    vectors = check_vectors(llm, vectors)
+    counts = [(m.get("content") or "").count(SOFT_PROMPT_MARKER) for m in messages]
+    if sorted(c for c in counts if c) != [1]:
+        raise SoftPromptError(f"exactly one message must hold {SOFT_PROMPT_MARKER!r} once ({sum(counts)} found)")
+    template = template or (getattr(llm, "metadata", None) or {}).get("tokenizer.chat_template")
+    if not template:
+        raise SoftPromptError("the GGUF has no tokenizer.chat_template: pass the model's chat template as template=")
+    eos_id, bos_id = llm.token_eos(), llm.token_bos()
+    formatter = Jinja2ChatFormatter(template=template, eos_token=_token_text(llm, eos_id),
+                                    bos_token=_token_text(llm, bos_id), stop_token_ids=[eos_id])
+    result = formatter(messages=list(messages))
+    pieces = result.prompt.split(SOFT_PROMPT_MARKER)
+    if len(pieces) != 2:
+        raise SoftPromptError(f"the chat template rendered {SOFT_PROMPT_MARKER!r} {len(pieces) - 1} times, not once")
+    before = llm.tokenize(pieces[0].encode("utf-8"), add_bos=not result.added_special, special=True)
+    after = llm.tokenize(pieces[1].encode("utf-8"), add_bos=False, special=True) if pieces[1] else []
+    return [list(before), vectors, list(after)]
+
+
+class Generation:
+    """Greedy decoding after ``segments``, iterated as text pieces: one per generated token, "" while a
+    UTF-8 character is still incomplete (an incomplete one left at the end is dropped). llama.cpp's
+    context is cleared first.
+
+    Ends at an end-of-generation token (``finish_reason`` "stop"; the token is neither counted nor shown),
+    after ``max_tokens`` tokens (<= 0: no bound) or at ``n_ctx`` ("length"), or when ``should_stop()`` is
+    true before a token ("cancelled"). ``finish_reason`` stays None when the consumer stops iterating
+    first. The prompt is fed on the first ``next()``; each further token is decoded only when the next
+    piece is asked for, so a consumer that stops iterating costs no extra decode.
+    """
+
+    def __init__(self, llm: Any, segments: Sequence[np.ndarray | Sequence[int]], max_tokens: int,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
+        self.llm = llm
+        self.segments = list(segments)
+        self.max_tokens = int(max_tokens)
+        self.should_stop = should_stop
+        self.prompt_tokens = sum(len(s) for s in self.segments)  # positions fed before the first token
+        self.tokens: list[int] = []  # generated ids, end-of-generation token excluded
+        self.finish_reason: str | None = None
+        self._iter = self._run()
+
+    def __iter__(self) -> Iterator[str]:
+        return self._iter
+
+    def _run(self) -> Iterator[str]:
+        cpp = _cpp()
+        vocab = _vocab(self.llm)
+        logits, n_past = feed_segments(self.llm, self.segments)
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        limit = self.max_tokens if self.max_tokens > 0 else self.llm.n_ctx()
+        while True:
+            if self.should_stop():
+                self.finish_reason = "cancelled"
+                break
+            token = int(np.argmax(logits))
+            if cpp.llama_vocab_is_eog(vocab, token):
+                self.finish_reason = "stop"
+                break
+            self.tokens.append(token)
+            yield utf8.decode(self.llm.detokenize([token]))
+            if len(self.tokens) >= limit or n_past >= self.llm.n_ctx():
+                self.finish_reason = "length"
+                break
+            logits, n_past = feed_segments(self.llm, [[token]], n_past=n_past)
+
+    @property
+    def text(self) -> str:
+        """The text of the tokens generated so far."""
+        return self.llm.detokenize(self.tokens).decode("utf-8", errors="replace")
+
+
+def generate(llm: Any, segments: Sequence[np.ndarray | Sequence[int]], max_tokens: int,
+             should_stop: Callable[[], bool] = lambda: False) -> Generation:
+    """Greedy generation after ``segments`` (see ``Generation``): ``for piece in gen: ...; gen.finish_reason``."""
+    return Generation(llm, segments, max_tokens, should_stop)

@@ -7,6 +7,8 @@ Usage::
     for event in handle.drain():                                    # Chunk(job_id, text) ...
         ...                                                          # Final(job_id, ...) / JobError(job_id, ...)
     handle.result(timeout_s=2.0)                                     # or wait for the end: JobResult (None: still running)
+    worker.submit("job-2", [{"role": "user", "content": f"{SOFT_PROMPT_MARKER} Any defect?"}],
+                  soft_prompt=prompts)                               # (M, n_embd) vectors where the marker is
     worker.cancel("job-1")                                           # stops at the next token: Final, "cancelled"
     worker.restart()                                                 # after it died (see .alive)
     worker.close()
@@ -17,9 +19,13 @@ its own jobs. A job whose handle nobody holds any more (the caller dropped it) h
 the process dies or is closed, every job still running ends with a ``JobError`` (``process_died``).
 
 The child runs at a lower CPU priority (``nice``) with few threads, generates deterministically
-(temperature 0, fixed seed) and stops at ``max_tokens`` or ``max_seconds``. With ``whole_sentences``
-text is streamed a sentence at a time and an answer cut by either bound ends at its last full sentence
+(temperature 0, fixed seed) and stops at ``max_tokens`` or ``max_seconds``. With ``whole_sentences`` text
+is streamed a sentence at a time and an answer cut by either bound ends at its last full sentence
 (``SentenceGate``): a technician never reads half a sentence.
+
+A job with a soft prompt is generated greedily through lineguard.runtime.llm.soft_prompt (``chat_segments``
++ ``generate``) instead of ``create_chat_completion``: both are a stream of text pieces read by one loop
+(events, gate, bounds, cancels); its ``prompt_tokens`` counts the positions fed, vectors included.
 """
 
 from __future__ import annotations
@@ -32,11 +38,15 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lineguard.runtime.llm.events import Chunk, Failed, Final, JobError, JobEvent, JobHandle, Ready
+from lineguard.runtime.llm.soft_prompt import Generation, chat_segments, generate
 
 CANCELLED_IDS = 1024  # job ids the child remembers as cancelled (a cancel may arrive after its job ended)
 
@@ -100,6 +110,61 @@ def _drain_cancels(cancels: mp.Queue, cancelled: dict[str, None]) -> dict[str, N
     return cancelled
 
 
+class _ChatStream:
+    """``create_chat_completion``'s stream as text pieces; ``finish_reason`` once the stream said it."""
+
+    def __init__(self, llm: Any, messages: list[dict[str, str]], max_tokens: int, seed: int) -> None:
+        self.prompt_tokens = len(llm.tokenize("\n".join(m["content"] for m in messages).encode(), add_bos=True))
+        self._chunks = llm.create_chat_completion(messages=messages, temperature=0.0, top_k=1, seed=seed,
+                                                  max_tokens=max_tokens, stream=True)
+        self.finish_reason: str | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in self._chunks:
+            choice = chunk["choices"][0]
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+            if text := choice.get("delta", {}).get("content"):
+                yield text
+
+
+def _answer(llm: Any, settings: LlmSettings, job: tuple[Any, ...], events: mp.Queue, cancels: mp.Queue,
+            cancelled: dict[str, None]) -> None:
+    """One job: its text pieces (chat completion, or greedy generation after a soft prompt) as events."""
+    job_id, messages, max_tokens, whole_sentences, soft_prompt = job
+    gate = SentenceGate() if whole_sentences else None
+    start = time.perf_counter()
+    limit = max_tokens or settings.max_tokens
+    if soft_prompt is None:
+        stream: _ChatStream | Generation = _ChatStream(llm, messages, limit, settings.seed)
+    else:
+        stream = generate(llm, chat_segments(llm, messages, soft_prompt), limit)
+    first = None
+    completion = 0
+    finish = None
+    for text in stream:
+        completion += 1  # a piece per token ("" while a soft-prompt answer's character is incomplete)
+        if text:
+            first = first or time.perf_counter()
+            if gate is not None:
+                text = gate.feed(text)
+            if text:
+                events.put(Chunk(job_id, text))
+        if time.perf_counter() - start > settings.max_seconds:
+            finish = "time"
+            break
+        if job_id in _drain_cancels(cancels, cancelled):
+            del cancelled[job_id]
+            finish = "cancelled"
+            break
+    finish = finish or stream.finish_reason or "stop"
+    if gate is not None and (rest := gate.finish(complete=finish == "stop")):
+        events.put(Chunk(job_id, rest))
+    end = time.perf_counter()
+    events.put(Final(job_id, prompt_tokens=stream.prompt_tokens, completion_tokens=completion, finish_reason=finish,
+                     time_to_first_token_ms=((first or end) - start) * 1e3, total_ms=(end - start) * 1e3))
+
+
 def _child(model_path: str, settings: LlmSettings, jobs: mp.Queue, events: mp.Queue, cancels: mp.Queue) -> None:
     try:
         os.nice(settings.nice)
@@ -116,46 +181,15 @@ def _child(model_path: str, settings: LlmSettings, jobs: mp.Queue, events: mp.Qu
         job = jobs.get()
         if job is None:
             return
-        job_id, messages, max_tokens, whole_sentences = job
-        gate = SentenceGate() if whole_sentences else None
+        job_id = job[0]
         if job_id in _drain_cancels(cancels, cancelled):  # cancelled while it waited in the queue
             del cancelled[job_id]
             events.put(Final(job_id, prompt_tokens=0, completion_tokens=0, finish_reason="cancelled",
                              time_to_first_token_ms=None, total_ms=0.0))
             continue
         try:
-            start = time.perf_counter()
-            first = None
-            completion = 0
-            finish = "stop"
-            prompt_tokens = len(llm.tokenize("\n".join(m["content"] for m in messages).encode(), add_bos=True))
-            stream = llm.create_chat_completion(messages=messages, temperature=0.0, top_k=1, seed=settings.seed,
-                                                max_tokens=max_tokens or settings.max_tokens, stream=True)
-            for chunk in stream:
-                choice = chunk["choices"][0]
-                text = choice.get("delta", {}).get("content")
-                if text:
-                    first = first or time.perf_counter()
-                    completion += 1
-                    if gate is not None:
-                        text = gate.feed(text)
-                    if text:
-                        events.put(Chunk(job_id, text))
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
-                if time.perf_counter() - start > settings.max_seconds:
-                    finish = "time"
-                    break
-                if job_id in _drain_cancels(cancels, cancelled):
-                    del cancelled[job_id]
-                    finish = "cancelled"
-                    break
-            if gate is not None and (rest := gate.finish(complete=finish == "stop")):
-                events.put(Chunk(job_id, rest))
-            end = time.perf_counter()
-            events.put(Final(job_id, prompt_tokens=prompt_tokens, completion_tokens=completion, finish_reason=finish,
-                             time_to_first_token_ms=((first or end) - start) * 1e3, total_ms=(end - start) * 1e3))
-        except Exception as exc:
+            _answer(llm, settings, job, events, cancels, cancelled)
+        except Exception as exc:  # e.g. SoftPromptError: vectors that do not fit; the process goes on
             events.put(JobError(job_id, repr(exc)))
 
 
@@ -231,16 +265,18 @@ class LlmWorker:
         return len(self._pending)
 
     def submit(self, job_id: str, messages: list[dict[str, str]], max_tokens: int | None = None,
-               whole_sentences: bool = False) -> JobHandle:
+               whole_sentences: bool = False, soft_prompt: np.ndarray | None = None) -> JobHandle:
         """Queue a chat job (``job_id`` unique among running jobs); its events arrive on the returned handle.
 
-        ``whole_sentences``: stream whole sentences and end a cut answer at a sentence end. Without a running
-        process the handle ends at once with a ``JobError`` (``process_died``)."""
+        ``whole_sentences``: stream whole sentences and end a cut answer at a sentence end. ``soft_prompt``:
+        (M, n_embd) float32 vectors fed where one message holds ``SOFT_PROMPT_MARKER`` (greedy generation
+        through lineguard.runtime.llm.soft_prompt; vectors that do not fit end the job with a ``JobError``).
+        Without a running process the handle ends at once with a ``JobError`` (``process_died``)."""
         handle = JobHandle(job_id, self.cancel)
         with self._lock:
             if self._accepting:
                 self._pending[job_id] = weakref.ref(handle)
-                self._jobs.put((job_id, messages, max_tokens, whole_sentences))
+                self._jobs.put((job_id, messages, max_tokens, whole_sentences, soft_prompt))
                 return handle
         handle.put(JobError(job_id, "the LLM process is not running", process_died=True))
         return handle
