@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lineguard-installed
 
-.PHONY: demo test bench eval ablation lint clean browser triton
+.PHONY: demo test bench eval ablation groundings lint clean browser triton
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,15 @@ ablation: $(STAMP)
 		$(VENV)/bin/lineguard eval bundles/default --all --without $$family \
 			--out artifacts/eval-without-$$family --update-readme || exit 1; \
 	done
+
+# Text evidence vs AnomalyGPT's soft prompt vs both (README "Soft prompts"): trains the prompt learner into
+# bundles/default on the scikit-image texture set's normals, then compares the groundings on ../shared/realdev.
+groundings: $(STAMP)
+	test -f bundles/default/manifest.json || $(MAKE) demo
+	$(PY) -c "from lineguard.evaluation.data import ensure_texture_set; ensure_texture_set('artifacts/eval-data/skimage')"
+	$(VENV)/bin/lineguard export prompt-learner bundles/default --normals artifacts/eval-data/skimage/brick \
+		--normals artifacts/eval-data/skimage/grass --normals artifacts/eval-data/skimage/gravel
+	$(PY) -m lineguard.evaluation.groundings bundles/default --update-readme
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

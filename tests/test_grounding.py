@@ -92,3 +92,23 @@ def test_line_config_takes_a_grounding() -> None:
     assert LineConfig(line="l1", llm={"grounding": "both"}).llm.grounding == "both"
     with pytest.raises(LineConfigError, match="grounding"):
         LineConfig(line="l1", llm={"grounding": "pictures"})
+
+
+def test_groundings_table_shows_each_grounding_beside_vision() -> None:
+    from lineguard.evaluation.groundings import VERDICT_CATEGORIES, GroundingReport, GroundingResult, render
+
+    def result(grounding: str, llm: float) -> GroundingResult:
+        per = dict.fromkeys(VERDICT_CATEGORIES, 0.0)
+        return GroundingResult(grounding=grounding, llm_accuracy=dict.fromkeys(VERDICT_CATEGORIES, llm),
+                               vision_accuracy=dict.fromkeys(VERDICT_CATEGORIES, 0.77), llm_false_reject_rate=per,
+                               llm_miss_rate=per, llm_fallbacks=dict.fromkeys(VERDICT_CATEGORIES, 0), answers=30,
+                               states_true_location=0.5, vision_true_location=0.55, no_contradiction=0.9,
+                               ends_sentence=1.0, seconds_per_answer=3.0)
+
+    report = GroundingReport(bundle="bundles/default", learner_trained_on=["a/brick"], learner_steps=40,
+                             learner_heldout_accuracy=0.8, per_type=6, created_at="now",
+                             results=[result("text", 0.74), result("soft", 0.61), result("both", 0.7)])
+    table = render(report)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| grounding")]
+    assert [r.split(" | ")[0] for r in rows] == ["| text", "| soft", "| both"]
+    assert "0.61 (0.77)" in rows[1] and "brick" in table and "held-out simulated frames 0.80" in table

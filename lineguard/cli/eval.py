@@ -30,7 +30,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lineguard.evaluation.category import evaluate
 
     report = evaluate(args.bundle, args.data, args.category, args.shots, seed=0 if args.seed is None else args.seed,
-                      calib=args.calib, budget=args.budget, verdict_mode=args.verdict, without=args.without or ())
+                      calib=args.calib, budget=args.budget, verdict_mode=args.verdict, without=args.without or (),
+                      grounding=args.grounding)
     payload = report.model_dump_json(indent=2)
     print(payload)
     write_json(args.json, payload)
@@ -65,7 +66,7 @@ def _eval_all(args: argparse.Namespace) -> int:
     from lineguard.evaluation import category as evaluation
 
     evaluate_fn = functools.partial(evaluation.evaluate, calib=args.calib, budget=args.budget,
-                                    verdict_mode=args.verdict, without=without)
+                                    verdict_mode=args.verdict, without=without, grounding=args.grounding)
     report = eval_suite.main_eval_all(bundle, args.out or "artifacts/eval", args.shots, args.seeds or [0, 1],
                                       args.update_readme, readme, args.realdev, args.texture_cache,
                                       evaluate_fn=evaluate_fn, table_name=table)
@@ -88,7 +89,7 @@ def cmd_eval_explanations(args: argparse.Namespace) -> int:
         ensure_texture_set(data)
     report = explanation_eval.evaluate_explanations(args.bundle, data, args.category, args.shots,
                                                     per_type=args.per_type or None, max_tokens=args.max_tokens,
-                                                    budget=DEFAULT_FALSE_REJECT_BUDGET,
+                                                    budget=DEFAULT_FALSE_REJECT_BUDGET, grounding=args.grounding,
                                                     on_answer=lambda a: print(
                                                         f"{a.image} {a.question}: {a.answer!r}", file=sys.stderr))
     print(explanation_eval.summary(report))

@@ -23,6 +23,7 @@ from lineguard.cli import panel as panel_cmd
 from lineguard.cli import serve as serve_cmd
 from lineguard.cli import watch as watch_cmd
 from lineguard.cli.common import DEFAULT_BUNDLE, budget
+from lineguard.runtime.llm.grounding import GROUNDINGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "With --all --update-readme it fills the README's eval-table-without-FAMILY table")
     ev.add_argument("--verdict", choices=["vision", "llm"], default="vision",
                     help="llm: also ask the bundle's LLM yes/no per image and report its accuracy")
+    ev.add_argument("--grounding", choices=GROUNDINGS, default="text",
+                    help="what the LLM is grounded on with --verdict llm: text evidence, the prompt learner's soft "
+                    "prompt (`export prompt-learner`), or both (default %(default)s)")
     ev.set_defaults(func=eval_cmd.cmd_eval)
 
     ee = sub.add_parser("eval-explanations", help="do the LLM's answers state the true location and agree with the "
@@ -183,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     ee.add_argument("--shots", type=int, default=4)
     ee.add_argument("--per-type", type=int, default=2, help="defect images per type (0: all)")
     ee.add_argument("--max-tokens", type=int, default=96)
+    ee.add_argument("--grounding", choices=GROUNDINGS, default="text",
+                    help="text evidence, the prompt learner's soft prompt, or both (default %(default)s)")
     ee.add_argument("--json", metavar="OUT")
     ee.set_defaults(func=eval_cmd.cmd_eval_explanations)
 

@@ -28,6 +28,7 @@ from sklearn.metrics import roc_auc_score
 
 from lineguard.runtime.bundle import Bundle, BundleError
 from lineguard.runtime.image_io import ImageReadError, image_paths, read_image, read_images, split_normals
+from lineguard.runtime.llm.grounding import Grounder, Grounding
 from lineguard.runtime.llm.judge import LlmJudge
 from lineguard.runtime.llm.worker import LlmSettings, LlmWorker
 from lineguard.runtime.scoring.calibration import DEFAULT_FALSE_REJECT_BUDGET, FAMILIES
@@ -62,6 +63,7 @@ class EvalReport(BaseModel):
     zero_shot_miss_rate: float
     verdict_mode: str = "vision"
     llm_accuracy: float | None = None
+    llm_grounding: Grounding | None = None
     llm_fallbacks: int | None = None
     llm_false_reject_rate: float | None = None
     llm_miss_rate: float | None = None
@@ -90,9 +92,11 @@ def _test_set(category_dir: Path) -> list[tuple[Path, str, Path | None]]:
 
 def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots: int, seed: int = 0,
              calib: int | None = None, budget: float = DEFAULT_FALSE_REJECT_BUDGET, batch_size: int = 8,
-             verdict_mode: str = "vision", llm_timeout_s: float = 30.0, without: Sequence[str] = ()) -> EvalReport:
-    """``verdict_mode="llm"`` also asks the bundle's LLM for each image and reports its accuracy;
-    ``without`` names score families the product is enrolled without (the ablation)."""
+             verdict_mode: str = "vision", llm_timeout_s: float = 30.0, without: Sequence[str] = (),
+             grounding: Grounding = "text") -> EvalReport:
+    """``verdict_mode="llm"`` also asks the bundle's LLM for each image and reports its accuracy, grounded by
+    ``grounding`` (text evidence, the prompt learner's soft prompt, or both); ``without`` names score families
+    the product is enrolled without (the ablation)."""
     category_dir = Path(data_root) / category
     chosen, calibration = split_normals(image_paths(category_dir / "train" / "good"), shots, seed, calib)
     items = _test_set(category_dir)
@@ -101,7 +105,7 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
         enroll_product(bundle, category, read_images(chosen), calibration_images=read_images(calibration),
                        seed=seed, chain=inspector.chain, families=[f for f in FAMILIES if f not in without])
         judge_model = inspector.product_model(category).judge
-        judge = _llm_judge(bundle) if verdict_mode == "llm" else None
+        judge = _llm_judge(bundle, grounding) if verdict_mode == "llm" else None
         inspector.image_evidence = judge is not None  # the judge decides from evidence, never the vision verdict
         scores, p_values, predictions, zero_shot, llm_predictions = [], [], [], [], []
         pixel_scores, pixel_labels = [], []
@@ -114,7 +118,9 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
                 p_values.append(result.verdict.p_value)
                 predictions.append(int(result.verdict.verdict == "NG"))
                 if judge is not None:
-                    llm_predictions.append(int(judge.decide(result.verdict, llm_timeout_s, result.evidence).verdict == "NG"))
+                    decided = judge.decide(result.verdict, llm_timeout_s, result.evidence,
+                                           image=(result.anomaly_map, result.model_rgb))
+                    llm_predictions.append(int(decided.verdict == "NG"))
                 if mask_path is not None or kind == "good":
                     h, w = result.anomaly_map.shape
                     mask = (cv2.resize(read_image(mask_path, cv2.IMREAD_GRAYSCALE), (w, h), interpolation=cv2.INTER_NEAREST) > 127
@@ -166,13 +172,16 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
         zero_shot_miss_rate=zs_miss,
         verdict_mode=verdict_mode,
         llm_accuracy=float((np.array(llm_predictions) == labels).mean()) if judge is not None else None,
+        llm_grounding=grounding if judge is not None else None,
         llm_fallbacks=judge.fallbacks if judge is not None else None,
         llm_false_reject_rate=llm_rates[0],
         llm_miss_rate=llm_rates[1],
     )
 
 
-def _llm_judge(bundle: Bundle) -> LlmJudge:
+def _llm_judge(bundle: Bundle, grounding: Grounding = "text") -> LlmJudge:
     if bundle.manifest.llm is None:
         raise BundleError("--verdict llm needs an LLM in the bundle: run `lineguard export llm BUNDLE` first")
-    return LlmJudge(LlmWorker(bundle.path(bundle.manifest.llm.file), LlmSettings(n_threads=2, nice=0)).start())
+    grounder = Grounder.for_bundle(bundle, grounding)
+    return LlmJudge(LlmWorker(bundle.path(bundle.manifest.llm.file), LlmSettings(n_threads=2, nice=0)).start(),
+                    grounder=grounder)

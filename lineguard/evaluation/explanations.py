@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field
 from lineguard.runtime.bundle import Bundle, BundleError
 from lineguard.runtime.contract import GridCell, RegionEvidence, Verdict
 from lineguard.runtime.image_io import image_paths, read_image, read_images, split_normals
+from lineguard.runtime.llm.grounding import Grounder, Grounding
 from lineguard.runtime.llm.prompts import explanation_messages
 from lineguard.runtime.llm.worker import LlmSettings, LlmWorker
 from lineguard.runtime.scoring.calibration import DEFAULT_FALSE_REJECT_BUDGET
@@ -97,6 +98,7 @@ class ExplanationReport(BaseModel):
     category: str
     shots: int
     model: str
+    grounding: Grounding = "text"
     n_defect_images: int
     n_explained: int = Field(description="defect images the vision verdict called NG (only those are explained)")
     n_answers: int
@@ -204,8 +206,9 @@ def names_kind(answer: str, evidence: RegionEvidence | None, product: str = "") 
     return any(w in text for w in words)
 
 
-def _ask(worker: LlmWorker, messages: list[dict[str, str]], max_tokens: int, timeout_s: float) -> str:
-    handle = worker.submit(uuid.uuid4().hex, messages, max_tokens, whole_sentences=True)
+def _ask(worker: LlmWorker, messages: list[dict[str, str]], max_tokens: int, timeout_s: float,
+         soft_prompt: np.ndarray | None = None) -> str:
+    handle = worker.submit(uuid.uuid4().hex, messages, max_tokens, whole_sentences=True, soft_prompt=soft_prompt)
     if handle.result(timeout_s) is None:
         handle.cancel()  # what it said until the timeout is scored
     return handle.text
@@ -214,9 +217,10 @@ def _ask(worker: LlmWorker, messages: list[dict[str, str]], max_tokens: int, tim
 def evaluate_explanations(bundle_dir: str | Path, data_root: str | Path, category: str, shots: int = 4,
                           seed: int = 0, per_type: int | None = 2, max_tokens: int = 96, threads: int = 2,
                           timeout_s: float = 120.0, budget: float = DEFAULT_FALSE_REJECT_BUDGET,
-                          on_answer: Callable[[AnswerScore], None] | None = None) -> ExplanationReport:
+                          on_answer: Callable[[AnswerScore], None] | None = None,
+                          grounding: Grounding = "text") -> ExplanationReport:
     """Explain up to ``per_type`` NG defect images of each type (None: all) and score every answer
-    (``on_answer`` sees each as it is scored: progress)."""
+    (``on_answer`` sees each as it is scored: progress), the LLM grounded by ``grounding``."""
     category_dir = Path(data_root) / category
     chosen, calibration = split_normals(image_paths(category_dir / "train" / "good"), shots, seed, None)
     items: list[tuple[Path, str, Path]] = []
@@ -228,6 +232,7 @@ def evaluate_explanations(bundle_dir: str | Path, data_root: str | Path, categor
         if bundle.manifest.llm is None:
             raise BundleError("eval-explanations needs an LLM in the bundle: run `lineguard export llm BUNDLE` first")
         inspector = Inspector(bundle, false_reject_budget=budget)
+        grounder = Grounder.for_bundle(bundle, grounding)
         enroll_product(bundle, category, read_images(chosen), calibration_images=read_images(calibration),
                        seed=seed, chain=inspector.chain)
         # faithfulness, not speed: only the token budget bounds an answer (a busy machine must not cut it)
@@ -238,7 +243,9 @@ def evaluate_explanations(bundle_dir: str | Path, data_root: str | Path, categor
         kinds: dict[str, Counter[str]] = {}
         try:
             for path, defect_type, mask_path in items:
-                verdict = inspector.inspect(read_image(path), category)
+                inspection = inspector.analyze([read_image(path)], category)[0]
+                verdict = inspection.to_verdict()
+                vectors = grounder.vectors(inspection.anomaly_map, inspection.model_rgb)
                 if verdict.verdict != "NG" or not verdict.regions:
                     continue
                 truth = true_cells(read_image(mask_path, cv2.IMREAD_GRAYSCALE) > 127)
@@ -247,7 +254,8 @@ def evaluate_explanations(bundle_dir: str | Path, data_root: str | Path, categor
                 kinds.setdefault(defect_type, Counter())[evidence.likely_kind if evidence else "none"] += 1
                 for name, question in QUESTIONS.items():
                     start = time.perf_counter()
-                    answer = _ask(worker, explanation_messages(verdict, question), max_tokens, timeout_s)
+                    answer = _ask(worker, explanation_messages(verdict, question, grounding=grounding), max_tokens,
+                                  timeout_s, vectors)
                     named = named_cells(answer)
                     answers.append(score := AnswerScore(
                         image=str(path.relative_to(category_dir)), defect_type=defect_type, question=name,
@@ -273,7 +281,7 @@ def evaluate_explanations(bundle_dir: str | Path, data_root: str | Path, categor
     tests = ("states_true_location", "no_contradiction", "cites_evidence", "ends_sentence")
     agree = [kind in TRUE_KINDS.get(t, ()) for t, counter in kinds.items() for kind in counter.elements()]
     return ExplanationReport(
-        category=category, shots=shots, model=str(model), n_defect_images=len(items),
+        category=category, shots=shots, model=str(model), grounding=grounding, n_defect_images=len(items),
         n_explained=len(vision_right), n_answers=len(answers),
         states_true_location=rate(answers, "states_true_location"),
         vision_true_location=float(np.mean(vision_right)) if vision_right else 0.0,

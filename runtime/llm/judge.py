@@ -94,14 +94,17 @@ class LlmJudge:
         """The LLM's raw answer, or None on timeout or error."""
         return self._answers([(evidence, product)], time.monotonic() + timeout_s)[0]
 
-    def decide(self, verdict: Verdict, timeout_s: float, evidence: ImageEvidence | None = None) -> Verdict:
-        """The LLM's verdict from ``evidence`` (``Inspection.evidence``); without evidence the vision verdict stands."""
+    def decide(self, verdict: Verdict, timeout_s: float, evidence: ImageEvidence | None = None,
+               image: tuple[np.ndarray, np.ndarray] | None = None) -> Verdict:
+        """The LLM's verdict from ``evidence`` (``Inspection.evidence``) and, for soft grounding, ``image`` (the
+        frame's anomaly map and model RGB); without what its grounding needs the vision verdict stands."""
         if verdict.verdict not in ("OK", "NG"):
             return verdict
-        if evidence is None:
+        if (evidence is None and self.grounder.mode != "soft") or (image is None and self.grounder.mode != "text"):
             self._count(fallbacks=1)
             return verdict
-        says_anomaly = self.judge_batch([(evidence, verdict.product)], timeout_s)[0]
+        says_anomaly = self.judge_batch([(evidence, verdict.product)], timeout_s,  # type: ignore[list-item]
+                                        images=[image] if image is not None else None)[0]
         if says_anomaly is None:
             return verdict
         return verdict.model_copy(update={"verdict": "NG" if says_anomaly else "OK", "decided_by": "llm"})
