@@ -2,7 +2,7 @@
 
 Usage::
 
-    spec = build_prompt_learner("bundles/default", [Path("normals/brick"), Path("normals/grass")], steps=40)
+    spec = build_prompt_learner("bundles/default", [Path("normals/brick"), Path("normals/grass")], steps=80)
     spec.heldout_accuracy, spec.parity_max_abs_diff
     # lineguard export prompt-learner bundles/default --normals normals/brick --normals normals/grass
 
@@ -92,7 +92,7 @@ def yes_no_accuracy(learner: PromptLearner, model: torch.nn.Module, examples: Se
 
 
 def build_prompt_learner(bundle_dir: str | Path, normals: Sequence[Path], frames_per_product: int = 48,
-                         shots: int = 4, steps: int = 40, batch: int = 8, lr: float = 3e-3, seed: int = 0,
+                         shots: int = 4, steps: int = 80, batch: int = 8, lr: float = 1e-2, seed: int = 0,
                          log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> PromptLearnerSpec:
     """Train, export and record the bundle's prompt learner; returns the manifest record."""
     from llama_cpp import Llama

@@ -60,7 +60,8 @@ def cmd_export_prompt_learner(args: argparse.Namespace) -> int:
         raise CliError(f"no such folder: {', '.join(missing)}")
     try:
         spec = build_prompt_learner(args.bundle, [Path(d) for d in args.normals], frames_per_product=args.frames,
-                                    shots=args.shots, steps=args.steps, batch=args.batch, seed=args.seed)
+                                    shots=args.shots, steps=args.steps, batch=args.batch, lr=args.lr,
+                                    seed=args.seed)
     except (BundleError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     accuracy = "n/a" if spec.heldout_accuracy is None else f"{spec.heldout_accuracy:.0%}"
