@@ -112,3 +112,16 @@ def test_groundings_table_shows_each_grounding_beside_vision() -> None:
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| grounding")]
     assert [r.split(" | ")[0] for r in rows] == ["| text", "| soft", "| both"]
     assert "0.61 (0.77)" in rows[1] and "brick" in table and "held-out simulated frames 0.80" in table
+
+
+def test_a_line_asking_for_soft_grounding_without_a_learner_is_refused_at_start(bundle_copy: Path) -> None:
+    from lineguard.runtime.line.assembly import ServerError, line_grounder
+    from lineguard.runtime.scoring.inspector import Inspector
+
+    inspector = Inspector(bundle_copy)
+    try:
+        assert line_grounder(LineConfig(line="l1"), inspector).mode == "text"
+        with pytest.raises(ServerError, match="llm.grounding soft.*export prompt-learner"):
+            line_grounder(LineConfig(line="l1", llm={"grounding": "soft"}), inspector)
+    finally:
+        inspector.close()
