@@ -59,7 +59,7 @@ class GroundingReport(BaseModel):
     created_at: str
 
 
-def compare_groundings(bundle_dir: str | Path, realdev: str | Path | None = None, per_type: int | None = 6,
+def compare_groundings(bundle_dir: str | Path, realdev: str | Path | None = None, per_type: int | None = None,
                        groundings: Sequence[Grounding] = GROUNDINGS) -> GroundingReport:
     bundle = Bundle.open(bundle_dir)
     learner = bundle.manifest.prompt_learner
@@ -70,7 +70,9 @@ def compare_groundings(bundle_dir: str | Path, realdev: str | Path | None = None
     for grounding in groundings:
         verdicts = {c: evaluate(bundle_dir, data, c, 4, verdict_mode="llm", grounding=grounding)
                     for c in VERDICT_CATEGORIES}
-        explained = [evaluate_explanations(bundle_dir, data, c, per_type=per_type, grounding=grounding)
+        explained = [evaluate_explanations(bundle_dir, data, c, per_type=per_type, grounding=grounding,
+                                           on_answer=lambda a, g=grounding: print(f"{g} {a.image} {a.question}: "
+                                                                                  f"{a.answer!r}", file=sys.stderr))
                      for c in EXPLAIN_CATEGORIES]
         answers = sum(r.n_answers for r in explained)
 
@@ -117,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lineguard.evaluation.groundings", description=__doc__.split("\n")[0])
     parser.add_argument("bundle")
     parser.add_argument("--realdev", help="default $LINEGUARD_REALDEV or ../shared/realdev")
-    parser.add_argument("--per-type", type=int, default=6, help="defect images explained per category (0: all)")
+    parser.add_argument("--per-type", type=int, default=0, help="defect images explained per type (0: all)")
     parser.add_argument("--json", default="artifacts/eval/groundings.json")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args(argv)
