@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from lineguard.export.prompt_learner import (
     Example,
@@ -93,8 +94,10 @@ def yes_no_accuracy(learner: PromptLearner, model: torch.nn.Module, examples: Se
 
 def build_prompt_learner(bundle_dir: str | Path, normals: Sequence[Path], frames_per_product: int = 48,
                          shots: int = 4, steps: int = 80, batch: int = 8, lr: float = 1e-2, seed: int = 0,
-                         log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> PromptLearnerSpec:
-    """Train, export and record the bundle's prompt learner; returns the manifest record."""
+                         log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                         progress: bool = True) -> PromptLearnerSpec:
+    """Train, export and record the bundle's prompt learner; returns the manifest record (``progress``: a
+    progress bar with the loss on stderr)."""
     from llama_cpp import Llama
     from transformers import AutoModelForCausalLM
 
@@ -120,8 +123,13 @@ def build_prompt_learner(bundle_dir: str | Path, normals: Sequence[Path], frames
     held_examples = _examples(vocab, held, learner.n_tokens, learner.n_embd)
     yes, no = (vocab.tokenize(w.encode(), add_bos=False)[0] for w in ("yes", "no"))
     log(f"training on {len(train_examples)} examples ({len(train)} frames), {steps} steps of {batch}")
-    losses = train_prompt_learner(learner, model, train_examples, steps=steps, lr=lr, batch=batch, seed=seed,
-                                  on_step=lambda i, loss: log(f"  step {i + 1}/{steps}: loss {loss:.3f}"))
+    with tqdm(total=steps, desc="prompt learner", unit="step", disable=not progress) as bar:
+        def on_step(i: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+
+        losses = train_prompt_learner(learner, model, train_examples, steps=steps, lr=lr, batch=batch, seed=seed,
+                                      on_step=on_step)
     accuracy = yes_no_accuracy(learner, model, held_examples, yes, no)
     log(f"held-out yes/no accuracy {accuracy if accuracy is None else round(accuracy, 3)} on {len(held)} frames")
     path = bundle.path(LEARNER_FILE)

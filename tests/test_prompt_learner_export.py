@@ -55,7 +55,8 @@ def learner_bundle(enrolled_dir: Path, weave_parts: list[np.ndarray], tiny_ggufs
     normals.mkdir()
     for i, part in enumerate(weave_parts[16:28]):
         cv2.imwrite(str(normals / f"{i:03d}.png"), part)
-    build_prompt_learner(bundle, [normals], frames_per_product=8, shots=4, steps=3, batch=2, log=lambda m: None)
+    build_prompt_learner(bundle, [normals], frames_per_product=8, shots=4, steps=3, batch=2, log=lambda m: None,
+                         progress=False)
     return bundle
 
 
