@@ -75,10 +75,20 @@ def hf_logits(model, ids: list[int]) -> np.ndarray:
         return model(torch.tensor([ids])).logits[0].float().numpy()
 
 
+def tiny_gguf(root: Path, kind: str) -> tuple[Path, object, Path]:
+    """A tiny random ``kind`` (qwen2 / llama) model: its HF folder, the model, and its F32 GGUF beside it."""
+    folder, model = make_model(root / "hf", kind)
+    return folder, model, convert_hf_to_gguf(folder, root / "model.f32.gguf", outtype="f32", name=f"tiny-{kind}")
+
+
+def f32_llama(path: Path, n_ctx: int = 64, **kwargs) -> object:
+    """llama.cpp on ``path`` with an F32 KV cache: llama.cpp's default F16 cache alone costs ~1e-2 on logits."""
+    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, verbose=False,
+                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, **kwargs)
+
+
 def gguf_logits(path: Path, ids: list[int]) -> np.ndarray:
-    # F32 KV cache: llama.cpp's default F16 cache alone costs ~1e-2 on these logits
-    llm = llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=64, n_threads=2, verbose=False,
-                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+    llm = f32_llama(path, logits_all=True)
     try:
         llm.eval(ids)
         return np.array(llm.scores[: len(ids)], dtype=np.float32)
@@ -88,8 +98,7 @@ def gguf_logits(path: Path, ids: list[int]) -> np.ndarray:
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def converted(request, tmp_path_factory):
-    folder, model = make_model(tmp_path_factory.mktemp(request.param) / "hf", request.param)
-    out = convert_hf_to_gguf(folder, folder.parent / "model.f32.gguf", outtype="f32", name=f"tiny-{request.param}")
+    folder, model, out = tiny_gguf(tmp_path_factory.mktemp(request.param), request.param)
     return request.param, folder, model, out
 
 

@@ -23,9 +23,8 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # transformers' GGUF loading needs it
 pytest.importorskip("tokenizers")
 
-from test_hf_to_gguf import make_model  # noqa: E402
+from test_hf_to_gguf import tiny_gguf  # noqa: E402
 
-from lineguard.export.hf_to_gguf import convert_hf_to_gguf  # noqa: E402
 from lineguard.export.llm import export_llm  # noqa: E402
 from lineguard.export.prompt_learner_bundle import build_prompt_learner  # noqa: E402
 from lineguard.runtime.bundle import Bundle  # noqa: E402
@@ -39,10 +38,7 @@ from lineguard.runtime.llm.worker import LlmSettings, LlmWorker  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_ggufs(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny-llm")
-    folder, _ = make_model(root / "qwen2", "qwen2")
-    other, _ = make_model(root / "llama", "llama")
-    return (convert_hf_to_gguf(folder, root / "qwen2.gguf", outtype="f32", name="tiny-qwen2"),
-            convert_hf_to_gguf(other, root / "llama.gguf", outtype="f32", name="tiny-llama"))
+    return tiny_gguf(root / "qwen2", "qwen2")[2], tiny_gguf(root / "llama", "llama")[2]
 
 
 @pytest.fixture(scope="module")

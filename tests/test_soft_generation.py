@@ -22,10 +22,9 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")
 
-from test_hf_to_gguf import make_model  # noqa: E402
+from test_hf_to_gguf import f32_llama, tiny_gguf  # noqa: E402
 
 import lineguard.runtime.llm.soft_prompt as sp  # noqa: E402
-from lineguard.export.hf_to_gguf import convert_hf_to_gguf  # noqa: E402
 from lineguard.export.prompt_learner import embedding_rms, soft_prompt_inputs_embeds  # noqa: E402
 from lineguard.runtime.llm.events import Chunk, Final  # noqa: E402
 from lineguard.runtime.llm.soft_prompt import (  # noqa: E402
@@ -42,12 +41,9 @@ N_GEN = 10  # tokens compared (fewer only when both stop at an end-of-generation
 
 @pytest.fixture(scope="module", params=["qwen2", "llama"])
 def setup(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(f"gen_{request.param}")
-    folder, model = make_model(root / "hf", request.param)
-    gguf_path = convert_hf_to_gguf(folder, root / "model.f32.gguf", outtype="f32", name=f"tiny-{request.param}")
+    folder, model, gguf_path = tiny_gguf(tmp_path_factory.mktemp(f"gen_{request.param}"), request.param)
     tok = transformers.AutoTokenizer.from_pretrained(str(folder))
-    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=64, n_threads=2, verbose=False,
-                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+    llm = f32_llama(gguf_path)
     yield request.param, model, tok, llm, gguf_path
     llm.close()
 

@@ -27,9 +27,8 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")
 
-from test_hf_to_gguf import make_model  # noqa: E402
+from test_hf_to_gguf import f32_llama, tiny_gguf  # noqa: E402
 
-from lineguard.export.hf_to_gguf import convert_hf_to_gguf  # noqa: E402
 from lineguard.export.prompt_learner import (  # noqa: E402
     INPUT_NAMES,
     PromptLearner,
@@ -48,16 +47,14 @@ FEATURE_DIM = 16
 @pytest.fixture(scope="module", params=["qwen2", "llama"])
 def setup(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"soft_{request.param}")
-    folder, model = make_model(root / "hf", request.param)
-    gguf_path = convert_hf_to_gguf(folder, root / "model.f32.gguf", outtype="f32", name=f"tiny-{request.param}")
+    folder, model, gguf_path = tiny_gguf(root, request.param)
     tok = transformers.AutoTokenizer.from_pretrained(str(folder))
     torch.manual_seed(1)
     learner = PromptLearner(n_embd=model.config.hidden_size, feature_dim=FEATURE_DIM,
                             target_rms=embedding_rms(model)).eval()
     onnx_path = root / "prompt_learner.onnx"
     parity = export_prompt_learner(learner, onnx_path)
-    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=64, n_threads=2, verbose=False, embedding=False,
-                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+    llm = f32_llama(gguf_path, embedding=False)
     yield request.param, model, tok, learner, onnx_path, parity, llm
     llm.close()
 
@@ -146,8 +143,7 @@ def test_refuses_bad_vectors(setup) -> None:
 def test_vectors_split_over_small_batches(setup, tmp_path: Path) -> None:
     """More vectors than ``n_batch``: several decodes through the KV cache, same logits."""
     arch, model, tok, learner, onnx_path, parity, llm = setup
-    small = llama_cpp.Llama(model_path=llm.model_path, n_ctx=64, n_batch=4, n_threads=2, verbose=False,
-                            type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+    small = f32_llama(llm.model_path, n_batch=4)
     try:
         prompts = ort_prompts(onnx_path, learner)
         question = tok.encode(" is there a crack")
