@@ -6,6 +6,8 @@ Usage::
     judge = LlmJudge(LlmWorker(bundle.path("llm.gguf")).start())
     results = inspector.analyze(images, "weave")
     judge.judge_batch([(r.evidence, "weave") for r in results], timeout_s=2.0)   # [True, False, None, ...]
+    soft = LlmJudge(worker, grounder=Grounder.for_bundle(bundle, "soft"))    # the prompt learner's soft prompt
+    soft.judge_batch([(None, "weave")] * len(results), 2.0, images=[(r.anomaly_map, r.model_rgb) for r in results])
     verdict = judge.decide(results[0].verdict, timeout_s=2.0, evidence=results[0].evidence)
     verdict.decided_by      # "llm", or the vision mode when the LLM timed out, gave no clear yes/no or had no evidence
 
@@ -77,7 +79,7 @@ class LlmJudge:
         with self._lock:
             self._counts.update(counts)
 
-    def judge_batch(self, requests: Sequence[tuple[ImageEvidence, str]], timeout_s: float,
+    def judge_batch(self, requests: Sequence[tuple[ImageEvidence | None, str]], timeout_s: float,
                     images: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> list[bool | None]:
         """For each (evidence, product): True when the LLM says anomaly, False when it says none, None when it
         gave no clear yes/no, failed or missed the shared deadline ``timeout_s`` from now (counted in
@@ -90,10 +92,6 @@ class LlmJudge:
         self._count(answered=len(out) - out.count(None), unclear=unclear, fallbacks=out.count(None))
         return out
 
-    def answer(self, evidence: ImageEvidence, product: str, timeout_s: float) -> str | None:
-        """The LLM's raw answer, or None on timeout or error."""
-        return self._answers([(evidence, product)], time.monotonic() + timeout_s)[0]
-
     def decide(self, verdict: Verdict, timeout_s: float, evidence: ImageEvidence | None = None,
                image: tuple[np.ndarray, np.ndarray] | None = None) -> Verdict:
         """The LLM's verdict from ``evidence`` (``Inspection.evidence``) and, for soft grounding, ``image`` (the
@@ -103,13 +101,13 @@ class LlmJudge:
         if (evidence is None and self.grounder.mode != "soft") or (image is None and self.grounder.mode != "text"):
             self._count(fallbacks=1)
             return verdict
-        says_anomaly = self.judge_batch([(evidence, verdict.product)], timeout_s,  # type: ignore[list-item]
+        says_anomaly = self.judge_batch([(evidence, verdict.product)], timeout_s,
                                         images=[image] if image is not None else None)[0]
         if says_anomaly is None:
             return verdict
         return verdict.model_copy(update={"verdict": "NG" if says_anomaly else "OK", "decided_by": "llm"})
 
-    def _answers(self, requests: Sequence[tuple[ImageEvidence, str]], deadline: float,
+    def _answers(self, requests: Sequence[tuple[ImageEvidence | None, str]], deadline: float,
                  images: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> list[str | None]:
         """Raw answers (None: none in time or an error); every job still running at ``deadline`` is cancelled."""
         # no evidence: nothing to judge, unless the soft prompt alone grounds the question
