@@ -119,9 +119,12 @@ def build_prompt_learner(bundle_dir: str | Path, normals: Sequence[Path], frames
     learner = PromptLearner(n_embd=model.config.hidden_size, feature_dim=len(FEATURE_NAMES),
                             target_rms=embedding_rms(model))
     vocab = Llama(model_path=str(gguf), n_ctx=256, n_threads=1, verbose=False)  # chat_segments needs n_embd
-    train_examples = _examples(vocab, train, learner.n_tokens, learner.n_embd)
-    held_examples = _examples(vocab, held, learner.n_tokens, learner.n_embd)
-    yes, no = (vocab.tokenize(w.encode(), add_bos=False)[0] for w in ("yes", "no"))
+    try:  # llama.cpp tokenizes exactly as the worker will; its model is not needed after that
+        train_examples = _examples(vocab, train, learner.n_tokens, learner.n_embd)
+        held_examples = _examples(vocab, held, learner.n_tokens, learner.n_embd)
+        yes, no = (vocab.tokenize(w.encode(), add_bos=False)[0] for w in ("yes", "no"))
+    finally:
+        vocab.close()
     log(f"training on {len(train_examples)} examples ({len(train)} frames), {steps} steps of {batch}")
     with tqdm(total=steps, desc="prompt learner", unit="step", disable=not progress) as bar:
         def on_step(i: int, loss: float) -> None:
