@@ -245,9 +245,9 @@ def evaluate_explanations(bundle_dir: str | Path, data_root: str | Path, categor
             for path, defect_type, mask_path in items:
                 inspection = inspector.analyze([read_image(path)], category)[0]
                 verdict = inspection.to_verdict()
-                vectors = grounder.vectors(inspection.anomaly_map, inspection.model_rgb)
                 if verdict.verdict != "NG" or not verdict.regions:
                     continue
+                vectors = grounder.vectors(inspection.anomaly_map, inspection.model_rgb)  # only frames explained
                 truth = true_cells(read_image(mask_path, cv2.IMREAD_GRAYSCALE) > 127)
                 vision_right.append(verdict.regions[0].grid in truth)
                 evidence = verdict.regions[0].evidence
