@@ -187,8 +187,7 @@ class ExplanationServer:
         question = request.question or DEFAULT_QUESTION
         self._asked[job] = (question, [])
         try:
-            vectors = (self.grounder.vectors(frame.anomaly_map, frame.image_rgb)
-                       if self.grounder.mode != "text" else None)
+            vectors = self.grounder.vectors(frame.anomaly_map, frame.image_rgb)  # None for text grounding
         except Exception as exc:  # a broken prompt learner answers this request, it does not stop the port
             log.exception("soft prompt of frame %s failed", request.frame_id)
             self._asked.pop(job, None)
