@@ -202,3 +202,18 @@ def test_faithfulness_scoring_rules() -> None:
     road.regions[0].evidence = e.model_copy(update={"likely_kind": "hole, pit or dark spot", "shape": "compact"})
     assert not contradictions("A compact spot with a rougher texture: a hole.", road, "kind")
     assert contradictions("A compact spot: an inclusion.", road, "kind")
+
+
+def test_region_solidity_uses_the_hull_of_every_pixel() -> None:
+    """The hull is taken from the region's outer contour (fast): it must equal the hull of all its pixels."""
+    from lineguard.runtime.scoring.region_evidence import _geometry
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        mask = cv2.GaussianBlur(rng.random((64, 64)).astype(np.float32), (0, 0), 3) > 0.5
+        if mask.sum() < 2:
+            continue
+        ys, xs = np.nonzero(mask)
+        hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.float32))
+        every_pixel = min(1.0, len(ys) / (cv2.contourArea(hull) + 0.5 * cv2.arcLength(hull, True) + 1.0))
+        assert _geometry(mask, 1.0, 1.0)[1] == pytest.approx(every_pixel, rel=1e-6)

@@ -4,6 +4,7 @@ Usage::
 
     maps = component_maps(chain_output, memory, input_size=(224, 224))
     maps.keys()   # "decoder", "memory/s2", "memory/s3", "statistics/s2", ...
+    patch_component_maps(chain_output, memory)["memory/s2"].shape   # (B, 28, 28): before upsampling
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ def decoder_logit(prob: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p)).astype(np.float32)
 
 
+def patch_component_maps(out: ChainOutput, memory: PatchMemory) -> dict[str, np.ndarray]:
+    """The decoder's map (input resolution, log-odds) and each scorer's map on its own patch grid."""
+    return {DECODER_COMPONENT: decoder_logit(out.decoder_map), **memory.score(out.features)}
+
+
 def component_maps(out: ChainOutput, memory: PatchMemory, input_size: tuple[int, int]) -> dict[str, np.ndarray]:
-    maps = {DECODER_COMPONENT: decoder_logit(out.decoder_map)}
-    for name, patch_map in memory.score(out.features).items():
-        maps[name] = upsample(patch_map, input_size)
-    return maps
+    """Every component map at input resolution (enrolment's per-component statistics are taken there)."""
+    return {name: m if m.shape[1:] == tuple(input_size) else upsample(m, input_size)
+            for name, m in patch_component_maps(out, memory).items()}

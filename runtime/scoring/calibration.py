@@ -32,6 +32,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from pydantic import Field
 
 from lineguard.runtime.bundle import ComponentNorm
 from lineguard.runtime.contract import CalibrationStatus
+from lineguard.runtime.scoring.anomaly_maps import upsample
 
 EULER_GAMMA = 0.5772156649015329
 MIN_SCALE = 0.05  # in z units: keeps a near-constant calibration set from producing a zero-width law
@@ -152,18 +154,30 @@ def component_family(name: str) -> str:
     return name.split("/", 1)[0]
 
 
-def fuse_maps(maps: Mapping[str, np.ndarray], norms: Mapping[str, ComponentNorm], sigma: float) -> np.ndarray:
+def fuse_maps(maps: Mapping[str, np.ndarray], norms: Mapping[str, ComponentNorm], sigma: float,
+              size_hw: tuple[int, int] | None = None) -> np.ndarray:
     """z-normalise each component map, average within a family, average the families, smooth.
 
-    ``maps`` are (B, H, W) at input resolution. The components fused are those ``norms`` holds (a product
-    enrolled without a family has no norms for it); families (decoder, memory, statistics) weigh equally,
-    however many stages each one has.
+    ``maps`` are (B, h, w), at input resolution or (``size_hw`` given) at their own patch grid. The
+    components fused are those ``norms`` holds (a product enrolled without a family has no norms for
+    it); families (decoder, memory, statistics) weigh equally, however many stages each one has.
+    The fusion is affine, and bilinear upsampling commutes with it: maps sharing a grid are weighted and
+    summed there and upsampled once (three resizes a frame instead of five, the sums on small grids).
     """
-    families: dict[str, list[np.ndarray]] = {}
-    for name, norm in norms.items():
-        families.setdefault(component_family(name), []).append((maps[name] - norm.mean) / norm.std)
-    fused = np.mean([np.mean(members, axis=0) for members in families.values()], axis=0).astype(np.float32)
-    return smooth(fused, sigma)
+    families: dict[str, list[str]] = {}
+    for name in norms:
+        families.setdefault(component_family(name), []).append(name)
+    offset = 0.0
+    by_grid: dict[tuple[int, ...], np.ndarray] = {}
+    for members in families.values():
+        for name in members:
+            weight = 1.0 / (len(families) * len(members) * norms[name].std)
+            offset -= weight * norms[name].mean
+            grid = maps[name].shape
+            by_grid[grid] = by_grid[grid] + weight * maps[name] if grid in by_grid else weight * maps[name]
+    target = size_hw or max(by_grid, key=lambda grid: grid[1] * grid[2])[1:]
+    fused = sum(upsample(m, target) if m.shape[1:] != tuple(target) else m for m in by_grid.values())
+    return smooth((fused + offset).astype(np.float32), sigma)
 
 
 def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
@@ -177,12 +191,16 @@ def image_scores(fused: np.ndarray) -> np.ndarray:
     return fused.reshape(len(fused), -1).max(axis=1)
 
 
+@functools.lru_cache(maxsize=8)
 def edge_distance(size_hw: tuple[int, int]) -> np.ndarray:
-    """(H, W) int map: each pixel's distance in pixels to the nearest image edge."""
+    """(H, W) int map, read-only (cached: every frame of a size asks for it): each pixel's distance in
+    pixels to the nearest image edge."""
     h, w = size_hw
     ys = np.minimum(np.arange(h), np.arange(h)[::-1])[:, None]
     xs = np.minimum(np.arange(w), np.arange(w)[::-1])[None, :]
-    return np.minimum(ys, xs)
+    distance = np.minimum(ys, xs)
+    distance.flags.writeable = False
+    return distance
 
 
 @dataclass(frozen=True)

@@ -20,45 +20,57 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import cv2
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
 from lineguard.runtime.bundle import ScoringSpec
 
-
-def local_average(features: np.ndarray) -> np.ndarray:
-    """3x3 mean over the patch grid of (B, C, H, W) features, edges replicated (PatchCore's locality)."""
-    padded = np.pad(features, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
-    h, w = features.shape[2:]
-    total = np.zeros_like(features)
-    for dy in range(3):
-        for dx in range(3):
-            total += padded[:, :, dy : dy + h, dx : dx + w]
-    return total / 9.0
+CV_MAX_CHANNELS = 128  # OpenCV 5's CV_CN_MAX: a cv2 filter takes at most this many channels at once
 
 
-def as_patches(features: np.ndarray) -> np.ndarray:
-    """(B, C, H, W) -> (B*H*W, C)."""
+def local_patches(features: np.ndarray) -> np.ndarray:
+    """The locally averaged patches of (B, C, H, W) features as rows, (B*H*W, C) float32: one OpenCV box
+    filter per image in channels-last layout (what the scorers read), no separate transpose."""
     b, c, h, w = features.shape
-    return np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(b * h * w, c))
+    out = np.empty((b, h, w, c), dtype=np.float32)
+    channels_last = features.transpose(0, 2, 3, 1).astype(np.float32, copy=False)
+    for i in range(b):
+        for start in range(0, c, CV_MAX_CHANNELS):
+            stop = start + CV_MAX_CHANNELS
+            out[i, :, :, start:stop] = cv2.blur(
+                np.ascontiguousarray(channels_last[i, :, :, start:stop]), (3, 3),
+                borderType=cv2.BORDER_REPLICATE).reshape(h, w, -1)
+    return out.reshape(b * h * w, c)
 
 
 def squared_norms(rows: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", rows, rows)
 
 
-def nearest_distance(query: np.ndarray, memory: np.ndarray, memory_sq: np.ndarray | None = None,
-                     chunk: int = 2048) -> np.ndarray:
-    """Euclidean distance of each query row to its nearest memory row (one BLAS product per chunk)."""
-    memory_sq = squared_norms(memory) if memory_sq is None else memory_sq
-    out = np.empty(len(query), dtype=np.float32)
-    for start in range(0, len(query), chunk):
-        q = query[start : start + chunk]
-        d2 = q @ memory.T
-        d2 *= -2.0
-        d2 += memory_sq
-        out[start : start + chunk] = np.sqrt(np.maximum(d2.min(axis=1) + squared_norms(q), 0.0))
-    return out
+class NearestNeighbours:
+    """Euclidean distance of query rows to their nearest row of a fixed memory.
+
+    ``|q - m|^2 = |q|^2 + (|m|^2 - 2 q.m)``: the bracket is one BLAS product of the queries, with a
+    column of ones appended, against the memory stored once as ``[-2 m, |m|^2]`` (no broadcast pass over
+    the (queries x memory) matrix), taken in chunks of queries small enough to stay in cache.
+    """
+
+    def __init__(self, memory: np.ndarray, chunk: int = 256) -> None:
+        memory = np.asarray(memory, dtype=np.float32)
+        self._augmented = np.ascontiguousarray(np.vstack([-2.0 * memory.T, squared_norms(memory)[None, :]]))
+        self.chunk = chunk
+
+    def distance(self, query: np.ndarray) -> np.ndarray:
+        query = np.asarray(query, dtype=np.float32)
+        augmented_query = np.empty((len(query), query.shape[1] + 1), dtype=np.float32)
+        augmented_query[:, :-1] = query
+        augmented_query[:, -1] = 1.0
+        best = np.empty(len(query), dtype=np.float32)
+        for start in range(0, len(query), self.chunk):
+            np.min(augmented_query[start : start + self.chunk] @ self._augmented, axis=1,
+                   out=best[start : start + self.chunk])
+        return np.sqrt(np.maximum(best + squared_norms(query), 0.0))
 
 
 def mahalanobis(query: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -86,13 +98,15 @@ def greedy_coreset(patches: np.ndarray, size: int, seed: int = 0, projection_dim
 
 
 def _kept_patches(features: np.ndarray, exclude_box: tuple[float, float, float, float] | None) -> np.ndarray:
+    """Locally averaged patches of (B, C, H, W) features, less those inside ``exclude_box``."""
+    patches = local_patches(features)
     if exclude_box is None:
-        return as_patches(features)
-    h, w = features.shape[2:]
+        return patches
+    b, c, h, w = features.shape
     y0, y1, x0, x1 = exclude_box
     keep = np.ones((h, w), dtype=bool)
     keep[round(y0 * h) : round(y1 * h), round(x0 * w) : round(x1 * w)] = False
-    return np.ascontiguousarray(features.transpose(0, 2, 3, 1)[:, keep]).reshape(-1, features.shape[1])
+    return np.ascontiguousarray(patches.reshape(b, h, w, c)[:, keep]).reshape(-1, c)
 
 
 class PatchMemory:
@@ -101,7 +115,7 @@ class PatchMemory:
     def __init__(self, spec: ScoringSpec, arrays: Mapping[str, np.ndarray]) -> None:
         self.spec = spec
         self.arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
-        self._memory_sq = {s: squared_norms(self.arrays[f"memory/{s}"]) for s in spec.memory_stages}
+        self._neighbours = {s: NearestNeighbours(self.arrays[f"memory/{s}"]) for s in spec.memory_stages}
 
     @classmethod
     def build(
@@ -118,10 +132,10 @@ class PatchMemory:
         """
         arrays: dict[str, np.ndarray] = {}
         for stage in spec.memory_stages:
-            patches = _kept_patches(local_average(features[stage]), exclude_box)
+            patches = _kept_patches(features[stage], exclude_box)
             arrays[f"memory/{stage}"] = patches[greedy_coreset(patches, spec.coreset_size, seed)]
         for stage in spec.statistics_stages:
-            patches = _kept_patches(local_average(features[stage]), exclude_box).astype(np.float64)
+            patches = _kept_patches(features[stage], exclude_box).astype(np.float64)
             fit = LedoitWolf(assume_centered=False).fit(patches)
             arrays[f"mean/{stage}"] = fit.location_.astype(np.float32)
             arrays[f"precision/{stage}"] = fit.precision_.astype(np.float32)
@@ -133,16 +147,15 @@ class PatchMemory:
     def score(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Patch-grid anomaly maps, one per component: name -> (B, h, w) float32."""
         maps: dict[str, np.ndarray] = {}
+        pooled: dict[str, np.ndarray] = {}  # a stage scored by memory and statistics is pooled once
+        for stage in dict.fromkeys(self.spec.memory_stages + self.spec.statistics_stages):
+            pooled[stage] = local_patches(features[stage])
         for stage in self.spec.memory_stages:
-            pooled = local_average(features[stage])
-            b, _, h, w = pooled.shape
-            maps[f"memory/{stage}"] = nearest_distance(
-                as_patches(pooled), self.arrays[f"memory/{stage}"], self._memory_sq[stage]
-            ).reshape(b, h, w)
+            b, _, h, w = features[stage].shape
+            maps[f"memory/{stage}"] = self._neighbours[stage].distance(pooled[stage]).reshape(b, h, w)
         for stage in self.spec.statistics_stages:
-            pooled = local_average(features[stage])
-            b, _, h, w = pooled.shape
-            dist = mahalanobis(as_patches(pooled), self.arrays[f"mean/{stage}"], self.arrays[f"precision/{stage}"])
+            b, _, h, w = features[stage].shape
+            dist = mahalanobis(pooled[stage], self.arrays[f"mean/{stage}"], self.arrays[f"precision/{stage}"])
             maps[f"statistics/{stage}"] = dist.reshape(b, h, w)
         return maps
 

@@ -21,7 +21,7 @@ import numpy as np
 from lineguard.runtime.bundle import Bundle, ComponentNorm, ProductCalibration
 from lineguard.runtime.contract import CalibrationStatus
 from lineguard.runtime.inference.chain import ChainOutput
-from lineguard.runtime.scoring.anomaly_maps import component_maps
+from lineguard.runtime.scoring.anomaly_maps import patch_component_maps
 from lineguard.runtime.scoring.calibration import (
     MIN_TAIL_IMAGES,
     TAIL_DECADES,
@@ -43,8 +43,8 @@ class ProductScorer:
     border: BorderProfile
 
     def fused(self, out: ChainOutput, input_size: tuple[int, int], sigma: float) -> np.ndarray:
-        maps = component_maps(out, self.memory, input_size)
-        return self.border.apply(fuse_maps(maps, self.components, sigma))
+        maps = patch_component_maps(out, self.memory)
+        return self.border.apply(fuse_maps(maps, self.components, sigma, input_size))
 
 
 @dataclass(frozen=True)

@@ -156,8 +156,9 @@ def _geometry(mask: np.ndarray, sy: float, sx: float) -> tuple[float, float, flo
     cov = np.cov(coords) + np.diag([sy * sy / 12.0, sx * sx / 12.0])
     minor, major = np.sqrt(np.maximum(np.linalg.eigvalsh(cov), 1e-9))
     length = float(np.sqrt(12.0) * major)
-    points = np.stack([xs, ys], axis=1).astype(np.float32)
-    hull = cv2.convexHull(points)
+    # the hull of a pixel set is the hull of its outer boundary: far fewer points than the whole region
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(np.concatenate(contours).astype(np.float32))
     hull_area = cv2.contourArea(hull) + 0.5 * cv2.arcLength(hull, True) + 1.0  # hull of pixel squares, not centres
     solidity = float(min(1.0, len(ys) / hull_area))
     return float(major / minor), solidity, length, area / max(length, 1e-9), area

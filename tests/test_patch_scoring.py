@@ -1,0 +1,56 @@
+"""The few-shot scorers' fast paths against their plain definitions (issue 17: scoring is a third of a
+frame's CPU time, so it is computed in cache-sized BLAS chunks and OpenCV box filters; the numbers must
+stay those of the textbook formulas)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from lineguard.runtime.bundle import ScoringSpec
+from lineguard.runtime.scoring.patch_scoring import NearestNeighbours, PatchMemory, local_patches
+
+
+def reference_local_average(features: np.ndarray) -> np.ndarray:
+    """3x3 mean with edges replicated, written out: (B, C, H, W) -> (B*H*W, C)."""
+    b, c, h, w = features.shape
+    padded = np.pad(features.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    total = sum(padded[:, :, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
+    return (total / 9.0).transpose(0, 2, 3, 1).reshape(b * h * w, c)
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 28, 28), (3, 112, 14, 14), (2, 1, 5, 7), (1, 320, 4, 4)])
+def test_local_patches_is_the_edge_replicated_3x3_mean(shape: tuple[int, ...]) -> None:
+    features = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(local_patches(features), reference_local_average(features), atol=2e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 256, 10_000])
+def test_nearest_neighbours_match_brute_force_distances(chunk: int) -> None:
+    rng = np.random.default_rng(1)
+    memory = rng.standard_normal((500, 40)).astype(np.float32) * 3
+    query = np.vstack([rng.standard_normal((300, 40)).astype(np.float32) * 3, memory[:20]])  # exact hits too
+    want = cdist(query.astype(np.float64), memory.astype(np.float64)).min(axis=1)
+    got = NearestNeighbours(memory, chunk=chunk).distance(query)
+    assert got.dtype == np.float32 and got.shape == (320,)
+    np.testing.assert_allclose(got[:300], want[:300], rtol=1e-4)
+    assert np.all(got[300:] < 1e-2)  # a patch in memory is at distance ~0 (float32 cancellation)
+
+
+def test_scores_of_a_stage_shared_by_memory_and_statistics() -> None:
+    rng = np.random.default_rng(2)
+    spec = ScoringSpec(memory_stages=["s2"], statistics_stages=["s1", "s2"], coreset_size=64)
+    normals = {"s1": rng.standard_normal((4, 8, 12, 12)).astype(np.float32),
+               "s2": rng.standard_normal((4, 16, 6, 6)).astype(np.float32)}
+    memory = PatchMemory.build(normals, spec)
+    frame = {k: rng.standard_normal((2, *v.shape[1:])).astype(np.float32) for k, v in normals.items()}
+    maps = memory.score(frame)
+    assert {k: v.shape for k, v in maps.items()} == {"memory/s2": (2, 6, 6), "statistics/s1": (2, 12, 12),
+                                                     "statistics/s2": (2, 6, 6)}
+    queries = reference_local_average(frame["s2"])
+    want = cdist(queries, memory.arrays["memory/s2"].astype(np.float64)).min(axis=1).reshape(2, 6, 6)
+    np.testing.assert_allclose(maps["memory/s2"], want, rtol=1e-4)
+    centred = queries - memory.arrays["mean/s2"]
+    mahalanobis = np.sqrt(np.einsum("ij,jk,ik->i", centred, memory.arrays["precision/s2"], centred)).reshape(2, 6, 6)
+    np.testing.assert_allclose(maps["statistics/s2"], mahalanobis, rtol=1e-4)
