@@ -72,3 +72,52 @@ class AnomalyDecoder(nn.Module):
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         return self.probability(features, self.input_size)
+
+    def for_export(self) -> FactorisedDecoder:
+        """The same function with a cheaper head for the deployed graph (see :class:`FactorisedDecoder`)."""
+        return FactorisedDecoder(self)
+
+
+class FactorisedDecoder(nn.Module):
+    """:class:`AnomalyDecoder`'s function, computed without the 384-channel embedding: what ``export vision``
+    writes to ``decoder.onnx``; training and the PyTorch reference keep the plain module.
+
+    The embedding is affine in the 64 hidden channels, ``e = W h + b``, and the decision reads only
+    ``d.e`` and ``|e|``: ``d.e = (W^T d).h + b.d`` and ``|e|^2 = h.(W^T W) h + 2 (W^T b).h + |b|^2``. So a
+    64 -> 64 product replaces the 64 -> 384 one and the 384-channel norm, about 5x fewer operations in the
+    finest stage, which is most of the decoder's time on a CPU (issue 17). Parity with the plain module
+    is checked at export like any graph (``parity.json``).
+    """
+
+    def __init__(self, decoder: AnomalyDecoder) -> None:
+        super().__init__()
+        self.input_size = decoder.input_size
+        self.hidden = nn.ModuleList(nn.Sequential(*list(p.net)[:4]) for p in decoder.projections)
+        direction = (decoder.prototypes[1] - decoder.prototypes[0]).detach()
+        along_weights, along_bias, gram, linear, constant = [], [], [], [], []
+        for projection in decoder.projections:
+            out = projection.net[4]
+            w = out.weight.detach()[:, :, 0, 0]  # (text_dim, hidden)
+            b = out.bias.detach()
+            along_weights.append((w.T @ direction)[None, :, None, None])
+            along_bias.append((b @ direction).reshape(1))
+            gram.append((w.T @ w)[:, :, None, None])
+            linear.append((2.0 * (w.T @ b))[None, :, None, None])
+            constant.append((b @ b).reshape(1))
+        for name, tensors in (("along_weight", along_weights), ("along_bias", along_bias), ("gram", gram),
+                              ("linear", linear), ("constant", constant)):
+            for i, t in enumerate(tensors):
+                self.register_buffer(f"{name}{i}", t.contiguous())
+
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        maps = []
+        for i, (hidden, feats) in enumerate(zip(self.hidden, features, strict=True)):
+            h = hidden(feats)
+            along = F.conv2d(h, getattr(self, f"along_weight{i}"), getattr(self, f"along_bias{i}"))
+            squared = (h * (F.conv2d(h, getattr(self, f"gram{i}")) + getattr(self, f"linear{i}"))).sum(dim=1, keepdim=True)
+            norm = torch.sqrt((squared + getattr(self, f"constant{i}")).clamp_min(1e-12)).clamp_min(1e-6)
+            prob = torch.sigmoid(LOGIT_SCALE * along / norm)
+            if prob.shape[-2:] != self.input_size:
+                prob = F.interpolate(prob, size=self.input_size, mode="bilinear", align_corners=False)
+            maps.append(prob)
+        return torch.stack(maps, 0).mean(0)

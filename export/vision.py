@@ -107,7 +107,7 @@ def export_vision(
     export_onnx(encoder, (example,), out / "encoder.onnx", ["image"], list(STAGE_NAMES))
     with torch.no_grad():
         feats = tuple(f.contiguous() for f in encoder(example))
-    export_onnx(decoder, feats, out / "decoder.onnx", list(STAGE_NAMES), ["anomaly_prob"])
+    export_onnx(decoder.for_export(), feats, out / "decoder.onnx", list(STAGE_NAMES), ["anomaly_prob"])
     rng = np.random.default_rng(seed)
     noise = rng.normal(0, 1, sample.shape).astype(np.float32)
     diffs = {
