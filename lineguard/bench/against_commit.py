@@ -1,0 +1,219 @@
+"""Whole-inspection speed of this checkout against an older commit's, measured in one run.
+
+A speed-up claimed against an earlier version ("1.5x over 48d742e's FP32 path") means something only
+when both run on the same machine, in the same minutes, on the same frames and settings. This runs the
+older commit's own code (its tree from ``git archive``, its own exported bundle) and this checkout's in
+separate worker processes (lineguard.bench.inspection_worker) and times them in interleaved rounds
+(lineguard.bench.rounds): batch 1, the same thread count, ``Inspector.analyze`` of one frame, the
+product enrolled from the same four shots. This checkout ("checkout": the working tree as it is) runs
+twice: FP32, and with its CPU INT8 encoder.
+
+Usage::
+
+    python -m lineguard.bench.against_commit 48d742e --out artifacts/bench-baseline   # ~10 min, first run
+                                                                                      # exports the old bundle
+    report = json.load(open("artifacts/bench-baseline/report.json"))
+
+Frames: the bench's texture part at its size (256 px), and the same part at a camera's resolution
+(1024x1280, upscaled), where the preprocessing counts; both are normal parts (an OK verdict, as most of a
+line's frames are). The INT8 encoder's verdicts are compared with FP32's on held-out frames here; its
+acceptance for a real product is ``lineguard export int8`` (eval-based check recorded in the bundle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import BaseModel
+
+from lineguard.bench.rounds import Spread, interleaved_rounds, ratio_spread
+from lineguard.export.textures import texture_variants
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).with_name("inspection_worker.py")
+FRAMES = ("bench", "camera")
+CHECKOUT = "checkout"  # this working tree as it is, uncommitted changes included
+
+
+class Candidate(BaseModel):
+    name: str
+    code: str  # the commit, or CHECKOUT
+    bundle: str
+    int8: bool = False
+
+
+class FrameRun(BaseModel):
+    frame: str
+    shape: tuple[int, ...]
+    ms_per_frame: dict[str, Spread]  # candidate -> whole inspection ms/frame over the rounds
+    speedup: dict[str, Spread]  # candidate -> baseline ms / candidate ms, per round
+
+
+class AgainstCommitReport(BaseModel):
+    baseline: str
+    threads: int
+    rounds: int
+    calls_per_round: int
+    candidates: list[Candidate]
+    runs: list[FrameRun]
+    held_out: int
+    int8_verdicts_equal: float  # share of held-out frames whose INT8 verdict equals FP32's (this checkout)
+
+
+def _package_dirs(pyproject: str) -> dict[str, str]:
+    """[tool.setuptools.package-dir] of a pyproject (a regex: tomllib is Python >= 3.11, we support 3.10)."""
+    section = pyproject.split("[tool.setuptools.package-dir]", 1)[1].split("\n[", 1)[0]
+    return dict(re.findall(r'^"([\w.]+)"\s*=\s*"([^"]+)"', section, re.MULTILINE))
+
+
+def _checkout(rev: str, cache: Path) -> Path:
+    """The commit's tree plus an import shim that maps its package-dir as its pyproject does."""
+    tree = cache / "src"
+    if not tree.exists():
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True, capture_output=True).stdout
+        tree.mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tree, filter="data")
+    shim = cache / "py"
+    if not shim.exists():
+        dirs = _package_dirs((tree / "pyproject.toml").read_text())
+        (shim / "lineguard").mkdir(parents=True)
+        for item in (tree / dirs["lineguard"]).iterdir():
+            (shim / "lineguard" / item.name).symlink_to(item)
+        for package, folder in dirs.items():
+            if package != "lineguard":
+                (shim / package.replace(".", "/")).symlink_to(tree / folder)
+    return shim
+
+
+def _old_bundle(shim: Path, cache: Path) -> Path:
+    bundle = cache / "bundle"
+    if not (bundle / "manifest.json").exists():
+        code = ("import sys; from lineguard.cli import main; "
+                f"sys.exit(main(['export', 'vision', '--out', {str(bundle)!r}, '--overwrite']))")
+        subprocess.run([sys.executable, "-P", "-c", code], check=True, env=_env(shim), cwd=shim)
+    return bundle
+
+
+def _env(shim: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if shim is not None:  # ahead of this checkout's editable install
+        env["PYTHONPATH"] = str(shim)
+    return env
+
+
+class _Worker:
+    def __init__(self, candidate: Candidate, shim: Path | None, frames: Path, threads: int) -> None:
+        config = json.dumps({"bundle": candidate.bundle, "frames": str(frames), "threads": threads,
+                             "int8": candidate.int8})
+        self.process = subprocess.Popen([sys.executable, "-P", str(WORKER), config], env=_env(shim),
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        cwd=shim or REPO)
+        self.ask(None)
+
+    def ask(self, request: dict | None) -> dict:
+        assert self.process.stdin and self.process.stdout
+        if request is not None:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"inspection worker exited with {self.process.wait()}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def _frames(path: Path) -> Path:
+    normals = texture_variants("weave", 24, seed=11)
+    np.savez(path, shots=np.stack(normals[:4]), int8_calibration=np.stack(normals[4:8]), bench=normals[8],
+             held_out=np.stack(normals[9:]), camera=cv2.resize(normals[8], (1280, 1024), interpolation=cv2.INTER_CUBIC))
+    return path
+
+
+def against_commit(rev: str, out: Path, rounds: int = 9, calls: int = 20, threads: int = 2,
+                   bundle: Path = REPO / "bundles" / "default", baseline_bundle: Path | None = None,
+                   ) -> AgainstCommitReport:
+    """``baseline_bundle``: a bundle the commit's code reads (default: exported by that code, once, into
+    ``out/REV/bundle``)."""
+    cache = out / rev
+    cache.mkdir(parents=True, exist_ok=True)
+    shim = _checkout(rev, cache)
+    old_bundle = baseline_bundle or _old_bundle(shim, cache)
+    new_bundle = bundle
+    if not (new_bundle / "manifest.json").exists():
+        raise SystemExit(f"{new_bundle} is missing: run `make demo` (or `lineguard export vision`) first")
+    frames = _frames(out / "frames.npz")
+    candidates = [Candidate(name=f"{rev} fp32", code=rev, bundle=str(old_bundle)),
+                  Candidate(name="checkout fp32", code=CHECKOUT, bundle=str(new_bundle)),
+                  Candidate(name="checkout int8 encoder", code=CHECKOUT, bundle=str(new_bundle), int8=True)]
+    workers = {c.name: _Worker(c, None if c.code == CHECKOUT else shim, frames, threads) for c in candidates}
+    try:
+        fp32 = workers["checkout fp32"].ask({"verdicts": "held_out"})["ng"]
+        int8 = workers["checkout int8 encoder"].ask({"verdicts": "held_out"})["ng"]
+        runs = []
+        with np.load(frames) as stored:
+            shapes = {name: stored[name].shape for name in FRAMES}
+        for frame in FRAMES:
+            ms = interleaved_rounds({name: (lambda w=w, frame=frame: w.ask({"calls": calls, "frame": frame})["ms_per_frame"])
+                                     for name, w in workers.items()}, rounds=rounds, warmup=1)
+            base = ms[candidates[0].name]
+            runs.append(FrameRun(frame=frame, shape=shapes[frame],
+                                 ms_per_frame={name: Spread.of(v) for name, v in ms.items()},
+                                 speedup={name: ratio_spread(base, v) for name, v in ms.items() if v is not base}))
+    finally:
+        for w in workers.values():
+            w.close()
+    return AgainstCommitReport(baseline=rev, threads=threads, rounds=rounds, calls_per_round=calls,
+                               candidates=candidates, runs=runs, held_out=len(fp32),
+                               int8_verdicts_equal=sum(a == b for a, b in zip(fp32, int8, strict=True)) / len(fp32))
+
+
+def markdown(report: AgainstCommitReport) -> str:
+    lines = [f"Whole inspection at batch 1, {report.threads} threads, {report.rounds} interleaved rounds of "
+             f"{report.calls_per_round} frames; ms/frame median (min-max), speed-up over {report.baseline} per round.",
+             "", "| frame | candidate | ms/frame | over " + report.baseline + " |", "|---|---|---|---|"]
+    for run in report.runs:
+        size = "x".join(str(s) for s in run.shape[:2])
+        for name, ms in run.ms_per_frame.items():
+            effect = run.speedup[name].effect() if name in run.speedup else "baseline"
+            lines.append(f"| {run.frame} {size} | {name} | {ms.text(1)} | {effect} |")
+    lines.append(f"\nThe checkout's INT8 encoder: verdicts equal to its FP32's on {report.held_out} held-out frames: "
+                 f"{report.int8_verdicts_equal:.0%}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("rev", nargs="?", default="48d742e")
+    parser.add_argument("--out", type=Path, default=REPO / "artifacts" / "bench-baseline")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--calls", type=int, default=20, help="frames per candidate per round")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bundle", type=Path, default=REPO / "bundles" / "default", help="this checkout's bundle")
+    parser.add_argument("--baseline-bundle", type=Path, help="a bundle the commit's code reads (default: export one)")
+    args = parser.parse_args(argv)
+    report = against_commit(args.rev, args.out, args.rounds, args.calls, args.threads, args.bundle,
+                            args.baseline_bundle)
+    (args.out / "report.json").write_text(report.model_dump_json(indent=2))
+    (args.out / "report.md").write_text(markdown(report) + "\n")
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
