@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lineguard-installed
 
-.PHONY: demo test bench eval ablation groundings lint clean browser triton
+.PHONY: demo test bench bench-baseline eval ablation groundings int8-checks lint clean browser triton
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,17 @@ groundings: $(STAMP)
 	$(VENV)/bin/lineguard export prompt-learner bundles/default --normals artifacts/eval-data/skimage/brick \
 		--normals artifacts/eval-data/skimage/grass --normals artifacts/eval-data/skimage/gravel
 	$(PY) -m lineguard.evaluation.groundings bundles/default --update-readme
+
+# Whole inspection of this checkout (FP32 and its INT8 encoder) against 48d742e's own code and bundle, in
+# interleaved rounds (README "Against 48d742e"); the first run exports that commit's bundle (~2 min).
+bench-baseline: $(STAMP)
+	test -f bundles/default/manifest.json || $(MAKE) demo
+	$(PY) -m lineguard.bench.against_commit 48d742e --rounds 15 --calls 30
+
+# The README's INT8 table: `lineguard export int8`'s check on every category of the eval suite (~10 min).
+int8-checks: $(STAMP)
+	test -f bundles/default/manifest.json || $(MAKE) demo
+	$(PY) -m lineguard.evaluation.int8_checks bundles/default --update-readme
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -20,7 +20,7 @@ import torch
 
 from lineguard.export.decoder import AnomalyDecoder
 from lineguard.export.encoders import build_encoder
-from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.bundle import Bundle, DecoderAdaptation
 from lineguard.runtime.inference.chain import ChainOutput
 from lineguard.runtime.inference.preprocess import Preprocessor
 
@@ -46,7 +46,12 @@ class TorchVisionChain:
         self.decoder.eval()
         self.providers = ["pytorch-eager-cpu"]
 
-    def run(self, batch: np.ndarray, host_stages: Sequence[str] | None = None) -> ChainOutput:
+    def decoder_for(self, adaptation: DecoderAdaptation | None) -> None:
+        """The reference runs the bundle's shared decoder only (it is what ONNX parity is taken against)."""
+        if adaptation is not None:
+            raise ValueError("the PyTorch reference chain runs the shared decoder, not a product's own")
+
+    def run(self, batch: np.ndarray, host_stages: Sequence[str] | None = None, decoder: None = None) -> ChainOutput:
         """``host_stages``: as VisionChain.run's; everything is on the host here, so every stage comes back."""
         with torch.inference_mode():
             t0 = time.perf_counter()

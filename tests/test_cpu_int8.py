@@ -94,3 +94,19 @@ def test_export_int8_quantises_checks_and_records(enrolled_copy: Path, tmp_path:
     assert check.passed == (check.verdict_agreement == 1.0 and auroc_holds)
     files, _ = choose_cpu_models(bundle, "int8", ["weave"])
     assert (files["encoder"] == "encoder.int8.onnx") == check.passed
+
+
+@pytest.mark.slow
+def test_int8_table_enrols_checks_and_renders_a_category(bundle_dir: Path, tmp_path: Path,
+                                                         weave_parts: list[np.ndarray], ng_weave: np.ndarray) -> None:
+    """`make int8-checks`: enrol as `lineguard enroll` would in a scratch copy, quantise, check, one table row."""
+    from lineguard.evaluation.int8_checks import check_category, render
+
+    write_category(tmp_path / "data", weave_parts[:8], weave_parts[8:12], [ng_weave])
+    before = sorted(p.name for p in bundle_dir.iterdir())
+    row = check_category(bundle_dir, tmp_path / "data", "weave", "texture")
+    assert sorted(p.name for p in bundle_dir.iterdir()) == before  # the bundle itself is untouched
+    assert row.check.n_images == 5 and row.calibration_images == 7 and row.check.product == "weave"
+    table = render([row], ["a note"])
+    assert f"| weave | texture | 5 | {row.check.verdict_agreement:.0%} |" in table
+    assert table.rstrip().endswith("- a note") and ("| yes |" in table) == row.check.passed

@@ -1,4 +1,5 @@
-"""``lineguard enroll`` and ``lineguard calibrate``: a product's few-shot memory and its held-out calibration.
+"""``lineguard enroll``, ``adapt`` and ``calibrate``: a product's few-shot memory (with, after ``adapt``, its
+own decoder) and its held-out calibration.
 
 Both print whether the calibration resolves the line's false-reject budget (``--budget``).
 """
@@ -25,6 +26,27 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     print(f"enrolled {args.product!r}: memory from {len(shots)} shot(s), {result.views_per_shot} views each; "
           f"{len(result.calibration_scores)} held-out calibration image(s)")
     print_calibration(result, args.budget)
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    try:
+        from lineguard.export.adapt import AdaptError, adapt_product
+    except ImportError as exc:
+        raise CliError(f"adapt trains on the workstation side: pip install 'lineguard[export]' ({exc})") from exc
+    from lineguard.runtime.scoring.enroll import EnrollmentError
+
+    paths = normal_images(args.normals)
+    try:
+        result = adapt_product(args.bundle, args.product, paths, shots=args.shots, seed=args.seed, calib=args.calib,
+                               steps=args.steps, samples=args.samples)
+    except (AdaptError, EnrollmentError) as exc:
+        raise CliError(str(exc)) from exc
+    a = result.adaptation
+    print(f"adapted {args.product!r}: its own decoder ({a.file}) fine-tuned for {a.steps} steps on {a.samples} "
+          f"anomalies simulated over {len(a.shot_images)} shot(s), final loss {a.final_loss:.3f}, ONNX parity "
+          f"{a.parity_max_abs_diff:.2g}; enrolled with it, {result.calibration_images} held-out calibration image(s)")
+    print_calibration(result.calibration, args.budget)
     return 0
 
 

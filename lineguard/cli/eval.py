@@ -31,7 +31,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(args.bundle, args.data, args.category, args.shots, seed=0 if args.seed is None else args.seed,
                       calib=args.calib, budget=args.budget, verdict_mode=args.verdict, without=args.without or (),
-                      grounding=args.grounding)
+                      grounding=args.grounding, adapt=args.adapt)
     payload = report.model_dump_json(indent=2)
     print(payload)
     write_json(args.json, payload)
@@ -48,7 +48,8 @@ def _eval_all(args: argparse.Namespace) -> int:
                        "draws of the shots: --seeds, output folder: --out)")
     readme = Path(args.readme) if args.readme else eval_suite.REPO_ROOT / "README.md"
     without = sorted(set(args.without or ()))
-    table = eval_suite.README_TABLE + "".join(f"-without-{family}" for family in without)
+    table = (eval_suite.README_TABLE + "".join(f"-without-{family}" for family in without)
+             + ("-adapt" if args.adapt else ""))
     if args.update_readme:  # fail now, not after an hour of evaluation
         try:
             eval_suite.check_readme(readme, table)
@@ -66,7 +67,8 @@ def _eval_all(args: argparse.Namespace) -> int:
     from lineguard.evaluation import category as evaluation
 
     evaluate_fn = functools.partial(evaluation.evaluate, calib=args.calib, budget=args.budget,
-                                    verdict_mode=args.verdict, without=without, grounding=args.grounding)
+                                    verdict_mode=args.verdict, without=without, grounding=args.grounding,
+                                    adapt=args.adapt)
     report = eval_suite.main_eval_all(bundle, args.out or "artifacts/eval", args.shots, args.seeds or [0, 1],
                                       args.update_readme, readme, args.realdev, args.texture_cache,
                                       evaluate_fn=evaluate_fn, table_name=table)

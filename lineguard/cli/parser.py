@@ -130,6 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the line's false-reject budget, to say whether calibration resolves it (default %(default)s)")
     enroll.set_defaults(func=enroll_cmd.cmd_enroll)
 
+    adapt = sub.add_parser("adapt", help="workstation side: fine-tune a product's own anomaly decoder on simulated "
+                           "anomalies over K of its normals, then enrol it with that decoder")
+    adapt.add_argument("bundle")
+    adapt.add_argument("--product", required=True)
+    adapt.add_argument("--normals", required=True, metavar="DIR",
+                       help="the product's normal images: K of them (drawn as enroll draws them) train the decoder and "
+                            "build the memory, the others calibrate")
+    adapt.add_argument("--shots", type=int, default=4, help="K (default %(default)s)")
+    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--calib", type=int, metavar="N", help="calibrate on N of the other images (default: all)")
+    adapt.add_argument("--steps", type=int, default=80, help="fine-tuning steps (default %(default)s)")
+    adapt.add_argument("--samples", type=int, default=192, help="simulated anomalous images (default %(default)s)")
+    adapt.add_argument("--budget", type=budget, default=DEFAULT_FALSE_REJECT_BUDGET,
+                       help="the line's false-reject budget, to say whether calibration resolves it (default %(default)s)")
+    adapt.set_defaults(func=enroll_cmd.cmd_adapt)
+
     calibrate = sub.add_parser("calibrate", help="add held-out normal images to a product's calibration (memory unchanged)")
     calibrate.add_argument("bundle")
     calibrate.add_argument("--product", required=True)
@@ -177,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--grounding", choices=GROUNDINGS, default="text",
                     help="what the LLM is grounded on with --verdict llm: text evidence, the prompt learner's soft "
                     "prompt (`export prompt-learner`), or both (default %(default)s)")
+    ev.add_argument("--adapt", action="store_true",
+                    help="fine-tune the product's own decoder on the K shots first (`lineguard adapt`; needs the "
+                         "workstation extra). With --all --update-readme it fills the README's eval-table-adapt table")
     ev.set_defaults(func=eval_cmd.cmd_eval)
 
     ee = sub.add_parser("eval-explanations", help="do the LLM's answers state the true location and agree with the "

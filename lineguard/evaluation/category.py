@@ -67,6 +67,7 @@ class EvalReport(BaseModel):
     llm_fallbacks: int | None = None
     llm_false_reject_rate: float | None = None
     llm_miss_rate: float | None = None
+    adapted_decoder_s: float | None = Field(None, description="seconds `lineguard adapt` took (None: shared decoder)")
 
 
 def error_rates(labels: np.ndarray, predictions: np.ndarray) -> tuple[float, float, float]:
@@ -93,17 +94,27 @@ def _test_set(category_dir: Path) -> list[tuple[Path, str, Path | None]]:
 def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots: int, seed: int = 0,
              calib: int | None = None, budget: float = DEFAULT_FALSE_REJECT_BUDGET, batch_size: int = 8,
              verdict_mode: str = "vision", llm_timeout_s: float = 30.0, without: Sequence[str] = (),
-             grounding: Grounding = "text") -> EvalReport:
+             grounding: Grounding = "text", adapt: bool = False) -> EvalReport:
     """``verdict_mode="llm"`` also asks the bundle's LLM for each image and reports its accuracy, grounded by
     ``grounding`` (text evidence, the prompt learner's soft prompt, or both); ``without`` names score families
-    the product is enrolled without (the ablation)."""
+    the product is enrolled without (the ablation); ``adapt`` first fine-tunes the product's own decoder on
+    the K shots (``lineguard adapt``, export side: needs torch)."""
     category_dir = Path(data_root) / category
     chosen, calibration = split_normals(image_paths(category_dir / "train" / "good"), shots, seed, calib)
     items = _test_set(category_dir)
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-eval-") as bundle:
         inspector = Inspector(bundle, false_reject_budget=budget)
-        enroll_product(bundle, category, read_images(chosen), calibration_images=read_images(calibration),
-                       seed=seed, chain=inspector.chain, families=[f for f in FAMILIES if f not in without])
+        shots = read_images(chosen)
+        adaptation, adapt_s = None, None
+        if adapt:
+            from lineguard.export.adapt import adapt_decoder
+
+            started = time.perf_counter()
+            adaptation, _ = adapt_decoder(bundle, shots, f"products/{category}/decoder.onnx", seed=seed)
+            adapt_s = time.perf_counter() - started
+        enroll_product(bundle, category, shots, calibration_images=read_images(calibration),
+                       seed=seed, chain=inspector.chain, families=[f for f in FAMILIES if f not in without],
+                       decoder=adaptation)
         judge_model = inspector.product_model(category).judge
         judge = _llm_judge(bundle, grounding) if verdict_mode == "llm" else None
         inspector.image_evidence = judge is not None  # the judge decides from evidence, never the vision verdict
@@ -176,6 +187,7 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
         llm_fallbacks=judge.fallbacks if judge is not None else None,
         llm_false_reject_rate=llm_rates[0],
         llm_miss_rate=llm_rates[1],
+        adapted_decoder_s=adapt_s,
     )
 
 

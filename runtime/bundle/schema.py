@@ -98,6 +98,22 @@ class FileEntry(_Strict):
     size: int
 
 
+class DecoderAdaptation(_Strict):
+    """The product's own anomaly decoder (``lineguard adapt``): the bundle's decoder fine-tuned on simulated
+    anomalies over the product's shots; the product's frames run it instead of the shared one."""
+
+    file: str = Field(description="products/<name>/decoder.onnx, checksummed in files")
+    base_decoder_sha256: str = Field(description="the shared decoder it was fine-tuned from")
+    shot_images: list[str] = Field(description="pixel digests of the normals it was trained on")
+    steps: int
+    samples: int
+    learning_rate: float
+    seed: int
+    final_loss: float
+    parity_max_abs_diff: float = Field(description="ONNX Runtime vs the PyTorch module, on the shots' features")
+    adapted_at: str
+
+
 class ProductEntry(_Strict):
     name: str
     shots: int
@@ -105,6 +121,7 @@ class ProductEntry(_Strict):
     memory_file: str
     calibration_file: str
     enrolled_at: str
+    decoder: DecoderAdaptation | None = None  # None: the bundle's shared decoder
 
 
 class ParitySummary(_Strict):

@@ -11,6 +11,7 @@ Usage::
     chain.backend.summary()         # which backend runs the models, and why (inference.selection)
     chain.encoder.describe()        # what runs the encoder: backend, file, providers, precision, device
     chain.run(batch, host_stages=())   # only the map comes back (zero-shot needs no stage on the host)
+    chain.run(batch, decoder=chain.decoder_for(entry.decoder))   # a product's own decoder (lineguard adapt)
     chain.close()                   # sessions, TensorRT contexts or the Triton channel released
 
 On a GPU (TensorRT engines, or ONNX Runtime with the CUDA/TensorRT EP) the features stay on the device
@@ -30,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lineguard.runtime.bundle import Bundle, CpuPrecision, Precision, RequestedBackend
+from lineguard.runtime.bundle import Bundle, CpuPrecision, DecoderAdaptation, Precision, RequestedBackend
 from lineguard.runtime.inference.base import Backend, DeviceChain, concatenate
 from lineguard.runtime.inference.chain_backends import open_chain_backends
+from lineguard.runtime.inference.ort_backend import OnnxRuntimeBackend, select_providers
 from lineguard.runtime.inference.ort_threading import OrtThreading
 from lineguard.runtime.inference.preprocess import Preprocessor
 from lineguard.runtime.inference.selection import PRECISION_ORDER, BackendChoice
@@ -68,6 +70,11 @@ class VisionChain:
         self.device_chain: DeviceChain | None = models.device_chain
         self.input_name = manifest.encoder.input_name
         self.output_name = manifest.decoder.output_name
+        # products' own decoders (``lineguard adapt``) run on ONNX Runtime: CUDA where the chain has it, else
+        # the CPU (a TensorRT EP engine per product would take minutes to build at the first frame)
+        self._product_providers = [p for p in (providers or select_providers()) if p != "TensorrtExecutionProvider"]
+        self._product_threads = threads
+        self._product_decoders: dict[str, Backend] = {}
 
     @property
     def providers(self) -> list[str]:
@@ -76,27 +83,46 @@ class VisionChain:
 
     def close(self) -> None:
         """Release the backends this chain opened (and any put in their place since, e.g. an INT8 encoder)."""
-        for backend in (self.decoder, self.encoder, self._opened.decoder, self._opened.encoder):
+        for backend in (self.decoder, self.encoder, self._opened.decoder, self._opened.encoder,
+                        *self._product_decoders.values()):
             if backend is not None:
                 backend.close()  # closing twice is harmless (Backend.close)
 
-    def run(self, batch: np.ndarray, host_stages: Sequence[str] | None = None) -> ChainOutput:
+    def decoder_for(self, adaptation: DecoderAdaptation | None) -> Backend | None:
+        """The session of a product's own decoder (None: the shared one), opened once per file checksum."""
+        if adaptation is None:
+            return None
+        sha = self.bundle.manifest.files[adaptation.file].sha256
+        backend = self._product_decoders.get(sha)
+        if backend is None:
+            backend = self._product_decoders[sha] = OnnxRuntimeBackend(
+                self.bundle.path(adaptation.file), self._product_providers, self._product_threads)
+        return backend
+
+    def run(self, batch: np.ndarray, host_stages: Sequence[str] | None = None,
+            decoder: Backend | None = None) -> ChainOutput:
         """``host_stages``: the stage features needed on the host (default: the scoring stages); with a
-        device chain only these and the map are copied back, on the host path every stage is there."""
-        if self.device_chain is not None:
+        device chain only these and the map are copied back, on the host path every stage is there.
+        ``decoder``: a product's own decoder (:meth:`decoder_for`) in place of the shared one; it reads
+        every stage from the host."""
+        if self.device_chain is not None and decoder is None:
             wanted = self.host_stages if host_stages is None else list(host_stages)
             out, timings = self.device_chain.run({self.input_name: batch}, [*wanted, self.output_name])
             prob = out[self.output_name]
             return ChainOutput(features={name: out[name] for name in wanted},
                                decoder_map=prob[:, 0] if prob.ndim == 4 else prob, timings_ms=timings)
         t0 = time.perf_counter()
-        features = self.encoder.run({self.input_name: batch})
+        if self.device_chain is not None:  # a product's decoder: its inputs come back to the host
+            features, _ = self.device_chain.run({self.input_name: batch}, list(self.stage_names))
+        else:
+            features = self.encoder.run({self.input_name: batch})
         t1 = time.perf_counter()
-        if self.decoder is None:  # one call ran both (Triton ensemble): its time is reported as encoder time
+        decoder = decoder or self.decoder
+        if decoder is None:  # one call ran both (Triton ensemble): its time is reported as encoder time
             prob = features[self.output_name]
         else:
-            decoder_inputs = {name: features[name] for name in self.decoder.input_names}
-            prob = self.decoder.run(decoder_inputs)[self.output_name]
+            decoder_inputs = {name: features[name] for name in decoder.input_names}
+            prob = decoder.run(decoder_inputs)[self.output_name]
         t2 = time.perf_counter()
         return ChainOutput(
             features={name: features[name] for name in self.stage_names},
@@ -104,8 +130,8 @@ class VisionChain:
             timings_ms={"encoder": (t1 - t0) * 1e3, "decoder": (t2 - t1) * 1e3},
         )
 
-    def run_chunked(self, batch: np.ndarray, chunk: int = 8) -> ChainOutput:
+    def run_chunked(self, batch: np.ndarray, chunk: int = 8, decoder: Backend | None = None) -> ChainOutput:
         """Run a large batch in chunks (enrolment, evaluation) and concatenate."""
-        parts = [self.run(batch[i : i + chunk]) for i in range(0, len(batch), chunk)]
+        parts = [self.run(batch[i : i + chunk], decoder=decoder) for i in range(0, len(batch), chunk)]
         return ChainOutput(features=concatenate([p.features for p in parts]),
                            decoder_map=np.concatenate([p.decoder_map for p in parts]))

@@ -24,11 +24,20 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 
-from lineguard.runtime.bundle import Bundle, ProductCalibration, ProductEntry, ScoringSpec, TailFit, utc_now
+from lineguard.runtime.bundle import (
+    Bundle,
+    DecoderAdaptation,
+    ProductCalibration,
+    ProductEntry,
+    ScoringSpec,
+    TailFit,
+    utc_now,
+)
 from lineguard.runtime.inference.chain import ChainOutput, VisionChain
 from lineguard.runtime.inference.preprocess import ChannelOrder
 from lineguard.runtime.scoring.anomaly_maps import component_maps
@@ -114,12 +123,14 @@ def enroll_product(
     order: ChannelOrder = "BGR",
     chain: VisionChain | None = None,
     families: Sequence[str] = FAMILIES,
+    decoder: DecoderAdaptation | None | Literal["keep"] = "keep",
 ) -> ProductCalibration:
     """Enrol ``images`` (the shots, uint8, OpenCV order) as the memory of ``product``, calibrated on
     ``calibration_images`` (other normals of the product); updates the bundle in place.
 
     ``families`` chooses which score families the product fuses (default all three; `eval --without`
-    measures what each one earns)."""
+    measures what each one earns). ``decoder``: the product's own decoder (``lineguard adapt``), None for
+    the shared one; "keep" keeps what the product has (re-enrolling an adapted product keeps its decoder)."""
     unknown = set(families) - set(FAMILIES)
     if unknown or not families:
         raise EnrollmentError(f"families must be a non-empty subset of {FAMILIES}, got {sorted(families)}")
@@ -129,6 +140,10 @@ def enroll_product(
         raise EnrollmentError("enrolment needs at least one normal image")
     chain = chain or VisionChain(bundle)
     manifest = bundle.manifest
+    if decoder == "keep":
+        previous = manifest.products.get(product)
+        decoder = previous.decoder if previous is not None else None
+    product_decoder = chain.decoder_for(decoder)
     spec = manifest.scoring
     input_size = manifest.preprocessing.input_size
     shots = len(images)
@@ -142,7 +157,7 @@ def enroll_product(
             rgb_views.append(view)
             views.append(chain.preprocessor.normalise(view))
             image_of_view.append(index)
-    out = chain.run_chunked(np.stack(views))
+    out = chain.run_chunked(np.stack(views), decoder=product_decoder)
     image_of_view_arr = np.asarray(image_of_view)
 
     held_out, method = held_out_maps(out, image_of_view_arr, spec, input_size, seed)
@@ -155,7 +170,8 @@ def enroll_product(
 
     scorer = ProductScorer(memory=memory, components=norms, border=border)
     shot_hashes = [pixel_digest(image) for image in images]
-    hashes, scores = _score_new_images(chain, scorer, bundle, calibration_images, order, already=shot_hashes)
+    hashes, scores = _score_new_images(chain, scorer, bundle, calibration_images, order, already=shot_hashes,
+                                       decoder=decoder)
     calibration = ProductCalibration(
         product=product,
         shots=shots,
@@ -185,6 +201,7 @@ def enroll_product(
         memory_file=memory_file,
         calibration_file=calibration_file,
         enrolled_at=utc_now(),
+        decoder=decoder,
     )
     bundle.manifest = bundle.manifest.model_copy(update={"products": products})
     _write_calibration(bundle, calibration_file, calibration)
@@ -211,7 +228,8 @@ def calibrate_product(
     model = ProductModel.load(bundle, product)
     old = model.calibration
     hashes, scores = _score_new_images(chain, model.scorer, bundle, images, order,
-                                       already=[*old.calibration_images, *old.shot_images])
+                                       already=[*old.calibration_images, *old.shot_images],
+                                       decoder=bundle.manifest.products[product].decoder)
     if not hashes:  # nothing new: leave the bundle (and a running line's drift windows) as they are
         return old, 0
     calibration = old.model_copy(update={"calibration_scores": [*old.calibration_scores, *scores],
@@ -228,7 +246,8 @@ def pixel_digest(image: np.ndarray) -> str:
 
 
 def _score_new_images(chain: VisionChain, scorer: ProductScorer, bundle: Bundle, images: Sequence[np.ndarray],
-                      order: ChannelOrder, already: Sequence[str], chunk: int = 8) -> tuple[list[str], list[float]]:
+                      order: ChannelOrder, already: Sequence[str], chunk: int = 8,
+                      decoder: DecoderAdaptation | None = None) -> tuple[list[str], list[float]]:
     """Image scores of the images not counted yet, one per image, as the inspector scores a frame."""
     seen = set(already)
     fresh: list[np.ndarray] = []
@@ -243,7 +262,7 @@ def _score_new_images(chain: VisionChain, scorer: ProductScorer, bundle: Bundle,
     scores: list[float] = []
     for start in range(0, len(fresh), chunk):
         batch = chain.preprocessor(fresh[start : start + chunk], order)
-        fused = scorer.fused(chain.run(batch), input_size, spec.smoothing_sigma)
+        fused = scorer.fused(chain.run(batch, decoder=chain.decoder_for(decoder)), input_size, spec.smoothing_sigma)
         scores.extend(float(s) for s in image_scores(fused))
     return hashes, scores
 

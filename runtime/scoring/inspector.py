@@ -204,7 +204,10 @@ class Inspector:
         batch = self.chain.preprocessor.normalise_batch(rgbs)  # written in place, no stacking copy
         t1 = time.perf_counter()
         # zero-shot reads only the map: a device chain (GPU) then copies nothing else back
-        out = self.chain.run(batch) if model is not None else self.chain.run(batch, host_stages=())
+        if model is None:
+            out = self.chain.run(batch, host_stages=())
+        else:  # the product's own decoder where it was adapted (lineguard adapt)
+            out = self.chain.run(batch, decoder=self.chain.decoder_for(self.bundle.manifest.products[product].decoder))
         t2 = time.perf_counter()
         sigma = self.bundle.manifest.scoring.smoothing_sigma
         budget = self.false_reject_budget

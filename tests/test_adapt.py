@@ -1,0 +1,111 @@
+"""``lineguard adapt``: a product's own decoder, fine-tuned on its shots, exported with parity, recorded in
+the manifest, and the one its frames run on from then on (enrolment, calibration, inspection)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.scoring.enroll import calibrate_product, enroll_product, pixel_digest
+from lineguard.runtime.scoring.inspector import Inspector
+
+STEPS, SAMPLES = 6, 16  # the plumbing, not the quality: `make eval-adapt` measures that on real photos
+
+
+def write_normals(folder: Path, images: list[np.ndarray]) -> Path:
+    folder.mkdir(parents=True)
+    for i, image in enumerate(images):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), image)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def adapted(bundle_dir: Path, weave_parts: list[np.ndarray], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    import shutil
+
+    from lineguard.export.adapt import adapt_product
+
+    root = tmp_path_factory.mktemp("adapt")
+    shutil.copytree(bundle_dir, root / "bundle")
+    normals = write_normals(root / "normals", weave_parts[:4] + weave_parts[16:28])
+    result = adapt_product(root / "bundle", "weave", normals, shots=4, seed=0, steps=STEPS, samples=SAMPLES)
+    return root / "bundle", result
+
+
+def test_adapt_records_a_checked_decoder_and_enrols_with_it(adapted, weave_parts: list[np.ndarray]) -> None:  # noqa: ANN001
+    root, result = adapted
+    bundle = Bundle.open(root)  # every file verified, the new decoder included
+    entry = bundle.manifest.products["weave"]
+    assert entry.decoder == result.adaptation and entry.decoder.file == "products/weave/decoder.onnx"
+    assert entry.decoder.file in bundle.manifest.files
+    assert entry.decoder.base_decoder_sha256 == bundle.manifest.files[bundle.manifest.decoder.file].sha256
+    assert entry.decoder.parity_max_abs_diff <= 1e-2 and entry.decoder.steps == STEPS
+    # trained on the shots enrol draws, never on a calibration normal
+    calibration = bundle.calibration("weave")
+    assert sorted(entry.decoder.shot_images) == sorted(calibration.shot_images)
+    assert not set(entry.decoder.shot_images) & set(calibration.calibration_images)
+    assert result.calibration_images == 12 and len(calibration.calibration_scores) == 12
+
+
+def test_the_product_runs_its_own_decoder(adapted, weave_parts: list[np.ndarray]) -> None:  # noqa: ANN001
+    root, _ = adapted
+    bundle = Bundle.open(root)
+    inspector = Inspector(bundle)
+    chain = inspector.chain
+    own = chain.decoder_for(bundle.manifest.products["weave"].decoder)
+    assert own is not None and own is chain.decoder_for(bundle.manifest.products["weave"].decoder)  # opened once
+    batch = chain.preprocessor([weave_parts[5]])
+    shared, adapted_map = chain.run(batch).decoder_map, chain.run(batch, decoder=own).decoder_map
+    assert np.abs(shared - adapted_map).max() > 1e-3  # fine-tuning changed the map
+    result = inspector.analyze([weave_parts[5]], "weave")[0]
+    fused = inspector.product_model("weave").scorer.fused(chain.run(batch, decoder=own), inspector.input_size,
+                                                          bundle.manifest.scoring.smoothing_sigma)
+    np.testing.assert_allclose(result.anomaly_map, fused[0], atol=1e-5)  # the verdict came from the product's decoder
+
+
+def test_re_enrolling_and_calibrating_keep_the_product_decoder(adapted, weave_parts: list[np.ndarray],
+                                                              tmp_path: Path) -> None:  # noqa: ANN001
+    import shutil
+
+    root, result = adapted
+    copy = tmp_path / "bundle"
+    shutil.copytree(root, copy)
+    bundle = Bundle.open(copy)
+    calibration, added = calibrate_product(bundle, "weave", weave_parts[28:32])
+    assert added == 4 and Bundle.open(copy).manifest.products["weave"].decoder == result.adaptation
+    enroll_product(bundle, "weave", weave_parts[:4], calibration_images=weave_parts[16:24])
+    assert Bundle.open(copy).manifest.products["weave"].decoder == result.adaptation
+    enroll_product(bundle, "weave", weave_parts[:4], decoder=None)  # explicitly back to the shared decoder
+    assert Bundle.open(copy).manifest.products["weave"].decoder is None
+
+
+def test_the_pytorch_reference_refuses_an_adapted_product(adapted) -> None:  # noqa: ANN001
+    from lineguard.export.reference_chain import TorchVisionChain
+
+    root, result = adapted
+    reference = TorchVisionChain(Bundle.open(root))
+    assert reference.decoder_for(None) is None
+    with pytest.raises(ValueError, match="shared decoder"):
+        reference.decoder_for(result.adaptation)
+
+
+def test_adapt_cli(bundle_copy: Path, weave_parts: list[np.ndarray], tmp_path: Path,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    from lineguard.cli import main
+
+    normals = write_normals(tmp_path / "normals", weave_parts[:4] + weave_parts[16:20])
+    assert main(["adapt", str(bundle_copy), "--product", "weave", "--normals", str(normals), "--steps", "2",
+                 "--samples", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "adapted 'weave': its own decoder (products/weave/decoder.onnx) fine-tuned for 2 steps" in out
+    assert "4 held-out calibration image(s)" in out and "calibration at a 0.01 false-reject budget" in out
+    assert Bundle.open(bundle_copy).manifest.products["weave"].decoder.shot_images[0] in {
+        pixel_digest(cv2.imread(str(p))) for p in sorted(normals.iterdir())}
+    # a readable error, not a traceback
+    assert main(["adapt", str(bundle_copy), "--product", "../evil", "--normals", str(normals)]) == 2
+    assert "product name" in capsys.readouterr().err
+    assert main(["adapt", str(bundle_copy), "--product", "weave", "--normals", str(tmp_path / "missing")]) == 2
