@@ -109,3 +109,39 @@ def test_adapt_cli(bundle_copy: Path, weave_parts: list[np.ndarray], tmp_path: P
     assert main(["adapt", str(bundle_copy), "--product", "../evil", "--normals", str(normals)]) == 2
     assert "product name" in capsys.readouterr().err
     assert main(["adapt", str(bundle_copy), "--product", "weave", "--normals", str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.slow
+def test_eval_adapts_the_product_in_its_scratch_copy(bundle_dir: Path, weave_parts: list[np.ndarray],
+                                                    ng_weave: np.ndarray, tmp_path: Path) -> None:
+    """`eval --adapt`: the product's decoder is adapted on the K shots inside eval's scratch bundle."""
+    from lineguard.evaluation.category import evaluate
+
+    category = tmp_path / "data" / "weave"
+    write_normals(category / "train" / "good", weave_parts[:4] + weave_parts[16:24])
+    write_normals(category / "test" / "good", weave_parts[4:8])
+    write_normals(category / "test" / "pasted", [ng_weave])
+    before = sorted(p.name for p in bundle_dir.rglob("*"))
+    report = evaluate(bundle_dir, tmp_path / "data", "weave", shots=4, seed=0, adapt=True)
+    assert report.adapted_decoder_s is not None and report.adapted_decoder_s > 0
+    assert report.n_images == 5 and report.n_calibration == 8 and report.image_auroc is not None
+    assert sorted(p.name for p in bundle_dir.rglob("*")) == before  # adapted in the scratch copy only
+    assert evaluate(bundle_dir, tmp_path / "data", "weave", shots=4, seed=0).adapted_decoder_s is None
+
+
+def test_a_device_chain_hands_the_stages_to_the_product_decoder(adapted, weave_parts: list[np.ndarray]) -> None:  # noqa: ANN001
+    """On a GPU line (IO-bound chain; here on the CPU EP) an adapted product's decoder gets every stage on the
+    host and gives the map the plain path gives."""
+    from lineguard.runtime.inference.chain import VisionChain
+    from lineguard.runtime.inference.ort_backend import OrtBoundChain
+
+    root, result = adapted
+    bundle = Bundle.open(root)
+    chain = VisionChain(bundle, providers=["CPUExecutionProvider"])
+    own = chain.decoder_for(result.adaptation)
+    batch = chain.preprocessor(weave_parts[8:10])
+    plain = chain.run(batch, decoder=own)
+    chain.device_chain = OrtBoundChain(chain.encoder, chain.decoder, "cpu")
+    bound = chain.run(batch, decoder=own)
+    np.testing.assert_allclose(bound.decoder_map, plain.decoder_map, atol=1e-6)
+    assert set(bound.features) == set(chain.stage_names)

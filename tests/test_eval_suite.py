@@ -170,3 +170,17 @@ def test_the_calibration_table_shows_the_budget_as_it_held() -> None:
     markdown = render_markdown(report)
     rows = re.findall(r"^\| (\w+) \| 16 \| tail \| ([\d.]+) \|$", markdown, re.M)
     assert dict(rows) == {c.category: _cell(c.false_reject_rate) for c in report.categories}
+
+
+def test_each_table_names_the_command_that_regenerates_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full chain's, the ablations' and the adapted decoders' tables each say how to rebuild them."""
+    from lineguard.evaluation.suite import make_target
+
+    assert make_target([]) == "`make eval` " and make_target(["--adapt"]) == "`make eval-adapt` "
+    assert make_target(["--without decoder"]) == "`make ablation` " and make_target(["--without x", "--adapt"]) == ""
+    monkeypatch.setattr(suite, "texture_roots", lambda cache_dir, seed=0: ([(str(cache_dir), "brick", "texture")], []))
+    report = main_eval_all("bundles/default", tmp_path / "out", 4, (0,), realdev=tmp_path / "none",
+                           texture_cache=tmp_path / "tex", evaluate_fn=fake_evaluate, flags=["--adapt"])
+    assert report.flags == ["--adapt"]
+    assert ("Regenerate with `make eval-adapt` (`lineguard eval bundles/default --all --adapt --update-readme`)"
+            in render_markdown(report))

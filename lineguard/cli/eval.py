@@ -71,7 +71,8 @@ def _eval_all(args: argparse.Namespace) -> int:
                                     adapt=args.adapt)
     report = eval_suite.main_eval_all(bundle, args.out or "artifacts/eval", args.shots, args.seeds or [0, 1],
                                       args.update_readme, readme, args.realdev, args.texture_cache,
-                                      evaluate_fn=evaluate_fn, table_name=table)
+                                      evaluate_fn=evaluate_fn, table_name=table,
+                                      flags=[f"--without {family}" for family in without] + (["--adapt"] if args.adapt else []))
     if report.failures or not report.categories:
         print(f"lineguard: {len(report.failures)} failed runs, {len(report.categories)} categories evaluated",
               file=sys.stderr)

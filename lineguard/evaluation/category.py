@@ -104,15 +104,15 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
     items = _test_set(category_dir)
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-eval-") as bundle:
         inspector = Inspector(bundle, false_reject_budget=budget)
-        shots = read_images(chosen)
+        shot_images = read_images(chosen)
         adaptation, adapt_s = None, None
         if adapt:
             from lineguard.export.adapt import adapt_decoder
 
             started = time.perf_counter()
-            adaptation, _ = adapt_decoder(bundle, shots, f"products/{category}/decoder.onnx", seed=seed)
+            adaptation, _ = adapt_decoder(bundle, shot_images, f"products/{category}/decoder.onnx", seed=seed)
             adapt_s = time.perf_counter() - started
-        enroll_product(bundle, category, shots, calibration_images=read_images(calibration),
+        enroll_product(bundle, category, shot_images, calibration_images=read_images(calibration),
                        seed=seed, chain=inspector.chain, families=[f for f in FAMILIES if f not in without],
                        decoder=adaptation)
         judge_model = inspector.product_model(category).judge

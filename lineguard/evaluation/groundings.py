@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from lineguard.evaluation.category import evaluate
 from lineguard.evaluation.explanations import evaluate_explanations
-from lineguard.evaluation.suite import REPO_ROOT, default_realdev, readme_markers, write_readme_table
+from lineguard.evaluation.suite import default_realdev, publish_table, readme_lacks_markers
 from lineguard.runtime.bundle import Bundle, BundleError
 from lineguard.runtime.llm.grounding import GROUNDINGS, Grounding
 
@@ -123,16 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default="artifacts/eval/groundings.json")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args(argv)
-    readme = REPO_ROOT / "README.md"
-    if args.update_readme and readme.read_text().count(readme_markers(TABLE)[0]) != 1:
+    if args.update_readme and readme_lacks_markers(TABLE):
         parser.error(f"README.md lacks the {TABLE} markers")
     report = compare_groundings(args.bundle, args.realdev, args.per_type or None)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(report.model_dump_json(indent=2))
-    table = render(report)
-    print(table)
-    if args.update_readme:
-        write_readme_table(readme, table, TABLE)
+    publish_table(render(report), report, args.json, TABLE, args.update_readme)
     return 0
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from lineguard.evaluation.suite import REPO_ROOT, default_roots, readme_markers, write_readme_table
+from lineguard.evaluation.suite import default_roots, publish_table, readme_lacks_markers
 from lineguard.export.cpu_int8 import export_int8
 from lineguard.runtime.bundle import Bundle, PrecisionCheck
 from lineguard.runtime.image_io import image_paths, read_images, split_normals
@@ -39,6 +39,11 @@ class Int8Row(BaseModel):
     calibration_images: int  # train/good images the INT8 ranges were taken from
     feature_relative_diff: float  # max over stages of max |INT8 - FP32| / max |FP32|, one held-out normal
     check: PrecisionCheck
+
+
+class Int8Report(BaseModel):
+    rows: list[Int8Row]
+    notes: list[str]
 
 
 def check_category(bundle_dir: str | Path, data_root: str | Path, category: str, kind: str) -> Int8Row:
@@ -80,16 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default="artifacts/eval/int8-checks.json")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args(argv)
-    readme = REPO_ROOT / "README.md"
-    if args.update_readme and readme.read_text().count(readme_markers(TABLE)[0]) != 1:
+    if args.update_readme and readme_lacks_markers(TABLE):
         parser.error(f"README.md lacks the {TABLE} markers")
     rows, notes = check_categories(args.bundle, args.realdev)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text("[" + ",\n".join(r.model_dump_json(indent=2) for r in rows) + "]\n")
-    table = render(rows, notes)
-    print(table)
-    if args.update_readme:
-        write_readme_table(readme, table, TABLE)
+    publish_table(render(rows, notes), Int8Report(rows=rows, notes=notes), args.json, TABLE, args.update_readme)
     return 0
 
 

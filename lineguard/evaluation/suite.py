@@ -119,6 +119,7 @@ class SuiteReport(BaseModel):
     kinds: list[KindResult]
     notes: list[str] = []
     failures: list[str] = []
+    flags: list[str] = []  # eval --all options beyond the default table's (--without F, --adapt): in its caption
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -257,14 +258,25 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def make_target(flags: Sequence[str]) -> str:
+    """The Makefile target that writes the table of ``eval --all`` with these flags, with a trailing space."""
+    if not flags:
+        return "`make eval` "
+    if flags == ["--adapt"]:
+        return "`make eval-adapt` "
+    if all(f.startswith("--without") for f in flags):
+        return "`make ablation` "
+    return ""
+
+
 def render_markdown(report: SuiteReport) -> str:
     """The table (and per-defect-type misses where the reports carry them), from the report only."""
     seeds = ", ".join(str(s) for s in report.seeds)
     lines = [
         f"K={report.shots} shots, mean over {len(report.seeds)} draw{'s' if len(report.seeds) != 1 else ''} "
         f"of the shots (seed{'s' if len(report.seeds) != 1 else ''} {seeds}); "
-        f"bundle `{Path(report.bundle).name}`; {report.created_utc}. Regenerate with `make eval` "
-        f"(`lineguard eval {report.bundle} --all --update-readme`).",
+        f"bundle `{Path(report.bundle).name}`; {report.created_utc}. Regenerate with "
+        f"{make_target(report.flags)}(`lineguard eval {report.bundle} --all {' '.join([*report.flags, ''])}--update-readme`).",
         "",
         "| category | kind | image AUROC | pixel AUROC | false rejects | misses | balanced accuracy |",
         "|---|---|---|---|---|---|---|",
@@ -318,6 +330,22 @@ def write_readme_table(readme: str | Path, table: str, name: str = README_TABLE)
     path.write_text(replace_between_markers(path.read_text(), table, *readme_markers(name)))
 
 
+def readme_lacks_markers(name: str, readme: str | Path = REPO_ROOT / "README.md") -> bool:
+    """Whether ``readme`` lacks exactly one pair of the ``name`` table's markers (checked before a long run)."""
+    return Path(readme).read_text().count(readme_markers(name)[0]) != 1
+
+
+def publish_table(table: str, report: BaseModel, json_path: str | Path, name: str, update_readme: bool) -> None:
+    """Print a generated table, write its report as JSON and, asked to, put the table between the README's
+    ``name`` markers (the tables of `make int8-checks`, `make groundings`)."""
+    path = Path(json_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report.model_dump_json(indent=2))
+    print(table)
+    if update_readme:
+        write_readme_table(REPO_ROOT / "README.md", table, name)
+
+
 def check_readme(readme: str | Path, name: str = README_TABLE) -> None:
     """Fail before an hour of evaluation, not after, when the README lacks its markers."""
     replace_between_markers(Path(readme).read_text(), "", *readme_markers(name))
@@ -345,7 +373,8 @@ def ensure_bundle(bundle: str | Path) -> None:
 def main_eval_all(bundle: str | Path, out_dir: str | Path, shots: int = 4, seeds: Sequence[int] = (0, 1),
                   update_readme: bool = False, readme: str | Path = REPO_ROOT / "README.md",
                   realdev: str | Path | None = None, texture_cache: str | Path | None = None,
-                  evaluate_fn: EvaluateFn | None = None, table_name: str = README_TABLE) -> SuiteReport:
+                  evaluate_fn: EvaluateFn | None = None, table_name: str = README_TABLE,
+                  flags: Sequence[str] = ()) -> SuiteReport:
     """Evaluate the default set, write eval.json + eval.md into ``out_dir``, optionally the README's table
     between the ``table_name`` markers.
 
@@ -358,6 +387,7 @@ def main_eval_all(bundle: str | Path, out_dir: str | Path, shots: int = 4, seeds
     for note in notes:
         print(f"note: {note}")
     report = run_suite(bundle, roots, shots, seeds, notes=notes, evaluate_fn=evaluate_fn)
+    report.flags = list(flags)
     json_path, md_path = write_report(report, out_dir)
     print(f"wrote {json_path} and {md_path}")
     if update_readme:
