@@ -92,7 +92,7 @@ def test_eval_all_writes_the_json_and_the_readme_table(tmp_path: Path, monkeypat
 
 def test_eval_all_without_a_family_fills_its_own_ablation_table(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from lineguard.evaluation.suite import README_END, README_START, readme_markers
+    from lineguard.evaluation.readme_tables import README_END, README_START, readme_markers
 
     bundle, readme, calls = _fake_eval_setup(tmp_path, monkeypatch)
     start, end = readme_markers("eval-table-without-decoder")

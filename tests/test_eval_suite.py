@@ -10,14 +10,12 @@ import pytest
 from pydantic import BaseModel
 
 import lineguard.evaluation.suite as suite
+from lineguard.evaluation.readme_tables import README_END, README_START, replace_between_markers
 from lineguard.evaluation.suite import (
-    README_END,
-    README_START,
     SuiteReport,
     main_eval_all,
     realdev_roots,
     render_markdown,
-    replace_between_markers,
     run_suite,
     write_report,
 )

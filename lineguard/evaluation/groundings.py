@@ -25,7 +25,8 @@ from pydantic import BaseModel
 
 from lineguard.evaluation.category import evaluate
 from lineguard.evaluation.explanations import evaluate_explanations
-from lineguard.evaluation.suite import default_realdev, publish_table, readme_lacks_markers
+from lineguard.evaluation.readme_tables import publish_table, readme_lacks_markers
+from lineguard.evaluation.suite import default_realdev
 from lineguard.runtime.bundle import Bundle, BundleError
 from lineguard.runtime.llm.grounding import GROUNDINGS, Grounding
 

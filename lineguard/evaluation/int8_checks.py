@@ -23,7 +23,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from lineguard.evaluation.suite import default_roots, publish_table, readme_lacks_markers
+from lineguard.evaluation.readme_tables import publish_table, readme_lacks_markers
+from lineguard.evaluation.suite import default_roots
 from lineguard.export.cpu_int8 import export_int8
 from lineguard.runtime.bundle import Bundle, PrecisionCheck
 from lineguard.runtime.image_io import image_paths, read_images, split_normals

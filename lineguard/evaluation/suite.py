@@ -39,7 +39,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from lineguard.evaluation.readme_tables import (
+    README_END,
+    README_START,
+    README_TABLE,
+    REPO_ROOT,
+    check_readme,
+    write_readme_table,
+)
+
 # The kind of every category the suite knows; a category not listed here is skipped with a note.
 KIND_BY_CATEGORY: dict[str, str] = {
     "pcb": "industrial",
@@ -50,14 +58,6 @@ KIND_BY_CATEGORY: dict[str, str] = {
     "gravel": "texture",
 }
 KINDS_ORDER = ("industrial", "texture")
-README_TABLE = "eval-table"  # the full chain's table; ablations (`eval --all --without F`) get eval-table-without-F
-
-
-def readme_markers(name: str = README_TABLE) -> tuple[str, str]:
-    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-
-
-README_START, README_END = readme_markers()
 # fields taken from each EvalReport; any others are kept in SeedResult.extra
 METRICS = ("image_auroc", "pixel_auroc", "accuracy", "false_reject_rate", "miss_rate", "n_images", "ms_per_image")
 
@@ -312,43 +312,6 @@ def render_markdown(report: SuiteReport) -> str:
         lines += [f"- note: {n}" for n in report.notes]
         lines += [f"- failed: {f}" for f in report.failures]
     return "\n".join(lines) + "\n"
-
-
-def replace_between_markers(text: str, table: str, start: str = README_START, end: str = README_END) -> str:
-    """``text`` with everything between the two markers replaced by ``table`` (markers kept)."""
-    if text.count(start) != 1 or text.count(end) != 1:
-        raise ValueError(f"expected exactly one {start!r} and one {end!r} in the README")
-    head, rest = text.split(start)
-    middle, tail = rest.split(end)
-    if end in head:
-        raise ValueError(f"{end!r} comes before {start!r}")
-    return f"{head}{start}\n{table.rstrip()}\n{end}{tail}"
-
-
-def write_readme_table(readme: str | Path, table: str, name: str = README_TABLE) -> None:
-    path = Path(readme)
-    path.write_text(replace_between_markers(path.read_text(), table, *readme_markers(name)))
-
-
-def readme_lacks_markers(name: str, readme: str | Path = REPO_ROOT / "README.md") -> bool:
-    """Whether ``readme`` lacks exactly one pair of the ``name`` table's markers (checked before a long run)."""
-    return Path(readme).read_text().count(readme_markers(name)[0]) != 1
-
-
-def publish_table(table: str, report: BaseModel, json_path: str | Path, name: str, update_readme: bool) -> None:
-    """Print a generated table, write its report as JSON and, asked to, put the table between the README's
-    ``name`` markers (the tables of `make int8-checks`, `make groundings`)."""
-    path = Path(json_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report.model_dump_json(indent=2))
-    print(table)
-    if update_readme:
-        write_readme_table(REPO_ROOT / "README.md", table, name)
-
-
-def check_readme(readme: str | Path, name: str = README_TABLE) -> None:
-    """Fail before an hour of evaluation, not after, when the README lacks its markers."""
-    replace_between_markers(Path(readme).read_text(), "", *readme_markers(name))
 
 
 def write_report(report: SuiteReport, out_dir: str | Path) -> tuple[Path, Path]:
