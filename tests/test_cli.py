@@ -53,8 +53,8 @@ def _fake_eval_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[P
     calls: list[tuple] = []
 
     def fake_evaluate(bundle_dir, data_root, category, shots, seed=0, calib=None, budget=0.01,
-                      verdict_mode="vision", without=(), grounding="text"):
-        assert grounding == "text"  # eval --all passes the CLI's default grounding through
+                      verdict_mode="vision", without=(), grounding="text", adapt=False):
+        assert grounding == "text" and adapt is False  # eval --all passes the CLI's defaults through
         calls.append((category, shots, seed, calib, budget, verdict_mode, *without))
         return SimpleNamespace(image_auroc=0.8 + 0.1 * seed, pixel_auroc=None, accuracy=0.75,
                                false_reject_rate=0.05 * seed, miss_rate=0.25, n_images=12, ms_per_image=3.0,
