@@ -16,8 +16,9 @@ Usage::
 
 Frames: the bench's texture part at its size (256 px), and the same part at a camera's resolution
 (1024x1280, upscaled), where the preprocessing counts; both are normal parts (an OK verdict, as most of a
-line's frames are). The INT8 encoder's verdicts are compared with FP32's on held-out frames here; its
-acceptance for a real product is ``lineguard export int8`` (eval-based check recorded in the bundle).
+line's frames are). The INT8 encoder is checked against FP32 as ``lineguard export int8`` checks a product
+(every verdict equal, image AUROC not lower) on held-out parts of the bench product, 15 normal and 15 with
+a defect painted by lineguard.evaluation.defect_painters; on real products that check is `make int8-checks`.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 from pydantic import BaseModel
+from sklearn.metrics import roc_auc_score
 
 from lineguard.bench.rounds import Spread, interleaved_rounds, ratio_spread
+from lineguard.evaluation.defect_painters import DEFECT_TYPES, make_defect
+from lineguard.export.cpu_int8 import AUROC_TOLERANCE
 from lineguard.export.textures import texture_variants
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,8 +70,12 @@ class AgainstCommitReport(BaseModel):
     calls_per_round: int
     candidates: list[Candidate]
     runs: list[FrameRun]
-    held_out: int
+    held_out: int  # held-out frames of the bench product: normal parts, then parts with painted defects
+    held_out_defective: int
     int8_verdicts_equal: float  # share of held-out frames whose INT8 verdict equals FP32's (this checkout)
+    image_auroc_fp32: float
+    image_auroc_int8: float
+    int8_passes: bool  # as `lineguard export int8` decides: every verdict equal, AUROC not lower
 
 
 def _package_dirs(pyproject: str) -> dict[str, str]:
@@ -138,10 +146,23 @@ class _Worker:
         self.process.wait(timeout=60)
 
 
+def _painted(bgr: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A colour part with a painted defect: the painters work on grey photos, so the grey change is added
+    to every channel."""
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    change = make_defect(grey, kind, rng)[0].astype(np.int16) - grey
+    return np.clip(bgr.astype(np.int16) + change[:, :, None], 0, 255).astype(np.uint8)
+
+
 def _frames(path: Path) -> Path:
-    normals = texture_variants("weave", 24, seed=11)
+    """Shots, INT8 calibration, the timed frame (and it at camera size), and a held-out set: 15 normal parts
+    and 15 others with a defect from lineguard.evaluation.defect_painters (not the decoder's synthesizer)."""
+    normals = texture_variants("weave", 39, seed=11)
+    rng = np.random.default_rng(5)
+    defective = [_painted(image, DEFECT_TYPES[i % len(DEFECT_TYPES)], rng) for i, image in enumerate(normals[24:])]
     np.savez(path, shots=np.stack(normals[:4]), int8_calibration=np.stack(normals[4:8]), bench=normals[8],
-             held_out=np.stack(normals[9:]), camera=cv2.resize(normals[8], (1280, 1024), interpolation=cv2.INTER_CUBIC))
+             held_out=np.stack(normals[9:24] + defective),
+             camera=cv2.resize(normals[8], (1280, 1024), interpolation=cv2.INTER_CUBIC))
     return path
 
 
@@ -163,10 +184,10 @@ def against_commit(rev: str, out: Path, rounds: int = 9, calls: int = 20, thread
                   Candidate(name="checkout int8 encoder", code=CHECKOUT, bundle=str(new_bundle), int8=True)]
     workers = {c.name: _Worker(c, None if c.code == CHECKOUT else shim, frames, threads) for c in candidates}
     try:
-        fp32 = workers["checkout fp32"].ask({"verdicts": "held_out"})["ng"]
-        int8 = workers["checkout int8 encoder"].ask({"verdicts": "held_out"})["ng"]
+        fp32 = workers["checkout fp32"].ask({"verdicts": "held_out"})
+        int8 = workers["checkout int8 encoder"].ask({"verdicts": "held_out"})
         runs = []
-        with np.load(frames) as stored:
+        with np.load(frames, allow_pickle=False) as stored:
             shapes = {name: stored[name].shape for name in FRAMES}
         for frame in FRAMES:
             ms = interleaved_rounds({name: (lambda w=w, frame=frame: w.ask({"calls": calls, "frame": frame})["ms_per_frame"])
@@ -179,8 +200,17 @@ def against_commit(rev: str, out: Path, rounds: int = 9, calls: int = 20, thread
         for w in workers.values():
             w.close()
     return AgainstCommitReport(baseline=rev, threads=threads, rounds=rounds, calls_per_round=calls,
-                               candidates=candidates, runs=runs, held_out=len(fp32),
-                               int8_verdicts_equal=sum(a == b for a, b in zip(fp32, int8, strict=True)) / len(fp32))
+                               candidates=candidates, runs=runs, **_int8_check(fp32, int8))
+
+
+def _int8_check(fp32: dict[str, list], int8: dict[str, list]) -> dict[str, object]:
+    """`lineguard export int8`'s acceptance rule on the held-out frames (15 normal, then 15 defective)."""
+    labels = [0] * (len(fp32["ng"]) // 2) + [1] * (len(fp32["ng"]) - len(fp32["ng"]) // 2)
+    equal = sum(a == b for a, b in zip(fp32["ng"], int8["ng"], strict=True)) / len(labels)
+    auroc_fp32, auroc_int8 = roc_auc_score(labels, fp32["score"]), roc_auc_score(labels, int8["score"])
+    return {"held_out": labels.count(0), "held_out_defective": labels.count(1), "int8_verdicts_equal": equal,
+            "image_auroc_fp32": auroc_fp32, "image_auroc_int8": auroc_int8,
+            "int8_passes": equal == 1.0 and auroc_int8 >= auroc_fp32 - AUROC_TOLERANCE}
 
 
 def markdown(report: AgainstCommitReport) -> str:
@@ -192,8 +222,10 @@ def markdown(report: AgainstCommitReport) -> str:
         for name, ms in run.ms_per_frame.items():
             effect = run.speedup[name].effect() if name in run.speedup else "baseline"
             lines.append(f"| {run.frame} {size} | {name} | {ms.text(1)} | {effect} |")
-    lines.append(f"\nThe checkout's INT8 encoder: verdicts equal to its FP32's on {report.held_out} held-out frames: "
-                 f"{report.int8_verdicts_equal:.0%}")
+    lines.append(f"\nThe checkout's INT8 encoder on {report.held_out} normal and {report.held_out_defective} defective "
+                 f"held-out parts of the bench product: verdicts {report.int8_verdicts_equal:.0%} equal to FP32's, image "
+                 f"AUROC {report.image_auroc_int8:.3f} vs {report.image_auroc_fp32:.3f}: "
+                 f"{'passes' if report.int8_passes else 'fails'} `export int8`'s check")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ the top. Protocol, one JSON object a line:
 
     argv[1]  {"bundle": DIR, "frames": NPZ, "threads": 2, "int8": false}
     stdin    {"calls": 20, "frame": "bench"}  ->  stdout {"ms_per_frame": 31.2}
-    stdin    {"verdicts": "held_out"}         ->  stdout {"ng": [false, true, ...]}
+    stdin    {"verdicts": "held_out"}         ->  stdout {"ng": [false, true, ...], "score": [3.1, 9.4, ...]}
     stdin    EOF                              ->  exit
 """
 
@@ -35,7 +35,7 @@ def _imports():  # noqa: ANN202 - module paths moved between versions (runtime/ 
 
 def main() -> int:
     config = json.loads(sys.argv[1])
-    frames = dict(np.load(config["frames"]))
+    frames = dict(np.load(config["frames"], allow_pickle=False))
     Bundle, enroll_product, Inspector = _imports()
     with Bundle.scratch_copy(config["bundle"], prefix="lineguard-versus-") as bundle:
         inspector = Inspector(bundle, threads=config["threads"])
@@ -53,8 +53,9 @@ def main() -> int:
         for line in sys.stdin:
             request = json.loads(line)
             if "verdicts" in request:
-                ng = [i.verdict.verdict == "NG" for i in inspector.analyze(list(frames[request["verdicts"]]), PRODUCT)]
-                print(json.dumps({"ng": ng}), flush=True)
+                found = inspector.analyze(list(frames[request["verdicts"]]), PRODUCT)
+                print(json.dumps({"ng": [i.verdict.verdict == "NG" for i in found],
+                                  "score": [float(i.verdict.score) for i in found]}), flush=True)
                 continue
             image = [frames[request["frame"]]]
             start = time.perf_counter()
