@@ -65,10 +65,7 @@ class AnomalyDecoder(nn.Module):
 
     def probability(self, features: tuple[torch.Tensor, ...], size: tuple[int, int]) -> torch.Tensor:
         """Stage-averaged abnormal probability at ``size`` (training uses the finest grid, export the input)."""
-        maps = []
-        for prob in self.stage_probabilities(features):
-            maps.append(prob if prob.shape[-2:] == size else F.interpolate(prob, size=size, mode="bilinear", align_corners=False))
-        return torch.stack(maps, 0).mean(0)
+        return average_at(self.stage_probabilities(features), size)
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         return self.probability(features, self.input_size)
@@ -92,32 +89,39 @@ class FactorisedDecoder(nn.Module):
     def __init__(self, decoder: AnomalyDecoder) -> None:
         super().__init__()
         self.input_size = decoder.input_size
-        self.hidden = nn.ModuleList(nn.Sequential(*list(p.net)[:4]) for p in decoder.projections)
         direction = (decoder.prototypes[1] - decoder.prototypes[0]).detach()
-        along_weights, along_bias, gram, linear, constant = [], [], [], [], []
-        for projection in decoder.projections:
-            out = projection.net[4]
-            w = out.weight.detach()[:, :, 0, 0]  # (text_dim, hidden)
-            b = out.bias.detach()
-            along_weights.append((w.T @ direction)[None, :, None, None])
-            along_bias.append((b @ direction).reshape(1))
-            gram.append((w.T @ w)[:, :, None, None])
-            linear.append((2.0 * (w.T @ b))[None, :, None, None])
-            constant.append((b @ b).reshape(1))
-        for name, tensors in (("along_weight", along_weights), ("along_bias", along_bias), ("gram", gram),
-                              ("linear", linear), ("constant", constant)):
-            for i, t in enumerate(tensors):
-                self.register_buffer(f"{name}{i}", t.contiguous())
+        self.stages = nn.ModuleList(FactorisedStage(p, direction) for p in decoder.projections)
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
-        maps = []
-        for i, (hidden, feats) in enumerate(zip(self.hidden, features, strict=True)):
-            h = hidden(feats)
-            along = F.conv2d(h, getattr(self, f"along_weight{i}"), getattr(self, f"along_bias{i}"))
-            squared = (h * (F.conv2d(h, getattr(self, f"gram{i}")) + getattr(self, f"linear{i}"))).sum(dim=1, keepdim=True)
-            norm = torch.sqrt((squared + getattr(self, f"constant{i}")).clamp_min(1e-12)).clamp_min(1e-6)
-            prob = torch.sigmoid(LOGIT_SCALE * along / norm)
-            if prob.shape[-2:] != self.input_size:
-                prob = F.interpolate(prob, size=self.input_size, mode="bilinear", align_corners=False)
-            maps.append(prob)
-        return torch.stack(maps, 0).mean(0)
+        return average_at([stage(f) for stage, f in zip(self.stages, features, strict=True)], self.input_size)
+
+
+class FactorisedStage(nn.Module):
+    """One stage of :class:`FactorisedDecoder`: the projection's hidden layers, then ``d.e`` and ``|e|`` from
+    the folded output layer."""
+
+    def __init__(self, projection: StageProjection, direction: torch.Tensor) -> None:
+        super().__init__()
+        self.hidden = nn.Sequential(*list(projection.net)[:4])
+        out = projection.net[4]
+        w = out.weight.detach()[:, :, 0, 0]  # (text_dim, hidden)
+        b = out.bias.detach()
+        self.register_buffer("along_weight", (w.T @ direction)[None, :, None, None].contiguous())
+        self.register_buffer("along_bias", (b @ direction).reshape(1))
+        self.register_buffer("gram", (w.T @ w)[:, :, None, None].contiguous())
+        self.register_buffer("linear", (2.0 * (w.T @ b))[None, :, None, None].contiguous())
+        self.register_buffer("constant", (b @ b).reshape(1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        h = self.hidden(features)
+        along = F.conv2d(h, self.along_weight, self.along_bias)
+        squared = (h * (F.conv2d(h, self.gram) + self.linear)).sum(dim=1, keepdim=True) + self.constant
+        norm = torch.sqrt(squared.clamp_min(1e-12)).clamp_min(1e-6)
+        return torch.sigmoid(LOGIT_SCALE * along / norm)
+
+
+def average_at(stage_probabilities: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """The stages' (B, 1, h, w) probabilities upsampled (bilinear) to ``size`` and averaged."""
+    maps = [prob if prob.shape[-2:] == size else F.interpolate(prob, size=size, mode="bilinear", align_corners=False)
+            for prob in stage_probabilities]
+    return torch.stack(maps, 0).mean(0)
