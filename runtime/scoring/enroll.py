@@ -38,6 +38,7 @@ from lineguard.runtime.bundle import (
     TailFit,
     utc_now,
 )
+from lineguard.runtime.inference.base import Backend
 from lineguard.runtime.inference.chain import ChainOutput, VisionChain
 from lineguard.runtime.inference.preprocess import ChannelOrder
 from lineguard.runtime.scoring.anomaly_maps import component_maps
@@ -171,7 +172,7 @@ def enroll_product(
     scorer = ProductScorer(memory=memory, components=norms, border=border)
     shot_hashes = [pixel_digest(image) for image in images]
     hashes, scores = _score_new_images(chain, scorer, bundle, calibration_images, order, already=shot_hashes,
-                                       decoder=decoder)
+                                       decoder=product_decoder)
     calibration = ProductCalibration(
         product=product,
         shots=shots,
@@ -229,7 +230,7 @@ def calibrate_product(
     old = model.calibration
     hashes, scores = _score_new_images(chain, model.scorer, bundle, images, order,
                                        already=[*old.calibration_images, *old.shot_images],
-                                       decoder=bundle.manifest.products[product].decoder)
+                                       decoder=chain.decoder_for(bundle.manifest.products[product].decoder))
     if not hashes:  # nothing new: leave the bundle (and a running line's drift windows) as they are
         return old, 0
     calibration = old.model_copy(update={"calibration_scores": [*old.calibration_scores, *scores],
@@ -247,7 +248,7 @@ def pixel_digest(image: np.ndarray) -> str:
 
 def _score_new_images(chain: VisionChain, scorer: ProductScorer, bundle: Bundle, images: Sequence[np.ndarray],
                       order: ChannelOrder, already: Sequence[str], chunk: int = 8,
-                      decoder: DecoderAdaptation | None = None) -> tuple[list[str], list[float]]:
+                      decoder: Backend | None = None) -> tuple[list[str], list[float]]:
     """Image scores of the images not counted yet, one per image, as the inspector scores a frame."""
     seen = set(already)
     fresh: list[np.ndarray] = []
@@ -262,7 +263,7 @@ def _score_new_images(chain: VisionChain, scorer: ProductScorer, bundle: Bundle,
     scores: list[float] = []
     for start in range(0, len(fresh), chunk):
         batch = chain.preprocessor(fresh[start : start + chunk], order)
-        fused = scorer.fused(chain.run(batch, decoder=chain.decoder_for(decoder)), input_size, spec.smoothing_sigma)
+        fused = scorer.fused(chain.run(batch, decoder=decoder), input_size, spec.smoothing_sigma)
         scores.extend(float(s) for s in image_scores(fused))
     return hashes, scores
 
