@@ -25,19 +25,20 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import re
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
 from pydantic import BaseModel
 from sklearn.metrics import roc_auc_score
 
+from lineguard.bench.inspection_worker import Judged, JudgeFrames, Ready, TimeFrames, Timing, WorkerConfig
 from lineguard.bench.rounds import Spread, interleaved_rounds, ratio_spread
 from lineguard.evaluation.defect_painters import DEFECT_TYPES, make_defect
 from lineguard.export.cpu_int8 import AUROC_TOLERANCE
@@ -47,6 +48,9 @@ REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("inspection_worker.py")
 FRAMES = ("bench", "camera")
 CHECKOUT = "checkout"  # this working tree as it is, uncommitted changes included
+
+
+Reply = TypeVar("Reply", bound=BaseModel)
 
 
 class Candidate(BaseModel):
@@ -123,22 +127,21 @@ def _env(shim: Path | None) -> dict[str, str]:
 
 class _Worker:
     def __init__(self, candidate: Candidate, shim: Path | None, frames: Path, threads: int) -> None:
-        config = json.dumps({"bundle": candidate.bundle, "frames": str(frames), "threads": threads,
-                             "int8": candidate.int8})
-        self.process = subprocess.Popen([sys.executable, "-P", str(WORKER), config], env=_env(shim),
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        config = WorkerConfig(bundle=candidate.bundle, frames=str(frames), threads=threads, int8=candidate.int8)
+        self.process = subprocess.Popen([sys.executable, "-P", str(WORKER), config.model_dump_json()],
+                                        env=_env(shim), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         cwd=shim or REPO)
-        self.ask(None)
+        self.ask(None, Ready)
 
-    def ask(self, request: dict | None) -> dict:
+    def ask(self, request: BaseModel | None, reply: type[Reply]) -> Reply:
         assert self.process.stdin and self.process.stdout
         if request is not None:
-            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.write(request.model_dump_json() + "\n")
             self.process.stdin.flush()
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError(f"inspection worker exited with {self.process.wait()}")
-        return json.loads(line)
+        return reply.model_validate_json(line)
 
     def close(self) -> None:
         if self.process.stdin:
@@ -184,13 +187,13 @@ def against_commit(rev: str, out: Path, rounds: int = 9, calls: int = 20, thread
                   Candidate(name="checkout int8 encoder", code=CHECKOUT, bundle=str(new_bundle), int8=True)]
     workers = {c.name: _Worker(c, None if c.code == CHECKOUT else shim, frames, threads) for c in candidates}
     try:
-        fp32 = workers["checkout fp32"].ask({"verdicts": "held_out"})
-        int8 = workers["checkout int8 encoder"].ask({"verdicts": "held_out"})
+        fp32 = workers["checkout fp32"].ask(JudgeFrames(frames="held_out"), Judged)
+        int8 = workers["checkout int8 encoder"].ask(JudgeFrames(frames="held_out"), Judged)
         runs = []
         with np.load(frames, allow_pickle=False) as stored:
             shapes = {name: stored[name].shape for name in FRAMES}
         for frame in FRAMES:
-            ms = interleaved_rounds({name: (lambda w=w, frame=frame: w.ask({"calls": calls, "frame": frame})["ms_per_frame"])
+            ms = interleaved_rounds({name: (lambda w=w, frame=frame: w.ask(TimeFrames(calls=calls, frame=frame), Timing).ms_per_frame)
                                      for name, w in workers.items()}, rounds=rounds, warmup=1)
             base = ms[candidates[0].name]
             runs.append(FrameRun(frame=frame, shape=shapes[frame],
@@ -203,11 +206,11 @@ def against_commit(rev: str, out: Path, rounds: int = 9, calls: int = 20, thread
                                candidates=candidates, runs=runs, **_int8_check(fp32, int8))
 
 
-def _int8_check(fp32: dict[str, list], int8: dict[str, list]) -> dict[str, object]:
+def _int8_check(fp32: Judged, int8: Judged) -> dict[str, object]:
     """`lineguard export int8`'s acceptance rule on the held-out frames (15 normal, then 15 defective)."""
-    labels = [0] * (len(fp32["ng"]) // 2) + [1] * (len(fp32["ng"]) - len(fp32["ng"]) // 2)
-    equal = sum(a == b for a, b in zip(fp32["ng"], int8["ng"], strict=True)) / len(labels)
-    auroc_fp32, auroc_int8 = roc_auc_score(labels, fp32["score"]), roc_auc_score(labels, int8["score"])
+    labels = [0] * (len(fp32.ng) // 2) + [1] * (len(fp32.ng) - len(fp32.ng) // 2)
+    equal = sum(a == b for a, b in zip(fp32.ng, int8.ng, strict=True)) / len(labels)
+    auroc_fp32, auroc_int8 = roc_auc_score(labels, fp32.score), roc_auc_score(labels, int8.score)
     return {"held_out": labels.count(0), "held_out_defective": labels.count(1), "int8_verdicts_equal": equal,
             "image_auroc_fp32": auroc_fp32, "image_auroc_int8": auroc_int8,
             "int8_passes": equal == 1.0 and auroc_int8 >= auroc_fp32 - AUROC_TOLERANCE}
