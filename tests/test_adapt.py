@@ -105,6 +105,12 @@ def test_adapt_cli(bundle_copy: Path, weave_parts: list[np.ndarray], tmp_path: P
     assert "4 held-out calibration image(s)" in out and "calibration at a 0.01 false-reject budget" in out
     assert Bundle.open(bundle_copy).manifest.products["weave"].decoder.shot_images[0] in {
         pixel_digest(cv2.imread(str(p))) for p in sorted(normals.iterdir())}
+    enroll = ["enroll", str(bundle_copy), "--product", "weave", "--normals", str(normals)]
+    assert main(enroll) == 0  # re-enrolling keeps the product's decoder, and says so
+    assert "its own decoder (products/weave/decoder.onnx" in capsys.readouterr().out
+    assert main([*enroll, "--shared-decoder"]) == 0
+    assert "; the shared decoder" in capsys.readouterr().out
+    assert Bundle.open(bundle_copy).manifest.products["weave"].decoder is None
     # a readable error, not a traceback
     assert main(["adapt", str(bundle_copy), "--product", "../evil", "--normals", str(normals)]) == 2
     assert "product name" in capsys.readouterr().err

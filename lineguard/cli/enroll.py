@@ -22,9 +22,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     shots, calibration = split_normals(paths, min(args.shots, len(paths)), args.seed)
     bundle = Bundle.open(args.bundle)
     result = enroll_product(bundle, args.product, read_images(shots), calibration_images=read_images(calibration),
-                            seed=args.seed)
+                            seed=args.seed, decoder=None if args.shared_decoder else "keep")
+    own = bundle.manifest.products[args.product].decoder
+    decoder = f"its own decoder ({own.file}, from `lineguard adapt`)" if own is not None else "the shared decoder"
     print(f"enrolled {args.product!r}: memory from {len(shots)} shot(s), {result.views_per_shot} views each; "
-          f"{len(result.calibration_scores)} held-out calibration image(s)")
+          f"{len(result.calibration_scores)} held-out calibration image(s); {decoder}")
     print_calibration(result, args.budget)
     return 0
 

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--seed", type=int, default=0)
     enroll.add_argument("--budget", type=budget, default=DEFAULT_FALSE_REJECT_BUDGET,
                         help="the line's false-reject budget, to say whether calibration resolves it (default %(default)s)")
+    enroll.add_argument("--shared-decoder", action="store_true",
+                        help="enrol with the bundle's shared decoder, dropping the product's own from `lineguard adapt` "
+                             "(without it, re-enrolling an adapted product keeps its decoder)")
     enroll.set_defaults(func=enroll_cmd.cmd_enroll)
 
     adapt = sub.add_parser("adapt", help="workstation side: fine-tune a product's own anomaly decoder on simulated "
