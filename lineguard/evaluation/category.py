@@ -52,6 +52,7 @@ class EvalReport(BaseModel):
     accuracy: float
     balanced_accuracy: float
     n_images: int
+    n_test_normals: int = Field(description="test/good images: the false-reject rate's denominator")
     ms_per_image: float
     false_reject_rate: float
     miss_rate: float
@@ -172,6 +173,7 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
         accuracy=float((preds == labels).mean()),
         balanced_accuracy=balanced,
         n_images=len(items),
+        n_test_normals=int((labels == 0).sum()),
         ms_per_image=elapsed * 1e3 / len(items),
         false_reject_rate=frr,
         miss_rate=miss,
