@@ -21,6 +21,7 @@ enrolling and calibrating that product then run its decoder instead of the share
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,12 +69,18 @@ def adapt_decoder(bundle: Bundle, shots: Sequence[np.ndarray], out_file: str, st
     names = [s.name for s in bundle.manifest.encoder.stages]
     path = bundle.path(out_file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(decoder.for_export(), features, path, names, [bundle.manifest.decoder.output_name])
-    parity = onnx_parity(decoder, path, {n: f.numpy() for n, f in zip(names, features, strict=True)})
-    if not parity <= PARITY_TOLERANCE:
-        path.unlink(missing_ok=True)
-        raise AdaptError(f"the adapted decoder's ONNX graph differs from PyTorch by {parity:.3g} "
-                         f"(tolerance {PARITY_TOLERANCE}): not written")
+    # Exported beside the target and moved over it only once it passed: a product adapted before keeps its
+    # decoder file (the one the manifest's checksum names) when this one fails its parity check.
+    staged = path.with_name(f".{path.name}.new")
+    try:
+        export_onnx(decoder.for_export(), features, staged, names, [bundle.manifest.decoder.output_name])
+        parity = onnx_parity(decoder, staged, {n: f.numpy() for n, f in zip(names, features, strict=True)})
+        if not parity <= PARITY_TOLERANCE:
+            raise AdaptError(f"the adapted decoder's ONNX graph differs from PyTorch by {parity:.3g} "
+                             f"(tolerance {PARITY_TOLERANCE}): not written")
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
     bundle.register_file(out_file)
     manifest = bundle.manifest
     adaptation = DecoderAdaptation(
@@ -95,10 +102,11 @@ def adapt_product(bundle_dir: str | Path, product: str, normals: str | Path | Se
         raise AdaptError(f"no normal images in {normals}")
     shot_paths, calibration_paths = split_normals(paths, min(shots, len(paths)), seed, calib)
     shot_images = read_images(shot_paths)
+    calibration_images = read_images(calibration_paths)  # an unreadable image fails before anything is written
     bundle = Bundle.open(bundle_dir)
     adaptation, training = adapt_decoder(bundle, shot_images, f"products/{product}/decoder.onnx", steps, samples,
                                          lr, seed)
-    calibration = enroll_product(bundle, product, shot_images, calibration_images=read_images(calibration_paths),
+    calibration = enroll_product(bundle, product, shot_images, calibration_images=calibration_images,
                                  seed=seed, decoder=adaptation)
     return AdaptResult(adaptation=adaptation, calibration=calibration, training=training,
                        calibration_images=len(calibration_paths))

@@ -79,8 +79,33 @@ def test_re_enrolling_and_calibrating_keep_the_product_decoder(adapted, weave_pa
     assert added == 4 and Bundle.open(copy).manifest.products["weave"].decoder == result.adaptation
     enroll_product(bundle, "weave", weave_parts[:4], calibration_images=weave_parts[16:24])
     assert Bundle.open(copy).manifest.products["weave"].decoder == result.adaptation
+    # other shots, decoder kept: the images it was trained on do not calibrate (they are not held out from it)
+    normals = weave_parts[:4] + weave_parts[16:28]
+    calibration = enroll_product(bundle, "weave", weave_parts[4:8], calibration_images=normals)
+    trained_on = set(result.adaptation.shot_images)
+    assert len(trained_on) == 4 and not trained_on & set(calibration.calibration_images)
+    assert len(calibration.calibration_images) == len(normals) - 4
+    _, added = calibrate_product(bundle, "weave", normals)
+    assert added == 0
     enroll_product(bundle, "weave", weave_parts[:4], decoder=None)  # explicitly back to the shared decoder
     assert Bundle.open(copy).manifest.products["weave"].decoder is None
+
+
+def test_a_failed_parity_check_keeps_the_decoder_the_product_had(adapted, weave_parts: list[np.ndarray],
+                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import shutil
+
+    import lineguard.export.adapt as adapt
+
+    root, result = adapted
+    copy = tmp_path / "bundle"
+    shutil.copytree(root, copy)
+    monkeypatch.setattr(adapt, "onnx_parity", lambda *args, **kwargs: 1.0)
+    with pytest.raises(adapt.AdaptError, match="differs from PyTorch"):
+        adapt.adapt_decoder(Bundle.open(copy), weave_parts[:4], "products/weave/decoder.onnx", STEPS, SAMPLES)
+    bundle = Bundle.open(copy)  # verifies every checksum: the previous decoder file is untouched
+    assert bundle.manifest.products["weave"].decoder == result.adaptation
+    assert sorted(p.name for p in (copy / "products" / "weave").iterdir() if p.name.startswith(".")) == []
 
 
 def test_the_pytorch_reference_refuses_an_adapted_product(adapted) -> None:  # noqa: ANN001
@@ -137,7 +162,7 @@ def test_eval_adapts_the_product_in_its_scratch_copy(bundle_dir: Path, weave_par
 
 def test_a_device_chain_hands_the_stages_to_the_product_decoder(adapted, weave_parts: list[np.ndarray]) -> None:  # noqa: ANN001
     """On a GPU line (IO-bound chain; here on the CPU EP) an adapted product's decoder gets every stage on the
-    host and gives the map the plain path gives."""
+    host and gives the map the plain path gives, without the device chain running the shared decoder too."""
     from lineguard.runtime.inference.chain import VisionChain
     from lineguard.runtime.inference.ort_backend import OrtBoundChain
 
@@ -147,7 +172,17 @@ def test_a_device_chain_hands_the_stages_to_the_product_decoder(adapted, weave_p
     own = chain.decoder_for(result.adaptation)
     batch = chain.preprocessor(weave_parts[8:10])
     plain = chain.run(batch, decoder=own)
-    chain.device_chain = OrtBoundChain(chain.encoder, chain.decoder, "cpu")
+    device_runs = []
+
+    class CountingChain(OrtBoundChain):
+        def run(self, inputs, host_outputs):  # noqa: ANN001, ANN201
+            device_runs.append(list(host_outputs))
+            return super().run(inputs, host_outputs)
+
+    chain.device_chain = CountingChain(chain.encoder, chain.decoder, "cpu")
     bound = chain.run(batch, decoder=own)
     np.testing.assert_allclose(bound.decoder_map, plain.decoder_map, atol=1e-6)
     assert set(bound.features) == set(chain.stage_names)
+    assert device_runs == []  # the shared decoder did not run for the adapted product
+    chain.run(batch)
+    assert len(device_runs) == 1  # the shared path keeps the features on the device

@@ -112,10 +112,9 @@ class VisionChain:
             return ChainOutput(features={name: out[name] for name in wanted},
                                decoder_map=prob[:, 0] if prob.ndim == 4 else prob, timings_ms=timings)
         t0 = time.perf_counter()
-        if self.device_chain is not None:  # a product's decoder: its inputs come back to the host
-            features, _ = self.device_chain.run({self.input_name: batch}, list(self.stage_names))
-        else:
-            features = self.encoder.run({self.input_name: batch})
+        # On a device chain a product's own decoder reads the stages on the host: the encoder alone runs, and
+        # the device chain (which would run the shared decoder too) is not used for such a product.
+        features = self.encoder.run({self.input_name: batch})
         t1 = time.perf_counter()
         decoder = decoder or self.decoder
         if decoder is None:  # one call ran both (Triton ensemble): its time is reported as encoder time

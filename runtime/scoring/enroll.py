@@ -15,7 +15,8 @@ fix the score function (lineguard.runtime.scoring.calibration):
 
 Calibration images are scored once each, unaugmented, against the full memory, exactly as the line
 scores a frame: their ranks are the p-values (split conformal). An image already counted (same pixels)
-is never counted again, and a shot never calibrates (the memory holds it: it would score too low).
+is never counted again, and a shot never calibrates (the memory holds it: it would score too low), nor
+does an image the product's own decoder (``lineguard adapt``) was trained on.
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ def enroll_product(
 
     scorer = ProductScorer(memory=memory, components=norms, border=border)
     shot_hashes = [pixel_digest(image) for image in images]
-    hashes, scores = _score_new_images(chain, scorer, bundle, calibration_images, order, already=shot_hashes,
+    hashes, scores = _score_new_images(chain, scorer, bundle, calibration_images, order,
+                                       already=[*shot_hashes, *_decoder_training_images(decoder)],
                                        decoder=product_decoder)
     calibration = ProductCalibration(
         product=product,
@@ -229,7 +231,8 @@ def calibrate_product(
     model = ProductModel.load(bundle, product)
     old = model.calibration
     hashes, scores = _score_new_images(chain, model.scorer, bundle, images, order,
-                                       already=[*old.calibration_images, *old.shot_images],
+                                       already=[*old.calibration_images, *old.shot_images,
+                                                *_decoder_training_images(bundle.manifest.products[product].decoder)],
                                        decoder=chain.decoder_for(bundle.manifest.products[product].decoder))
     if not hashes:  # nothing new: leave the bundle (and a running line's drift windows) as they are
         return old, 0
@@ -237,6 +240,12 @@ def calibrate_product(
                                          "calibration_images": [*old.calibration_images, *hashes]})
     _write_calibration(bundle, bundle.manifest.products[product].calibration_file, calibration)
     return calibration, len(hashes)
+
+
+def _decoder_training_images(decoder: DecoderAdaptation | None) -> list[str]:
+    """The images a product's own decoder was trained on: they never calibrate (its maps would be too calm
+    on them), also after a re-enrolment that draws other shots and keeps the decoder."""
+    return list(decoder.shot_images) if decoder is not None else []
 
 
 def pixel_digest(image: np.ndarray) -> str:
