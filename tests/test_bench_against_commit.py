@@ -28,12 +28,14 @@ def test_package_dirs_of_a_pyproject() -> None:
 
 
 def test_a_commit_against_this_checkout(bundle_dir: Path, tmp_path: Path) -> None:
-    if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
         pytest.skip("not a git checkout")
     # HEAD's committed code as the "old" side, on the session's bundle (an export would take minutes)
     report = against_commit("HEAD", tmp_path, rounds=2, calls=1, threads=1, bundle=bundle_dir,
                             baseline_bundle=bundle_dir)
-    assert (tmp_path / "HEAD" / "py" / "lineguard" / "runtime").is_symlink()  # the commit's own tree is imported
+    # the commit's own tree is imported, cached by commit (a moved branch or HEAD gets a fresh tree)
+    assert (tmp_path / head.stdout.strip()[:12] / "py" / "lineguard" / "runtime").is_symlink()
     assert [c.name for c in report.candidates] == ["HEAD fp32", "checkout fp32", "checkout int8 encoder"]
     assert [run.frame for run in report.runs] == ["bench", "camera"]
     for run in report.runs:

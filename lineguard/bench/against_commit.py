@@ -24,6 +24,7 @@ a defect painted by lineguard.evaluation.defect_painters; on real products that 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import re
@@ -113,7 +114,7 @@ def _old_bundle(shim: Path, cache: Path) -> Path:
     if not (bundle / "manifest.json").exists():
         code = ("import sys; from lineguard.cli import main; "
                 f"sys.exit(main(['export', 'vision', '--out', {str(bundle)!r}, '--overwrite']))")
-        subprocess.run([sys.executable, "-P", "-c", code], check=True, env=_env(shim), cwd=shim)
+        subprocess.run([sys.executable, "-c", code], check=True, env=_env(shim), cwd=shim)
     return bundle
 
 
@@ -128,10 +129,15 @@ def _env(shim: Path | None) -> dict[str, str]:
 class _Worker:
     def __init__(self, candidate: Candidate, shim: Path | None, frames: Path, threads: int) -> None:
         config = WorkerConfig(bundle=candidate.bundle, frames=str(frames), threads=threads, int8=candidate.int8)
-        self.process = subprocess.Popen([sys.executable, "-P", str(WORKER), config.model_dump_json()],
+        self.process = subprocess.Popen([sys.executable, str(WORKER), config.model_dump_json()],
                                         env=_env(shim), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         cwd=shim or REPO)
-        self.ask(None, Ready)
+        try:
+            self.ask(None, Ready)
+        except BaseException:
+            self.process.kill()
+            self.process.wait()
+            raise
 
     def ask(self, request: BaseModel | None, reply: type[Reply]) -> Reply:
         assert self.process.stdin and self.process.stdout
@@ -144,9 +150,15 @@ class _Worker:
         return reply.model_validate_json(line)
 
     def close(self) -> None:
+        """EOF on stdin ends the worker; one that does not end within a minute is killed."""
         if self.process.stdin:
-            self.process.stdin.close()
-        self.process.wait(timeout=60)
+            with contextlib.suppress(OSError):  # a worker that already died has a broken pipe
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def _painted(bgr: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -174,19 +186,23 @@ def against_commit(rev: str, out: Path, rounds: int = 9, calls: int = 20, thread
                    ) -> AgainstCommitReport:
     """``baseline_bundle``: a bundle the commit's code reads (default: exported by that code, once, into
     ``out/REV/bundle``)."""
-    cache = out / rev
-    cache.mkdir(parents=True, exist_ok=True)
-    shim = _checkout(rev, cache)
-    old_bundle = baseline_bundle or _old_bundle(shim, cache)
     new_bundle = bundle
-    if not (new_bundle / "manifest.json").exists():
+    if not (new_bundle / "manifest.json").exists():  # before minutes of exporting the commit's bundle
         raise SystemExit(f"{new_bundle} is missing: run `make demo` (or `lineguard export vision`) first")
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{rev}^{{commit}}"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    cache = out / commit[:12]  # by commit, not by name: a branch or HEAD that moved gets a fresh tree
+    cache.mkdir(parents=True, exist_ok=True)
+    shim = _checkout(commit, cache)
+    old_bundle = baseline_bundle or _old_bundle(shim, cache)
     frames = _frames(out / "frames.npz")
     candidates = [Candidate(name=f"{rev} fp32", code=rev, bundle=str(old_bundle)),
                   Candidate(name="checkout fp32", code=CHECKOUT, bundle=str(new_bundle)),
                   Candidate(name="checkout int8 encoder", code=CHECKOUT, bundle=str(new_bundle), int8=True)]
-    workers = {c.name: _Worker(c, None if c.code == CHECKOUT else shim, frames, threads) for c in candidates}
+    workers: dict[str, _Worker] = {}
     try:
+        for c in candidates:  # inside the try: a worker that fails to start closes the ones already running
+            workers[c.name] = _Worker(c, None if c.code == CHECKOUT else shim, frames, threads)
         fp32 = workers["checkout fp32"].ask(JudgeFrames(frames="held_out"), Judged)
         int8 = workers["checkout int8 encoder"].ask(JudgeFrames(frames="held_out"), Judged)
         runs = []

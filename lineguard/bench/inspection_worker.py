@@ -14,12 +14,18 @@ object a line:
 
 from __future__ import annotations
 
+import os
 import sys
-import time
-from typing import Annotated, Literal
 
-import numpy as np
-from pydantic import BaseModel, Field, TypeAdapter
+# Run as a script, Python puts this file's folder (lineguard/bench) first on sys.path, where its modules
+# (triton.py, load.py, ...) would shadow top-level packages: dropped (``python -P`` would need Python 3.11).
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import time  # noqa: E402
+from typing import Annotated, Literal  # noqa: E402
+
+import numpy as np  # noqa: E402
+from pydantic import BaseModel, Field, TypeAdapter  # noqa: E402
 
 
 class WorkerConfig(BaseModel):
@@ -83,7 +89,7 @@ def main() -> int:
             from lineguard.runtime.inference.ort_backend import OnnxRuntimeBackend
 
             record = quantize_encoder(bundle, list(frames["shots"]) + list(frames["int8_calibration"]))
-            chain = VisionChain(bundle, threads=config.threads)
+            chain = VisionChain(bundle, providers=["CPUExecutionProvider"], threads=config.threads)  # INT8: CPU only
             chain.encoder = OnnxRuntimeBackend(bundle.path(record.file), threads=config.threads)
             inspector = Inspector(bundle, chain=chain)
         print(Ready().model_dump_json(), flush=True)
