@@ -207,3 +207,29 @@ def test_python_m_lineguard_cli_runs_the_command_line() -> None:
     assert result.returncode == 0, result.stderr
     assert "with --config LINE.yaml over that file" in " ".join(result.stdout.split())
     assert "{auto,onnxruntime,tensorrt,triton}" in result.stdout
+
+
+def test_training_counts_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    from lineguard.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["adapt", "b", "--product", "p", "--normals", "n"], ["export", "vision"]):
+        for option in ("--steps", "--samples"):
+            assert getattr(parser.parse_args([*argv, option, "3"]), option[2:]) == 3
+            for bad, says in (("0", "must be at least 1"), ("x", "is not a whole number")):
+                with pytest.raises(SystemExit) as exited:
+                    parser.parse_args([*argv, option, bad])
+                assert exited.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_eval_adapt_without_the_workstation_extra_is_a_readable_error(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    import sys
+
+    from lineguard.cli import main
+
+    monkeypatch.setitem(sys.modules, "lineguard.export.adapt", None)  # as where torch is not installed
+    assert main(["eval", str(tmp_path), "--data", str(tmp_path), "--category", "c", "--adapt"]) == 2
+    assert "eval --adapt trains on the workstation side: pip install 'lineguard[export]'" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path), "--all", "--adapt"]) == 2
+    assert "eval --adapt trains on the workstation side" in capsys.readouterr().err

@@ -51,6 +51,17 @@ def dest(option: str) -> str:
     return option.removeprefix("--").replace("-", "_")
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts that must be at least 1 (training steps, simulated images)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
 def budget(text: str) -> float:
     """argparse type of ``--budget``: a false-reject budget in the line config's range (its one owner)."""
     from pydantic import TypeAdapter, ValidationError

@@ -1,12 +1,13 @@
 """``lineguard enroll``, ``adapt`` and ``calibrate``: a product's few-shot memory (with, after ``adapt``, its
 own decoder) and its held-out calibration.
 
-Both print whether the calibration resolves the line's false-reject budget (``--budget``).
+Each prints whether the calibration resolves the line's false-reject budget (``--budget``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 from lineguard.cli.common import CliError
@@ -31,11 +32,17 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_adapt(args: argparse.Namespace) -> int:
+def export_adapt(command: str):  # noqa: ANN201 (lineguard.export.adapt: torch, imported only when asked for)
+    """``lineguard.export.adapt``, or a readable error where the workstation extra (torch) is missing."""
     try:
-        from lineguard.export.adapt import AdaptError, adapt_product
+        return importlib.import_module("lineguard.export.adapt")
     except ImportError as exc:
-        raise CliError(f"adapt trains on the workstation side: pip install 'lineguard[export]' ({exc})") from exc
+        raise CliError(f"{command} trains on the workstation side: pip install 'lineguard[export]' ({exc})") from exc
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    adapt = export_adapt("adapt")
+    AdaptError, adapt_product = adapt.AdaptError, adapt.adapt_product
     from lineguard.runtime.scoring.enroll import EnrollmentError
 
     paths = normal_images(args.normals)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from lineguard.cli.common import DEFAULT_BUNDLE, CliError, flag, no_bundle
+from lineguard.cli.enroll import export_adapt
 from lineguard.cli.output import write_json
 
 EVAL_ALL_ONLY = ("out", "seeds", "update_readme", "readme", "realdev", "texture_cache")
@@ -19,6 +20,7 @@ EVAL_ONE_ONLY = ("data", "category", "seed", "json")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    adapt = export_adapt("eval --adapt") if args.adapt else None  # first: not a failure recorded per category
     if args.all:
         return _eval_all(args)
     stray = [flag(d) for d in EVAL_ALL_ONLY if getattr(args, d) not in (None, False)]
@@ -29,9 +31,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        "or --all (every category of the README's accuracy table)")
     from lineguard.evaluation.category import evaluate
 
-    report = evaluate(args.bundle, args.data, args.category, args.shots, seed=0 if args.seed is None else args.seed,
-                      calib=args.calib, budget=args.budget, verdict_mode=args.verdict, without=args.without or (),
-                      grounding=args.grounding, adapt=args.adapt)
+    adapt_errors = (adapt.AdaptError,) if adapt is not None else ()
+    try:
+        report = evaluate(args.bundle, args.data, args.category, args.shots,
+                          seed=0 if args.seed is None else args.seed, calib=args.calib, budget=args.budget,
+                          verdict_mode=args.verdict, without=args.without or (), grounding=args.grounding,
+                          adapt=args.adapt)
+    except adapt_errors as exc:
+        raise CliError(str(exc)) from exc
     payload = report.model_dump_json(indent=2)
     print(payload)
     write_json(args.json, payload)

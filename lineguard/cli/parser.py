@@ -22,7 +22,7 @@ from lineguard.cli import keys as keys_cmd
 from lineguard.cli import panel as panel_cmd
 from lineguard.cli import serve as serve_cmd
 from lineguard.cli import watch as watch_cmd
-from lineguard.cli.common import DEFAULT_BUNDLE, budget
+from lineguard.cli.common import DEFAULT_BUNDLE, budget, positive_int
 from lineguard.runtime.llm.grounding import GROUNDINGS
 
 
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     vision.add_argument("--normals", action="append", metavar="DIR",
                         help="folder of normal images to simulate anomalies from (repeatable); default: generated")
     vision.add_argument("--input-size", type=int, help="square input size (default: the encoder's own)")
-    vision.add_argument("--steps", type=int, default=400, help="decoder training steps (default %(default)s)")
-    vision.add_argument("--samples", type=int, default=320, help="simulated training images (default %(default)s)")
+    vision.add_argument("--steps", type=positive_int, default=400, help="decoder training steps (default %(default)s)")
+    vision.add_argument("--samples", type=positive_int, default=320, help="simulated training images (default %(default)s)")
     vision.add_argument("--seed", type=int, default=0)
     vision.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     vision.set_defaults(func=export_cmd.cmd_export_vision)
@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--shots", type=int, default=4, help="K (default %(default)s)")
     adapt.add_argument("--seed", type=int, default=0)
     adapt.add_argument("--calib", type=int, metavar="N", help="calibrate on N of the other images (default: all)")
-    adapt.add_argument("--steps", type=int, default=80, help="fine-tuning steps (default %(default)s)")
-    adapt.add_argument("--samples", type=int, default=192, help="simulated anomalous images (default %(default)s)")
+    adapt.add_argument("--steps", type=positive_int, default=80, help="fine-tuning steps (default %(default)s)")
+    adapt.add_argument("--samples", type=positive_int, default=192, help="simulated anomalous images (default %(default)s)")
     adapt.add_argument("--budget", type=budget, default=DEFAULT_FALSE_REJECT_BUDGET,
                        help="the line's false-reject budget, to say whether calibration resolves it (default %(default)s)")
     adapt.set_defaults(func=enroll_cmd.cmd_adapt)
