@@ -103,9 +103,10 @@ def test_int8_table_enrols_checks_and_renders_a_category(bundle_dir: Path, tmp_p
     from lineguard.evaluation.int8_checks import check_category, render
 
     write_category(tmp_path / "data", weave_parts[:8], weave_parts[8:12], [ng_weave])
-    before = sorted(p.name for p in bundle_dir.iterdir())
+    before = sorted(p.name for p in bundle_dir.iterdir()), (bundle_dir / "manifest.json").read_bytes()
     row = check_category(bundle_dir, tmp_path / "data", "weave", "texture")
-    assert sorted(p.name for p in bundle_dir.iterdir()) == before  # the bundle itself is untouched
+    after = sorted(p.name for p in bundle_dir.iterdir()), (bundle_dir / "manifest.json").read_bytes()
+    assert after == before  # the bundle itself is untouched: the same files, the same manifest
     assert row.check.n_images == 5 and row.calibration_images == 7 and row.check.product == "weave"
     table = render([row], ["a note"])
     assert f"| weave | texture | 5 | {row.check.verdict_agreement:.0%} |" in table

@@ -118,9 +118,20 @@ def test_readme_markers_are_replaced_and_checked() -> None:
     new = replace_between_markers(text, "| new |\n")
     assert new == f"# title\n\nintro\n{README_START}\n| new |\n{README_END}\n\nafter\n"
     assert replace_between_markers(new, "| newer |") == new.replace("| new |", "| newer |")
-    for broken in ("no markers", f"{README_END}\n{README_START}", f"{README_START}{README_START}{README_END}"):
-        with pytest.raises(ValueError):
+    for broken, says in (("no markers", "expected exactly one"), (f"{README_END}\n{README_START}", "comes before"),
+                         (f"{README_START}{README_START}{README_END}", "expected exactly one")):
+        with pytest.raises(ValueError, match=says):
             replace_between_markers(broken, "x")
+
+
+def test_a_long_run_checks_both_markers_first(tmp_path: Path) -> None:
+    from lineguard.evaluation.readme_tables import readme_lacks_markers, readme_markers
+
+    start, end = readme_markers("x-table")
+    readme = tmp_path / "README.md"
+    for text, lacks in ((f"{start}\n{end}\n", False), (f"{start}\n", True), (f"{end}\n{start}\n", True), ("", True)):
+        readme.write_text(text)
+        assert readme_lacks_markers("x-table", readme) is lacks, text
 
 
 def test_realdev_kinds_come_from_the_table_and_unknown_ones_are_noted(tmp_path: Path) -> None:

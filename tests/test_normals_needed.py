@@ -81,7 +81,7 @@ def test_a_failed_run_leaves_no_table(fake_set) -> None:
         measure("bundles/default", sizes=(20,), evaluate_fn=fake_evaluate)
 
 
-def test_the_command_checks_the_readme_and_the_bundle_first(tmp_path, capsys) -> None:
+def test_the_command_refuses_a_folder_without_a_bundle(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         normals_needed.main([str(tmp_path)])
     assert "holds no bundle" in capsys.readouterr().err

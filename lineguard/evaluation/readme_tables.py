@@ -29,10 +29,10 @@ def replace_between_markers(text: str, table: str, start: str = README_START, en
     """``text`` with everything between the two markers replaced by ``table`` (markers kept)."""
     if text.count(start) != 1 or text.count(end) != 1:
         raise ValueError(f"expected exactly one {start!r} and one {end!r} in the README")
-    head, rest = text.split(start)
-    middle, tail = rest.split(end)
-    if end in head:
+    if text.index(end) < text.index(start):
         raise ValueError(f"{end!r} comes before {start!r}")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
     return f"{head}{start}\n{table.rstrip()}\n{end}{tail}"
 
 
@@ -42,8 +42,13 @@ def write_readme_table(readme: str | Path, table: str, name: str = README_TABLE)
 
 
 def readme_lacks_markers(name: str, readme: str | Path = REPO_ROOT / "README.md") -> bool:
-    """Whether ``readme`` lacks exactly one pair of the ``name`` table's markers (checked before a long run)."""
-    return Path(readme).read_text().count(readme_markers(name)[0]) != 1
+    """Whether ``readme`` lacks exactly one pair of the ``name`` table's markers, start before end (checked
+    before a long run)."""
+    try:
+        check_readme(readme, name)
+    except ValueError:
+        return True
+    return False
 
 
 def publish_table(table: str, report: BaseModel, json_path: str | Path, name: str, update_readme: bool) -> None:
