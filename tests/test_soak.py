@@ -174,6 +174,23 @@ def test_slope_fit_recovers_a_known_line() -> None:
     assert fit.outliers == 1 and abs(fit.per_min) < 4 * fit.stderr_per_min
 
 
+def test_one_allocator_step_in_a_short_soak_is_not_a_leak() -> None:
+    """As a 40 s CI soak once saw: flat, one 1.4 MB step mid-window (a least-squares slope of 6.4 MB/min, beyond
+    the window's 5.5 MB/min bound), 1.6 MB net: not a leak. A steady 8 MB/min climb over the same window is."""
+    from lineguard.soak.leaks import check_leaks, net_rise
+    from lineguard.soak.sampling import RssSample
+
+    plan = SoakPlan(duration_s=40.0)
+    t = np.arange(0.5, 43.0, 0.5)
+    stepped = 439.5 + 0.01 * (t > 15) + 0.2 * (t > 15.5) + 1.4 * (t > 29.2)
+    samples = [RssSample(t_s=x, rss_mb=y, open_files=32) for x, y in zip(t, stepped, strict=True)]
+    check = check_leaks(plan, samples)
+    assert check.rss.per_min > check.rss_bound_mb_per_min  # the slope alone would have cried leak
+    assert net_rise([s.rss_mb for s in check.warm]) < RSS_STEP_MB and check.reasons == []
+    leaking = [RssSample(t_s=x, rss_mb=439.5 + 8.0 * x / 60, open_files=32) for x in t]
+    assert [r.split(" MB/min")[0] for r in check_leaks(plan, leaking).reasons] == ["RSS grows +8.00"]
+
+
 def test_the_leak_bound_tightens_with_the_window() -> None:
     assert leak_bound(22.0, RSS_STEP_MB, 2.0) == pytest.approx(2.0 / (22 / 60))  # 40 s soak: ~5.5 MB/min
     assert leak_bound(420.0, RSS_STEP_MB, 2.0) == 2.0  # a 10-minute soak: the floor

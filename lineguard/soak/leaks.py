@@ -8,7 +8,9 @@ Usage::
 
 A slope beyond its bound is a leak: by default (:func:`leak_bound`) a slope that adds more than 2 MB (2 files)
 over the measured window and at least 2 MB/min (2 files/min), so a longer soak resolves a smaller leak.
-A healthy service is flat once warm, while a leak of a few KiB per frame climbs steadily.
+A healthy service is flat once warm, while a leak of a few KiB per frame climbs steadily. The window's net
+rise (its last samples against its first) must exceed that step too: one allocator step inside a short
+window tilts a least-squares line by up to 1.5 times its height over the window, a leak rises the whole way.
 """
 
 from __future__ import annotations
@@ -66,6 +68,15 @@ def fit_slope(t_s: Sequence[float], values: Sequence[float]) -> Slope:
                  outliers=int(len(values) - len(t)))
 
 
+def net_rise(values: Sequence[float], edge: int = 3) -> float:
+    """How much the series rose from its start to its end: the median of its last ``edge`` values less the
+    median of its first ``edge`` (medians, so one sample caught mid-batch does not count)."""
+    if not values:
+        return 0.0
+    k = max(1, min(edge, len(values) // 2))
+    return float(np.median(values[-k:]) - np.median(values[:k]))
+
+
 class LeakCheck(BaseModel):
     """The slopes once warm, their bounds, and why (if at all) a leak is suspected."""
 
@@ -89,10 +100,10 @@ def check_leaks(plan: SoakPlan, rss: list[RssSample]) -> LeakCheck:
     rss_bound = plan.rss_slope_bound_mb_per_min or leak_bound(plan.window_s, RSS_STEP_MB, MIN_RSS_BOUND_MB_PER_MIN)
     fds_bound = plan.fds_slope_bound_per_min or leak_bound(plan.window_s, FDS_STEP, MIN_FDS_BOUND_PER_MIN)
     reasons = []
-    if rss_slope.per_min > rss_bound:
+    if rss_slope.per_min > rss_bound and net_rise([s.rss_mb for s in warm]) > RSS_STEP_MB:
         reasons.append(f"RSS grows {rss_slope.per_min:+.2f} MB/min (± {rss_slope.stderr_per_min:.2f}) once warm, "
                        f"beyond {rss_bound:.2f} MB/min")
-    if fds_slope is not None and fds_slope.per_min > fds_bound:
+    if fds_slope is not None and fds_slope.per_min > fds_bound and net_rise([s.open_files or 0 for s in counted]) > FDS_STEP:
         reasons.append(f"open files grow {fds_slope.per_min:+.2f}/min (± {fds_slope.stderr_per_min:.2f}) once warm, "
                        f"beyond {fds_bound:.2f}/min")
     return LeakCheck(warm=warm, rss=rss_slope, fds=fds_slope, rss_bound_mb_per_min=rss_bound,
