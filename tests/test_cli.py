@@ -63,7 +63,7 @@ def _fake_eval_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[P
     monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
     monkeypatch.setattr(suite, "texture_roots",
                         lambda cache_dir, seed=0: ([(str(cache_dir), "brick", "texture")], []))
-    bundle = tmp_path / "bundle"
+    bundle = tmp_path / "default"  # the default bundle's folder name: the README's main table
     bundle.mkdir()
     (bundle / "manifest.json").write_text("{}")
     (tmp_path / "realdev" / "pcb" / "test").mkdir(parents=True)
@@ -103,6 +103,30 @@ def test_eval_all_without_a_family_fills_its_own_ablation_table(tmp_path: Path,
     assert {c[-1] for c in calls} == {"decoder"}  # every run enrolled without the decoder
     text = readme.read_text()
     assert f"{start}\nstale\n" not in text and f"{README_START}\nstale table\n{README_END}" in text  # the full table untouched
+
+
+def test_eval_all_of_another_bundle_fills_that_bundles_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`make eval-resolution`: the 320 px bundle's numbers go into eval-table-input-320, never the default's."""
+    from lineguard.evaluation.readme_tables import README_END, README_START, readme_markers
+
+    default, readme, calls = _fake_eval_setup(tmp_path, monkeypatch)
+    bundle = tmp_path / "input-320"
+    default.rename(bundle)
+    argv = ["--all", "--out", str(tmp_path / "out"), "--seeds", "0", "--update-readme", "--readme", str(readme),
+            "--realdev", str(tmp_path / "realdev"), "--texture-cache", str(tmp_path / "tex")]
+    assert main(["eval", str(bundle), *argv]) == 2  # no table of its own yet: refused before any evaluation
+    assert "eval-table-input-320:start" in capsys.readouterr().err and calls == []
+    start, end = readme_markers("eval-table-input-320")
+    readme.write_text(readme.read_text() + f"{start}\nstale\n{end}\n")
+    assert main(["eval", str(bundle), *argv]) == 0
+    text = readme.read_text()
+    assert f"{start}\nstale\n" not in text and f"{README_START}\nstale table\n{README_END}" in text
+    assert f"Regenerate with `make eval-resolution` (`lineguard eval {bundle} --all --update-readme`)" in text
+    odd = tmp_path / "my bundle"
+    bundle.rename(odd)
+    assert main(["eval", str(odd), *argv]) == 2
+    assert "cannot name a README table" in capsys.readouterr().err
 
 
 def test_eval_all_and_single_category_options_are_readable_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

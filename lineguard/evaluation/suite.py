@@ -32,6 +32,7 @@ import argparse
 import datetime
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -258,8 +259,29 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def make_target(flags: Sequence[str]) -> str:
-    """The Makefile target that writes the table of ``eval --all`` with these flags, with a trailing space."""
+DEFAULT_BUNDLE_NAME = "default"
+# bundles the Makefile exports for a README table of their own (folder name -> target)
+BUNDLE_TARGETS = {"input-320": "eval-resolution"}
+
+
+def readme_table_name(bundle: str | Path, without: Sequence[str] = (), adapt: bool = False) -> str:
+    """The README table that ``eval BUNDLE --all`` with these options writes: ``eval-table`` for the default
+    bundle's full chain, ``-<folder>`` for another bundle (``bundles/input-320``: eval-table-input-320), then
+    ``-without-F`` per ablated family and ``-adapt``. So another bundle's numbers never overwrite the
+    default's table."""
+    name = Path(bundle).name
+    if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"bundle folder name {name!r} cannot name a README table (letters, digits, '_', '-', '.')")
+    return (README_TABLE + ("" if name == DEFAULT_BUNDLE_NAME else f"-{name}")
+            + "".join(f"-without-{family}" for family in sorted(set(without))) + ("-adapt" if adapt else ""))
+
+
+def make_target(flags: Sequence[str], bundle: str | Path = DEFAULT_BUNDLE_NAME) -> str:
+    """The Makefile target that writes the table of ``eval BUNDLE --all`` with these flags, with a trailing
+    space ("" where no target writes it)."""
+    name = Path(bundle).name
+    if name != DEFAULT_BUNDLE_NAME:
+        return f"`make {BUNDLE_TARGETS[name]}` " if name in BUNDLE_TARGETS and not flags else ""
     if not flags:
         return "`make eval` "
     if flags == ["--adapt"]:
@@ -276,7 +298,7 @@ def render_markdown(report: SuiteReport) -> str:
         f"K={report.shots} shots, mean over {len(report.seeds)} draw{'s' if len(report.seeds) != 1 else ''} "
         f"of the shots (seed{'s' if len(report.seeds) != 1 else ''} {seeds}); "
         f"bundle `{Path(report.bundle).name}`; {report.created_utc}. Regenerate with "
-        f"{make_target(report.flags)}(`lineguard eval {report.bundle} --all {' '.join([*report.flags, ''])}--update-readme`).",
+        f"{make_target(report.flags, report.bundle)}(`lineguard eval {report.bundle} --all {' '.join([*report.flags, ''])}--update-readme`).",
         "",
         "| category | kind | image AUROC | pixel AUROC | false rejects | misses | balanced accuracy |",
         "|---|---|---|---|---|---|---|",
