@@ -269,8 +269,8 @@ def readme_table_name(bundle: str | Path, without: Sequence[str] = (), adapt: bo
     bundle's full chain, ``-<folder>`` for another bundle (``bundles/input-320``: eval-table-input-320), then
     ``-without-F`` per ablated family and ``-adapt``. So another bundle's numbers never overwrite the
     default's table."""
-    name = Path(bundle).name
-    if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+    name = Path(bundle).resolve().name  # `eval . --all` from inside bundles/default is the default bundle
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"bundle folder name {name!r} cannot name a README table (letters, digits, '_', '-', '.')")
     return (README_TABLE + ("" if name == DEFAULT_BUNDLE_NAME else f"-{name}")
             + "".join(f"-without-{family}" for family in sorted(set(without))) + ("-adapt" if adapt else ""))
@@ -279,7 +279,7 @@ def readme_table_name(bundle: str | Path, without: Sequence[str] = (), adapt: bo
 def make_target(flags: Sequence[str], bundle: str | Path = DEFAULT_BUNDLE_NAME) -> str:
     """The Makefile target that writes the table of ``eval BUNDLE --all`` with these flags, with a trailing
     space ("" where no target writes it)."""
-    name = Path(bundle).name
+    name = Path(bundle).resolve().name
     if name != DEFAULT_BUNDLE_NAME:
         return f"`make {BUNDLE_TARGETS[name]}` " if name in BUNDLE_TARGETS and not flags else ""
     if not flags:
