@@ -10,7 +10,12 @@ import pytest
 from pydantic import BaseModel
 
 import lineguard.evaluation.suite as suite
-from lineguard.evaluation.readme_tables import README_END, README_START, replace_between_markers
+from lineguard.evaluation.readme_tables import (
+    README_END,
+    README_START,
+    readme_markers,
+    replace_between_markers,
+)
 from lineguard.evaluation.suite import (
     SuiteReport,
     main_eval_all,
@@ -196,3 +201,32 @@ def test_each_table_names_the_command_that_regenerates_it(tmp_path: Path, monkey
     assert report.flags == ["--adapt"]
     assert ("Regenerate with `make eval-adapt` (`lineguard eval bundles/default --all --adapt --update-readme`)"
             in render_markdown(report))
+
+
+def test_suite_module_writes_another_bundles_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m lineguard.evaluation.suite --bundle bundles/input-320 --update-readme` fills that bundle's own
+    table and leaves the default's alone; without the table's markers it refuses before evaluating."""
+    import lineguard.evaluation.category as category
+
+    calls: list[str] = []
+
+    def evaluate(bundle_dir, data_root, cat, shots, seed=0):
+        calls.append(cat)
+        return fake_evaluate(bundle_dir, data_root, cat, shots, seed)
+
+    monkeypatch.setattr(category, "evaluate", evaluate)
+    monkeypatch.setattr(suite, "texture_roots", lambda cache_dir, seed=0: ([(str(cache_dir), "brick", "texture")], []))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_START}\ndefault's\n{README_END}\n")
+    argv = ["--bundle", str(tmp_path / "input-320"), "--out", str(tmp_path / "out"), "--seeds", "0",
+            "--realdev", str(tmp_path / "none"), "--texture-cache", str(tmp_path / "tex"), "--update-readme",
+            "--readme", str(readme)]
+    assert suite.main(argv) == 2 and calls == []
+    assert "eval-table-input-320:start" in capsys.readouterr().err
+    start, end = readme_markers("eval-table-input-320")
+    readme.write_text(readme.read_text() + f"{start}\nstale\n{end}\n")
+    assert suite.main(argv) == 0 and calls == ["brick"]
+    text = readme.read_text()
+    assert f"{README_START}\ndefault's\n{README_END}" in text and "stale" not in text
+    assert "Regenerate with `make eval-resolution`" in text

@@ -395,22 +395,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--texture-cache", default=None,
                         help="where the scikit-image set is built (default: OUT/../eval-data/skimage)")
     parser.add_argument("--update-readme", action="store_true",
-                        help=f"replace the table between {README_START} and {README_END} in README.md")
+                        help=f"replace the table between {README_START} and {README_END} in README.md "
+                             "(another bundle: its own eval-table-<folder> table)")
     parser.add_argument("--readme", default=str(REPO_ROOT / "README.md"))
     parser.add_argument("--export-missing", action="store_true",
                         help="export the default bundle first when BUNDLE has none (as `lineguard demo` does)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    table = README_TABLE
     if args.update_readme:
         try:
-            check_readme(args.readme)
+            table = readme_table_name(args.bundle)
+            check_readme(args.readme, table)
         except (OSError, ValueError) as exc:
             print(f"lineguard: error: {args.readme}: {exc}", file=sys.stderr)
             return 2
     if args.export_missing:
         ensure_bundle(args.bundle)
     report = main_eval_all(args.bundle, args.out, args.shots, args.seeds, args.update_readme, args.readme,
-                           args.realdev, args.texture_cache)
+                           args.realdev, args.texture_cache, table_name=table)
     return 1 if report.failures or not report.categories else 0
 
 
