@@ -188,7 +188,7 @@ def test_the_calibration_table_shows_the_budget_as_it_held() -> None:
 
 def test_each_table_names_the_command_that_regenerates_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The full chain's, the ablations' and the adapted decoders' tables each say how to rebuild them."""
-    from lineguard.evaluation.suite import make_target
+    from lineguard.evaluation.eval_tables import make_target
 
     assert make_target([]) == "`make eval` " and make_target(["--adapt"]) == "`make eval-adapt` "
     assert make_target(["--without decoder"]) == "`make ablation` " and make_target(["--without x", "--adapt"]) == ""

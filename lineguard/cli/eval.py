@@ -48,6 +48,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _eval_all(args: argparse.Namespace) -> int:
     """``eval --all``: lineguard.evaluation.suite over realdev + the scikit-image textures, several draws of the shots."""
     from lineguard.evaluation import suite as eval_suite
+    from lineguard.evaluation.eval_tables import readme_table_name
 
     stray = [flag(d) for d in EVAL_ONE_ONLY if getattr(args, d) is not None]
     if stray:
@@ -58,7 +59,7 @@ def _eval_all(args: argparse.Namespace) -> int:
     table = eval_suite.README_TABLE  # written only with --update-readme
     if args.update_readme:  # fail now, not after an hour of evaluation
         try:
-            table = eval_suite.readme_table_name(args.bundle, without, args.adapt)
+            table = readme_table_name(args.bundle, without, args.adapt)
         except ValueError as exc:
             raise CliError(str(exc)) from exc
         try:

@@ -32,7 +32,6 @@ import argparse
 import datetime
 import math
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from lineguard.evaluation.eval_tables import make_target, readme_table_name
 from lineguard.evaluation.readme_tables import (
     README_END,
     README_START,
@@ -257,38 +257,6 @@ def default_roots(realdev: str | Path | None = None, texture_cache: str | Path =
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
-
-
-DEFAULT_BUNDLE_NAME = "default"
-# bundles the Makefile exports for a README table of their own (folder name -> target)
-BUNDLE_TARGETS = {"input-320": "eval-resolution", "encoder-lite2": "eval-encoders"}
-
-
-def readme_table_name(bundle: str | Path, without: Sequence[str] = (), adapt: bool = False) -> str:
-    """The README table that ``eval BUNDLE --all`` with these options writes: ``eval-table`` for the default
-    bundle's full chain, ``-<folder>`` for another bundle (``bundles/input-320``: eval-table-input-320), then
-    ``-without-F`` per ablated family and ``-adapt``. So another bundle's numbers never overwrite the
-    default's table."""
-    name = Path(bundle).resolve().name  # `eval . --all` from inside bundles/default is the default bundle
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ValueError(f"bundle folder name {name!r} cannot name a README table (letters, digits, '_', '-', '.')")
-    return (README_TABLE + ("" if name == DEFAULT_BUNDLE_NAME else f"-{name}")
-            + "".join(f"-without-{family}" for family in sorted(set(without))) + ("-adapt" if adapt else ""))
-
-
-def make_target(flags: Sequence[str], bundle: str | Path = DEFAULT_BUNDLE_NAME) -> str:
-    """The Makefile target that writes the table of ``eval BUNDLE --all`` with these flags, with a trailing
-    space ("" where no target writes it)."""
-    name = Path(bundle).resolve().name
-    if name != DEFAULT_BUNDLE_NAME:
-        return f"`make {BUNDLE_TARGETS[name]}` " if name in BUNDLE_TARGETS and not flags else ""
-    if not flags:
-        return "`make eval` "
-    if flags == ["--adapt"]:
-        return "`make eval-adapt` "
-    if all(f.startswith("--without") for f in flags):
-        return "`make ablation` "
-    return ""
 
 
 def render_markdown(report: SuiteReport) -> str:
