@@ -6,14 +6,13 @@ and open files are the service's alone); ``--soak-seconds 3600`` for an hour.
 The numbers (verdict counts, p50/p99 latency, RSS and open-file samples, slopes) are written to ``soak.json``
 in the test's tmp dir and printed. Latency is recorded, never asserted: speed is the benchmarks' business
 (``lineguard bench all``). ``test_an_injected_leak_crosses_the_bound`` proves the bound can fail: the same
-soak against a service that keeps 64 KiB and, now and then, a file descriptor per message it reads.
+soak against a service process (``tests/leaky_serve.py``) that keeps 64 KiB and, now and then, a file
+descriptor per message it reads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import mmap
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,8 +26,6 @@ from line_helpers import LOOPBACK, free_port
 from lineguard.child_process import stop_process
 from lineguard.runtime.contract import ErrorCode
 from lineguard.runtime.line.config import LineConfig
-from lineguard.runtime.line.server import LineServer
-from lineguard.runtime.scoring.inspector import Inspector
 from lineguard.soak import (
     RSS_STEP_MB,
     SoakPlan,
@@ -38,9 +35,6 @@ from lineguard.soak import (
     painted_defects,
     run_soak,
 )
-
-LEAK_BYTES = 64 * 1024  # per message read: what keeping a JPEG or a small anomaly map per frame costs
-LEAK_FD_EVERY = 8  # and one open file per this many messages
 
 
 def line_config(archive: Path, explanations: bool, endpoints: dict[str, str] | None = None) -> LineConfig:
@@ -58,12 +52,16 @@ def plan(seconds: float, warm_fraction: float = 0.45) -> SoakPlan:
 
 
 @contextlib.contextmanager
-def serve_process(bundle: Path, config: LineConfig, workdir: Path) -> Iterator[subprocess.Popen]:
+def serve_process(bundle: Path, config: LineConfig, workdir: Path,
+                  command: list[str] | None = None) -> Iterator[subprocess.Popen]:
+    """``lineguard serve BUNDLE --config LINE.yaml`` in a process of its own (``command``: another serving
+    program called as ``command BUNDLE LINE.yaml``); stopped with SIGTERM on exit."""
     path = workdir / "line.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
     log = (workdir / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "lineguard.cli", "serve", str(bundle), "--config", str(path)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    argv = [*command, str(bundle), str(path)] if command else [sys.executable, "-m", "lineguard.cli", "serve",
+                                                                str(bundle), "--config", str(path)]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
@@ -125,34 +123,15 @@ def test_soak_mixed_stream(soak_bundle: tuple[Path, bool], weave_parts, tmp_path
 
 @pytest.mark.slow
 def test_an_injected_leak_crosses_the_bound(enrolled_dir: Path, weave_parts, tmp_path: Path) -> None:
-    """The same soak (no LLM: the leak is in the frame path) against a service that leaks per message read."""
-    kept: list[object] = []
-
-    def leak(server: LineServer) -> None:
-        accept = server._accept
-
-        def leaky_accept(parts, envelope):  # type: ignore[no-untyped-def]
-            # fresh pages from the OS, every one touched: a late test in a large pytest process would otherwise
-            # get its bytearrays from heap that earlier tests freed, and RSS would not move
-            block = mmap.mmap(-1, LEAK_BYTES)
-            block.write(os.urandom(LEAK_BYTES))
-            kept.append(block)
-            if len(kept) % LEAK_FD_EVERY == 0:
-                kept.append(open(os.devnull, "rb"))  # noqa: SIM115 (the leak is the point)
-            return accept(parts, envelope)
-
-        server._accept = leaky_accept  # type: ignore[method-assign]
-
-    try:
-        with LineServer(Inspector(enrolled_dir), line_config(tmp_path / "archive", False)) as server:
-            leak(server)
-            result = run_soak(server.endpoints.frames, server.endpoints.verdicts, good=weave_parts[4:12],
-                              defects=painted_defects(weave_parts[12:16]), product="weave",
-                              plan=plan(24.0, warm_fraction=0.3))
-    finally:
-        for thing in kept:
-            if hasattr(thing, "close"):
-                thing.close()
+    """The same soak (no LLM: the leak is in the frame path) against a service process that leaks per message read
+    (``tests/leaky_serve.py``)."""
+    ports = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("frames", "verdicts", "inspect")}
+    leaky = [sys.executable, str(Path(__file__).with_name("leaky_serve.py"))]
+    with serve_process(enrolled_dir, line_config(tmp_path / "archive", False, ports), tmp_path, leaky) as proc:
+        result = run_soak(ports["frames"], ports["verdicts"], good=weave_parts[4:12],
+                          defects=painted_defects(weave_parts[12:16]), product="weave",
+                          plan=plan(24.0, warm_fraction=0.3), pid=proc.pid)
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
     assert result.missing == 0  # still one verdict per frame: the leak is all that is wrong
     assert result.leak_suspected, result.model_dump(exclude={"rss"})
     assert result.rss_slope_mb_per_min > result.rss_slope_bound_mb_per_min
