@@ -53,15 +53,14 @@ def plan(seconds: float, warm_fraction: float = 0.45) -> SoakPlan:
 
 @contextlib.contextmanager
 def serve_process(bundle: Path, config: LineConfig, workdir: Path,
-                  command: list[str] | None = None) -> Iterator[subprocess.Popen]:
-    """``lineguard serve BUNDLE --config LINE.yaml`` in a process of its own (``command``: another serving
-    program called as ``command BUNDLE LINE.yaml``); stopped with SIGTERM on exit."""
+                  lineguard: list[str] | None = None) -> Iterator[subprocess.Popen]:
+    """``lineguard serve BUNDLE --config LINE.yaml`` in a process of its own (``lineguard``: the command that
+    runs the CLI, default ``python -m lineguard.cli``); stopped with SIGTERM on exit."""
     path = workdir / "line.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
     log = (workdir / "serve.log").open("w")
-    argv = [*command, str(bundle), str(path)] if command else [sys.executable, "-m", "lineguard.cli", "serve",
-                                                                str(bundle), "--config", str(path)]
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([*(lineguard or [sys.executable, "-m", "lineguard.cli"]), "serve", str(bundle),
+                             "--config", str(path)], stdout=log, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
