@@ -253,7 +253,7 @@ class ComponentNorm(_Strict):
 
 
 class TailFit(_Strict):
-    """A Gumbel law fitted to image scores (lineguard.runtime.scoring.calibration.GumbelFit)."""
+    """A Gumbel law fitted to image scores (lineguard.runtime.scoring.gumbel_tail.GumbelFit)."""
 
     location: float
     scale: float

@@ -16,8 +16,9 @@ Nobody tunes a score threshold. A product's normals play two roles (DESIGN.md se
   augmented views (views of one image are not independent).
 
 Resolution: n images give no p below 1/(n+1). Where that is above the line's budget a **Gumbel tail**
-(type-I extreme value law, the law of a maximum over many patches; fitted by moments to the n scores,
-n >= ``MIN_TAIL_IMAGES``, its spread widened for the small sample) extrapolates beyond the largest calibration score, at most ``TAIL_DECADES``
+(type-I extreme value law, the law of a maximum over many patches; n >= ``MIN_TAIL_IMAGES``) extrapolates
+beyond the largest calibration score: the *predictive* law of a new normal's score given the n scores,
+the fit's own uncertainty included (lineguard.runtime.scoring.gumbel_tail), at most ``TAIL_DECADES``
 decades below 1/(n+1); verdicts then say ``calibration: "tail"``, and `lineguard eval` reports the
 observed false-reject rate at 1/5/10% budgets so the tail is only trusted where it held.
 ``needed_images(budget)`` says how many normals make the rank test alone resolve the budget.
@@ -45,9 +46,8 @@ from pydantic import Field
 from lineguard.runtime.bundle import ComponentNorm
 from lineguard.runtime.contract import CalibrationStatus
 from lineguard.runtime.scoring.anomaly_maps import upsample
+from lineguard.runtime.scoring.gumbel_tail import PredictiveGumbelTail
 
-EULER_GAMMA = 0.5772156649015329
-MIN_SCALE = 0.05  # in z units: keeps a near-constant calibration set from producing a zero-width law
 # The false-reject budget: the share of normal parts a line may reject. Defined once, here; the line config
 # owns a line's value (``false_reject_budget``) and hands it to the Inspector; the CLI's --budget and the
 # tooling take this default and this range.
@@ -55,38 +55,6 @@ DEFAULT_FALSE_REJECT_BUDGET = 0.01
 FalseRejectBudget = Annotated[float, Field(gt=0.0, lt=0.5)]
 MIN_TAIL_IMAGES = 8  # fewer calibration images fit no tail: verdicts stay provisional
 TAIL_DECADES = 2.0  # the tail extrapolates at most 100x below the rank test's resolution 1/(n+1)
-# A law fitted to n scores underestimates its own tail (in simulation, a moment-fitted Gumbel on 16 Gumbel
-# scores rejects ~2% of normals at a 1% budget, 2.6% for log-normal scores); widening the scale by
-# (1 + TAIL_WIDENING / sqrt(n)) brings both below the budget for n >= 8 (tests/test_calibration.py).
-TAIL_WIDENING = 2.0
-
-
-@dataclass(frozen=True)
-class GumbelFit:
-    location: float
-    scale: float
-
-    @classmethod
-    def from_scores(cls, scores: np.ndarray) -> GumbelFit:
-        scores = np.asarray(scores, dtype=np.float64)
-        if scores.size < 2:
-            raise ValueError("a Gumbel fit needs at least two calibration scores")
-        scale = max(float(scores.std(ddof=1)) * math.sqrt(6.0) / math.pi, MIN_SCALE)
-        location = float(scores.mean()) - EULER_GAMMA * scale
-        return cls(location=location, scale=scale)
-
-    def p_value(self, score: float) -> float:
-        """Survival function: probability that a normal image scores at least ``score``."""
-        z = (score - self.location) / self.scale
-        return float(-math.expm1(-math.exp(-z))) if z > -30 else 1.0
-
-    def widened(self, factor: float) -> GumbelFit:
-        """The same mode, ``factor`` times the spread: a more cautious tail."""
-        return GumbelFit(location=self.location, scale=self.scale * factor)
-
-    def quantile(self, p: float) -> float:
-        """Score whose survival probability is ``p``."""
-        return self.location - self.scale * math.log(-math.log1p(-p))
 
 
 def needed_images(budget: float) -> int:
@@ -99,15 +67,12 @@ class ConformalCalibration:
     """Split-conformal p-values from held-out normal image scores, with a Gumbel tail beyond them."""
 
     scores: np.ndarray  # (n,) sorted ascending
-    tail: GumbelFit | None
+    tail: PredictiveGumbelTail | None
 
     @classmethod
     def from_scores(cls, scores: np.ndarray | list[float]) -> ConformalCalibration:
         ordered = np.sort(np.asarray(scores, dtype=np.float64))
-        tail = None
-        if ordered.size >= MIN_TAIL_IMAGES:
-            fit = GumbelFit.from_scores(ordered)
-            tail = fit.widened(1.0 + TAIL_WIDENING / math.sqrt(ordered.size))
+        tail = PredictiveGumbelTail(ordered) if ordered.size >= MIN_TAIL_IMAGES else None
         return cls(scores=ordered, tail=tail)
 
     @property
@@ -134,15 +99,19 @@ class ConformalCalibration:
         rank_p = (1 + exceed) / (self.n + 1)
         if exceed > 0 or self.tail is None:
             return rank_p
-        floor = self.resolution * 10.0 ** (-TAIL_DECADES)
-        return min(max(self.tail.p_value(score), floor), rank_p)
+        return min(max(self.tail.p_value(score), self.tail_floor), rank_p)
+
+    @property
+    def tail_floor(self) -> float:
+        """The smallest p the tail gives: ``TAIL_DECADES`` decades below the rank test's resolution."""
+        return self.resolution * 10.0 ** (-TAIL_DECADES)
 
     def decision_level(self, budget: float) -> float:
         """Scores strictly above this get p <= budget (NG); the level for marking anomalous pixels."""
         allowed = math.floor(budget * (self.n + 1) + 1e-9) - 1  # calibration scores that may still exceed
         if allowed >= 0:
             return float(self.scores[self.n - 1 - allowed]) if allowed < self.n else -math.inf
-        if self.tail is None:
+        if self.tail is None or budget < self.tail_floor:
             return math.inf
         return max(float(self.scores[-1]), self.tail.quantile(budget))
 

@@ -46,12 +46,12 @@ from lineguard.runtime.scoring.anomaly_maps import component_maps
 from lineguard.runtime.scoring.calibration import (
     FAMILIES,
     BorderProfile,
-    GumbelFit,
     component_family,
     component_norms,
     fuse_maps,
     image_scores,
 )
+from lineguard.runtime.scoring.gumbel_tail import GumbelFit
 from lineguard.runtime.scoring.patch_scoring import PatchMemory
 from lineguard.runtime.scoring.product_model import ProductModel, ProductScorer
 from lineguard.runtime.scoring.region_evidence import normal_appearance

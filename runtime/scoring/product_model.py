@@ -27,10 +27,10 @@ from lineguard.runtime.scoring.calibration import (
     TAIL_DECADES,
     BorderProfile,
     ConformalCalibration,
-    GumbelFit,
     fuse_maps,
     needed_images,
 )
+from lineguard.runtime.scoring.gumbel_tail import GumbelFit
 from lineguard.runtime.scoring.patch_scoring import PatchMemory
 
 
