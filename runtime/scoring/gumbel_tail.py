@@ -36,7 +36,7 @@ EULER_GAMMA = 0.5772156649015329
 MIN_SCALE = 0.05  # in z units: keeps a near-constant calibration set from producing a zero-width law
 SIMULATED_SAMPLES = 16384  # quantiles of the predictive law to ~0.5% (seed to seed) at n = 8..50
 SIMULATION_SEED = 20261201
-_CHUNK = 2048  # simulated calibration sets drawn at once (bounds memory for large n)
+_CHUNK_VALUES = 1 << 21  # simulated scores drawn at once: 16 MB, whatever n
 
 
 def _moment_fit(scores: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
@@ -60,8 +60,8 @@ class GumbelFit:
         scores = np.asarray(scores, dtype=np.float64)
         if scores.size < 2:
             raise ValueError("a Gumbel fit needs at least two calibration scores")
-        location, scale = _moment_fit(scores)
-        scale = max(float(scale), MIN_SCALE)
+        _, scale = _moment_fit(scores)
+        scale = max(float(scale), MIN_SCALE)  # the location follows the floored scale
         return cls(location=float(scores.mean()) - EULER_GAMMA * scale, scale=scale)
 
     def p_value(self, score: float) -> float:
@@ -79,8 +79,9 @@ def _simulated_fits(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Moment estimates (M, S) on ``SIMULATED_SAMPLES`` seeded sets of n standard Gumbel scores."""
     rng = np.random.default_rng([SIMULATION_SEED, n])
     locations, scales = [], []
-    for start in range(0, SIMULATED_SAMPLES, _CHUNK):
-        rows = min(_CHUNK, SIMULATED_SAMPLES - start)
+    chunk = max(_CHUNK_VALUES // n, 1)
+    for start in range(0, SIMULATED_SAMPLES, chunk):
+        rows = min(chunk, SIMULATED_SAMPLES - start)
         location, scale = _moment_fit(rng.gumbel(size=(rows, n)), axis=1)
         locations.append(location)
         scales.append(scale)
