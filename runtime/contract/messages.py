@@ -24,8 +24,9 @@ VerdictClass = Literal["OK", "NG", "ERROR", "TIMEOUT"]
 DecisionMode = Literal["zero-shot", "few-shot", "llm"]
 # How far a verdict's p-value can be trusted (lineguard.runtime.scoring.calibration):
 #   conformal     rank among held-out calibration normals; their count resolves the line's budget
-#   tail          too few calibration normals to resolve the budget: a Gumbel tail fitted to them decides
-#                 beyond the largest one (validated by `lineguard eval`, see README "How the budget works")
+#   tail          too few calibration normals to resolve the budget: the predictive Gumbel tail of their
+#                 scores decides beyond the largest one (lineguard.runtime.scoring.gumbel_tail; validated by
+#                 `lineguard eval`, see README "How the budget works")
 #   provisional   no (or too few) held-out calibration images: p from augmented views of the shots,
 #                 known to over-reject on real photos; enrol or calibrate with more normals
 #   uncalibrated  zero-shot: the decoder's own decision, no product normals behind it

@@ -89,8 +89,8 @@ class ProductJudge:
                     f"{budget:g} false-reject budget")
         missing = self.missing_images(budget)
         if status == "tail":
-            return (f"tail: {n} calibration images give p >= {1 / (n + 1):.2g}, above the {budget:g} budget; a Gumbel "
-                    f"tail fitted to them decides beyond the largest; {missing} more normal images make the "
+            return (f"tail: {n} calibration images give p >= {1 / (n + 1):.2g}, above the {budget:g} budget; the "
+                    f"predictive Gumbel tail of their scores decides beyond the largest; {missing} more normal images make the "
                     f"rank test alone resolve it")
         return (f"PROVISIONAL: {n} calibration images (a tail needs {max(MIN_TAIL_IMAGES - n, 0)} more, the rank test "
                 f"{missing} more); verdicts use augmented views of the shots, which over-reject on real parts")
