@@ -74,12 +74,15 @@ eval-normals: $(STAMP)
 	test -f bundles/default/manifest.json || $(MAKE) demo
 	$(PY) -m lineguard.evaluation.normals_needed bundles/default --update-readme
 
-# The README's ablation tables: the same evaluation with the product enrolled without one score family.
+# The README's ablation tables: the same evaluation with the product enrolled without one score family,
+# then with a memory of the shots as they lie (--orientation fixed: not turned and mirrored).
 ablation: $(STAMP)
 	for family in decoder statistics memory; do \
 		$(VENV)/bin/lineguard eval bundles/default --all --without $$family \
 			--out artifacts/eval-without-$$family --update-readme || exit 1; \
 	done
+	$(VENV)/bin/lineguard eval bundles/default --all --orientation fixed \
+		--out artifacts/eval-orientation-fixed --update-readme
 
 # Text evidence vs AnomalyGPT's soft prompt vs both (README "Soft prompts"): trains the prompt learner into
 # bundles/default on the scikit-image texture set's normals, then compares the groundings on ../shared/realdev.

@@ -32,7 +32,7 @@ import torch
 from lineguard.export.onnx_export import export_onnx, onnx_parity
 from lineguard.export.reference_chain import TorchVisionChain
 from lineguard.export.training import TrainReport, train_decoder
-from lineguard.runtime.bundle import Bundle, DecoderAdaptation, ProductCalibration, utc_now
+from lineguard.runtime.bundle import Bundle, DecoderAdaptation, MemoryOrientation, ProductCalibration, utc_now
 from lineguard.runtime.image_io import image_paths, read_images, split_normals
 from lineguard.runtime.scoring.enroll import PRODUCT_NAME, enroll_product, pixel_digest
 
@@ -92,9 +92,10 @@ def adapt_decoder(bundle: Bundle, shots: Sequence[np.ndarray], out_file: str, st
 
 def adapt_product(bundle_dir: str | Path, product: str, normals: str | Path | Sequence[Path], shots: int = 4,
                   seed: int = 0, calib: int | None = None, steps: int = ADAPT_STEPS, samples: int = ADAPT_SAMPLES,
-                  lr: float = ADAPT_LR) -> AdaptResult:
+                  lr: float = ADAPT_LR, orientation: MemoryOrientation = "any") -> AdaptResult:
     """Adapt the decoder to ``product`` on the ``shots`` normals drawn by ``seed`` (as ``enroll`` draws
-    them), then enrol the product with it: the other normals (or ``calib`` of them) calibrate."""
+    them), then enrol the product with it (``orientation`` as enrolment's): the other normals (or ``calib`` of
+    them) calibrate."""
     if not PRODUCT_NAME.match(product):
         raise AdaptError(f"product name {product!r} must be 1-64 letters, digits, '_', '-' or '.'")
     paths = image_paths(Path(normals)) if isinstance(normals, str | Path) else list(normals)
@@ -107,6 +108,6 @@ def adapt_product(bundle_dir: str | Path, product: str, normals: str | Path | Se
     adaptation, training = adapt_decoder(bundle, shot_images, f"products/{product}/decoder.onnx", steps, samples,
                                          lr, seed)
     calibration = enroll_product(bundle, product, shot_images, calibration_images=calibration_images,
-                                 seed=seed, decoder=adaptation)
+                                 seed=seed, decoder=adaptation, orientation=orientation)
     return AdaptResult(adaptation=adaptation, calibration=calibration, training=training,
                        calibration_images=len(calibration_paths))

@@ -133,9 +133,11 @@ def test_adapt_cli(bundle_copy: Path, weave_parts: list[np.ndarray], tmp_path: P
     enroll = ["enroll", str(bundle_copy), "--product", "weave", "--normals", str(normals)]
     assert main(enroll) == 0  # re-enrolling keeps the product's decoder, and says so
     assert "its own decoder (products/weave/decoder.onnx" in capsys.readouterr().out
-    assert main([*enroll, "--shared-decoder"]) == 0
-    assert "; the shared decoder" in capsys.readouterr().out
-    assert Bundle.open(bundle_copy).manifest.products["weave"].decoder is None
+    assert main([*enroll, "--shared-decoder", "--orientation", "fixed"]) == 0
+    out = capsys.readouterr().out
+    assert "; the shared decoder" in out and "(orientation fixed)" in out
+    product = Bundle.open(bundle_copy).manifest.products["weave"]
+    assert product.decoder is None and product.orientation == "fixed"
     # a readable error, not a traceback
     assert main(["adapt", str(bundle_copy), "--product", "../evil", "--normals", str(normals)]) == 2
     assert "product name" in capsys.readouterr().err

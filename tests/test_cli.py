@@ -53,9 +53,10 @@ def _fake_eval_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[P
     calls: list[tuple] = []
 
     def fake_evaluate(bundle_dir, data_root, category, shots, seed=0, calib=None, budget=0.01,
-                      verdict_mode="vision", without=(), grounding="text", adapt=False):
+                      verdict_mode="vision", without=(), grounding="text", adapt=False, orientation="any"):
         assert grounding == "text" and adapt is False  # eval --all passes the CLI's defaults through
-        calls.append((category, shots, seed, calib, budget, verdict_mode, *without))
+        calls.append((category, shots, seed, calib, budget, verdict_mode, *without,
+                      *([] if orientation == "any" else [f"orientation {orientation}"])))
         return SimpleNamespace(image_auroc=0.8 + 0.1 * seed, pixel_auroc=None, accuracy=0.75,
                                false_reject_rate=0.05 * seed, miss_rate=0.25, n_images=12, ms_per_image=3.0,
                                miss_rate_by_type={"scratch": 0.25})
@@ -103,6 +104,22 @@ def test_eval_all_without_a_family_fills_its_own_ablation_table(tmp_path: Path,
     assert {c[-1] for c in calls} == {"decoder"}  # every run enrolled without the decoder
     text = readme.read_text()
     assert f"{start}\nstale\n" not in text and f"{README_START}\nstale table\n{README_END}" in text  # the full table untouched
+
+
+def test_eval_all_with_a_fixed_orientation_fills_its_own_ablation_table(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lineguard.evaluation.readme_tables import README_END, README_START, readme_markers
+
+    bundle, readme, calls = _fake_eval_setup(tmp_path, monkeypatch)
+    start, end = readme_markers("eval-table-orientation-fixed")
+    readme.write_text(readme.read_text() + f"{start}\nstale\n{end}\n")
+    assert main(["eval", str(bundle), "--all", "--out", str(tmp_path / "out"), "--seeds", "0", "--orientation",
+                 "fixed", "--update-readme", "--readme", str(readme), "--realdev", str(tmp_path / "realdev"),
+                 "--texture-cache", str(tmp_path / "tex")]) == 0
+    assert {c[-1] for c in calls} == {"orientation fixed"}  # every run enrolled with the memory as the shots lie
+    text = readme.read_text()
+    assert f"{start}\nstale\n" not in text and f"{README_START}\nstale table\n{README_END}" in text
+    assert "Regenerate with `make ablation` (`lineguard eval" in text and "--orientation fixed --update-readme" in text
 
 
 def test_eval_all_of_another_bundle_fills_that_bundles_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from lineguard.export.synthesis import cut_paste_poisson
 from lineguard.export.textures import texture_variants
 from lineguard.runtime.bundle import Bundle
-from lineguard.runtime.scoring.enroll import EnrollmentError, calibrate_product, enroll_product
+from lineguard.runtime.scoring.enroll import (
+    EnrollmentError,
+    calibrate_product,
+    enroll_product,
+    turned_and_mirrored,
+)
 from lineguard.runtime.scoring.inspector import Inspector, UnknownProductError
 
 
@@ -126,3 +132,42 @@ def test_a_product_fuses_only_the_families_it_was_enrolled_with(bundle_copy: Pat
     assert inspector.inspect(weave_parts[6], "weave").verdict == "OK"
     with pytest.raises(EnrollmentError, match="families"):
         enroll_product(bundle, "weave", weave_parts[:4], families=("colour",))
+
+
+def test_turned_and_mirrored_gives_every_other_orientation_once() -> None:
+    rng = np.random.default_rng(0)
+    square = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    views = turned_and_mirrored(square)
+    keys = {v.tobytes() for v in [square, *views]}
+    assert len(views) == 7 and len(keys) == 8  # the square's 8 symmetries, each once
+    assert all(v.shape == square.shape and v.flags.c_contiguous for v in views)
+    oblong = rng.integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    assert [v.shape for v in turned_and_mirrored(oblong)] == [oblong.shape] * 3  # 180 degrees and two mirrors
+
+
+def stripes(angle_deg: float, phase: float, rng: np.random.Generator, size: int = 224) -> np.ndarray:
+    """A directional surface: sinusoidal stripes at ``angle_deg`` with camera noise (BGR uint8)."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    theta = np.deg2rad(angle_deg)
+    wave = np.sin((x * np.cos(theta) + y * np.sin(theta)) * 2 * np.pi / 14 + phase)
+    gray = 128 + 70 * wave + rng.normal(0, 6, wave.shape)
+    return cv2.cvtColor(np.clip(gray, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+
+def test_the_memory_holds_the_shots_turned_unless_the_orientation_is_fixed(bundle_copy: Path) -> None:
+    """Stripes at 30 degrees enrolled; a part turned by 90 degrees (stripes at 120) is foreign to a fixed
+    memory (NG) and normal to one that holds the shots turned (the default), while an untouched part is OK
+    either way."""
+    rng = np.random.default_rng(0)
+    parts = [stripes(30, rng.uniform(0, 2 * np.pi), rng) for _ in range(32)]
+    turned_part = np.ascontiguousarray(np.rot90(parts[-1]))
+    verdicts = {}
+    for orientation in ("fixed", "any"):
+        bundle = Bundle.open(bundle_copy)
+        enroll_product(bundle, "stripes", parts[:2], calibration_images=parts[2:30], orientation=orientation)
+        assert Bundle.open(bundle_copy).manifest.products["stripes"].orientation == orientation
+        inspector = Inspector(bundle)
+        verdicts[orientation] = inspector.inspect_batch([turned_part, parts[30]], "stripes")
+    assert [v.verdict for v in verdicts["fixed"]] == ["NG", "OK"]
+    assert [v.verdict for v in verdicts["any"]] == ["OK", "OK"]
+    assert verdicts["any"][0].p_value > 10 * verdicts["fixed"][0].p_value

@@ -192,6 +192,8 @@ def test_each_table_names_the_command_that_regenerates_it(tmp_path: Path, monkey
 
     assert make_target([]) == "`make eval` " and make_target(["--adapt"]) == "`make eval-adapt` "
     assert make_target(["--without decoder"]) == "`make ablation` " and make_target(["--without x", "--adapt"]) == ""
+    assert make_target(["--orientation fixed"]) == "`make ablation` "
+    assert make_target(["--without decoder", "--without memory"]) == ""  # `make ablation` leaves out one at a time
     assert make_target([], "bundles/input-320") == "`make eval-resolution` "
     assert make_target([], "bundles/encoder-lite2") == "`make eval-encoders` "
     assert make_target(["--adapt"], "bundles/input-320") == "" and make_target([], "bundles/mine") == ""
@@ -230,3 +232,12 @@ def test_suite_module_writes_another_bundles_table(tmp_path: Path, monkeypatch: 
     text = readme.read_text()
     assert f"{README_START}\ndefault's\n{README_END}" in text and "stale" not in text
     assert "Regenerate with `make eval-resolution`" in text
+
+
+def test_the_orientation_ablation_has_its_own_table_and_caption() -> None:
+    from lineguard.evaluation.eval_tables import eval_flags, readme_table_name
+
+    assert readme_table_name("bundles/default", orientation="fixed") == "eval-table-orientation-fixed"
+    assert readme_table_name("bundles/default", ["memory"], adapt=True) == "eval-table-without-memory-adapt"
+    assert eval_flags([], False, "fixed") == ["--orientation fixed"]
+    assert eval_flags(["memory", "decoder", "memory"], True, "any") == ["--without decoder", "--without memory", "--adapt"]

@@ -23,10 +23,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     shots, calibration = split_normals(paths, min(args.shots, len(paths)), args.seed)
     bundle = Bundle.open(args.bundle)
     result = enroll_product(bundle, args.product, read_images(shots), calibration_images=read_images(calibration),
-                            seed=args.seed, decoder=None if args.shared_decoder else "keep")
+                            seed=args.seed, decoder=None if args.shared_decoder else "keep",
+                            orientation=args.orientation)
     own = bundle.manifest.products[args.product].decoder
     decoder = f"its own decoder ({own.file}, from `lineguard adapt`)" if own is not None else "the shared decoder"
-    print(f"enrolled {args.product!r}: memory from {len(shots)} shot(s), {result.views_per_shot} views each; "
+    turned = ", turned and mirrored too" if args.orientation == "any" else " (orientation fixed)"
+    print(f"enrolled {args.product!r}: memory from {len(shots)} shot(s), {result.views_per_shot} views each{turned}; "
           f"{len(result.calibration_scores)} held-out calibration image(s); {decoder}")
     print_calibration(result, args.budget)
     return 0
@@ -48,7 +50,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     paths = normal_images(args.normals)
     try:
         result = adapt_product(args.bundle, args.product, paths, shots=args.shots, seed=args.seed, calib=args.calib,
-                               steps=args.steps, samples=args.samples)
+                               steps=args.steps, samples=args.samples, orientation=args.orientation)
     except (AdaptError, EnrollmentError) as exc:
         raise CliError(str(exc)) from exc
     a = result.adaptation

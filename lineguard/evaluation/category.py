@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from sklearn.metrics import roc_auc_score
 
-from lineguard.runtime.bundle import Bundle, BundleError
+from lineguard.runtime.bundle import Bundle, BundleError, MemoryOrientation
 from lineguard.runtime.image_io import ImageReadError, image_paths, read_image, read_images, split_normals
 from lineguard.runtime.llm.grounding import Grounder, Grounding
 from lineguard.runtime.llm.judge import LlmJudge
@@ -44,6 +44,7 @@ class EvalReport(BaseModel):
     seed: int
     budget: float
     families: list[str] = Field(description="score families the product fused (fewer: an ablation)")
+    orientation: MemoryOrientation = Field("any", description="enrolment's memory orientation (fixed: an ablation)")
     n_calibration: int
     calibration_status: str
     calibration_note: str
@@ -95,11 +96,12 @@ def _test_set(category_dir: Path) -> list[tuple[Path, str, Path | None]]:
 def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots: int, seed: int = 0,
              calib: int | None = None, budget: float = DEFAULT_FALSE_REJECT_BUDGET, batch_size: int = 8,
              verdict_mode: str = "vision", llm_timeout_s: float = 30.0, without: Sequence[str] = (),
-             grounding: Grounding = "text", adapt: bool = False) -> EvalReport:
+             grounding: Grounding = "text", adapt: bool = False, orientation: MemoryOrientation = "any") -> EvalReport:
     """``verdict_mode="llm"`` also asks the bundle's LLM for each image and reports its accuracy, grounded by
     ``grounding`` (text evidence, the prompt learner's soft prompt, or both); ``without`` names score families
     the product is enrolled without (the ablation); ``adapt`` first fine-tunes the product's own decoder on
-    the K shots (``lineguard adapt``, export side: needs torch)."""
+    the K shots (``lineguard adapt``, export side: needs torch); ``orientation`` is enrolment's (``fixed``: no
+    turned and mirrored shots in the memory, the ablation)."""
     category_dir = Path(data_root) / category
     chosen, calibration = split_normals(image_paths(category_dir / "train" / "good"), shots, seed, calib)
     items = _test_set(category_dir)
@@ -115,7 +117,7 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
             adapt_s = time.perf_counter() - started
         enroll_product(bundle, category, shot_images, calibration_images=read_images(calibration),
                        seed=seed, chain=inspector.chain, families=[f for f in FAMILIES if f not in without],
-                       decoder=adaptation)
+                       decoder=adaptation, orientation=orientation)
         judge_model = inspector.product_model(category).judge
         judge = _llm_judge(bundle, grounding) if verdict_mode == "llm" else None
         inspector.image_evidence = judge is not None  # the judge decides from evidence, never the vision verdict
@@ -165,6 +167,7 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
         seed=seed,
         budget=budget,
         families=[f for f in FAMILIES if f not in without],
+        orientation=orientation,
         n_calibration=judge_model.conformal.n,
         calibration_status=judge_model.status(budget),
         calibration_note=judge_model.describe(budget),

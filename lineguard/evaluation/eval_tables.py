@@ -19,20 +19,29 @@ from pathlib import Path
 from lineguard.evaluation.readme_tables import README_TABLE
 
 DEFAULT_BUNDLE_NAME = "default"
+ABLATED_FAMILIES = ("decoder", "statistics", "memory")  # `make ablation`: one run without each
 # bundles the Makefile exports for a README table of their own (folder name -> target)
 BUNDLE_TARGETS = {"input-320": "eval-resolution", "encoder-lite2": "eval-encoders"}
 
 
-def readme_table_name(bundle: str | Path, without: Sequence[str] = (), adapt: bool = False) -> str:
+def readme_table_name(bundle: str | Path, without: Sequence[str] = (), adapt: bool = False,
+                      orientation: str = "any") -> str:
     """The README table that ``eval BUNDLE --all`` with these options writes: ``eval-table`` for the default
     bundle's full chain, ``-<folder>`` for another bundle (``bundles/input-320``: eval-table-input-320), then
-    ``-without-F`` per ablated family and ``-adapt``. So another bundle's numbers never overwrite the
-    default's table."""
+    ``-without-F`` per ablated family, ``-adapt`` and ``-orientation-fixed``. So another bundle's numbers
+    never overwrite the default's table."""
     name = Path(bundle).resolve().name  # `eval . --all` from inside bundles/default is the default bundle
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"bundle folder name {name!r} cannot name a README table (letters, digits, '_', '-', '.')")
     return (README_TABLE + ("" if name == DEFAULT_BUNDLE_NAME else f"-{name}")
-            + "".join(f"-without-{family}" for family in sorted(set(without))) + ("-adapt" if adapt else ""))
+            + "".join(f"-without-{family}" for family in sorted(set(without))) + ("-adapt" if adapt else "")
+            + ("" if orientation == "any" else f"-orientation-{orientation}"))
+
+
+def eval_flags(without: Sequence[str], adapt: bool, orientation: str) -> list[str]:
+    """The options of an ``eval --all`` run beyond the default table's, as its caption names them."""
+    return ([f"--without {family}" for family in sorted(set(without))] + (["--adapt"] if adapt else [])
+            + ([] if orientation == "any" else [f"--orientation {orientation}"]))
 
 
 def make_target(flags: Sequence[str], bundle: str | Path = DEFAULT_BUNDLE_NAME) -> str:
@@ -45,6 +54,6 @@ def make_target(flags: Sequence[str], bundle: str | Path = DEFAULT_BUNDLE_NAME) 
         return "`make eval` "
     if flags == ["--adapt"]:
         return "`make eval-adapt` "
-    if all(f.startswith("--without") for f in flags):
+    if len(flags) == 1 and flags[0] in ("--orientation fixed", *(f"--without {f}" for f in ABLATED_FAMILIES)):
         return "`make ablation` "
     return ""

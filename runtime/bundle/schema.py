@@ -114,10 +114,16 @@ class DecoderAdaptation(_Strict):
     adapted_at: str
 
 
+MemoryOrientation = Literal["fixed", "any"]
+
+
 class ProductEntry(_Strict):
     name: str
     shots: int
     views: int
+    orientation: MemoryOrientation = Field(
+        "fixed", description="any: the memory also holds each shot turned and mirrored (the 7 other orientations of "
+        "a square), for parts that reach the camera in any orientation; fixed: only the shots' light views")
     memory_file: str
     calibration_file: str
     enrolled_at: str

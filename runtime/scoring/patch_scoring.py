@@ -88,12 +88,22 @@ def greedy_coreset(patches: np.ndarray, size: int, seed: int = 0, projection_dim
         points = patches @ proj
     else:
         points = patches
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    # squared distances as |p|^2 - 2 p.c + |c|^2: one matrix-vector product a step, no (N, D) temporary
+    # (the farthest point is the same in squared distance)
+    norms = squared_norms(points)
     chosen = np.empty(size, dtype=np.int64)
     chosen[0] = rng.integers(len(points))
-    min_dist = np.linalg.norm(points - points[chosen[0]], axis=1)
-    for i in range(1, size):
-        chosen[i] = int(np.argmax(min_dist))
-        min_dist = np.minimum(min_dist, np.linalg.norm(points - points[chosen[i]], axis=1))
+    min_dist = np.full(len(points), np.inf, dtype=np.float32)
+    step = np.empty(len(points), dtype=np.float32)
+    for i in range(size):
+        if i:
+            chosen[i] = int(np.argmax(min_dist))
+        centre = points[chosen[i]]
+        np.matmul(points, -2.0 * centre, out=step)
+        step += norms
+        step += norms[chosen[i]]
+        np.minimum(min_dist, step, out=min_dist)
     return chosen
 
 
