@@ -34,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     from lineguard.runtime.line.config import LineConfig
     from lineguard.runtime.scoring.calibration import DEFAULT_FALSE_REJECT_BUDGET, FAMILIES
 
-    ORIENTATIONS = get_args(MemoryOrientation)  # noqa: N806 (a choice list, named like the others)
+    def add_orientation(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--orientation", choices=get_args(MemoryOrientation), default="any",
+                             help="any: the memory also holds each shot turned and mirrored, for parts that reach the "
+                                  "camera in any orientation; fixed: for fixtured parts where a turned structure is a "
+                                  "defect (default %(default)s)")
 
     parser = argparse.ArgumentParser(prog="lineguard", description="Anomaly detection at the production line.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens inside")
@@ -133,9 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--shared-decoder", action="store_true",
                         help="enrol with the bundle's shared decoder, dropping the product's own from `lineguard adapt` "
                              "(without it, re-enrolling an adapted product keeps its decoder)")
-    enroll.add_argument("--orientation", choices=ORIENTATIONS, default="any",
-                        help="any: the memory also holds each shot turned and mirrored, for parts that reach the camera in "
-                             "any orientation; fixed: for fixtured parts where a turned structure is a defect (default %(default)s)")
+    add_orientation(enroll)
     enroll.set_defaults(func=enroll_cmd.cmd_enroll)
 
     adapt = sub.add_parser("adapt", help="workstation side: fine-tune a product's own anomaly decoder on simulated "
@@ -152,9 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--samples", type=positive_int, default=192, help="simulated anomalous images (default %(default)s)")
     adapt.add_argument("--budget", type=budget, default=DEFAULT_FALSE_REJECT_BUDGET,
                        help="the line's false-reject budget, to say whether calibration resolves it (default %(default)s)")
-    adapt.add_argument("--orientation", choices=ORIENTATIONS, default="any",
-                       help="any: the memory also holds each shot turned and mirrored, for parts that reach the camera in "
-                            "any orientation; fixed: for fixtured parts where a turned structure is a defect (default %(default)s)")
+    add_orientation(adapt)
     adapt.set_defaults(func=enroll_cmd.cmd_adapt)
 
     calibrate = sub.add_parser("calibrate", help="add held-out normal images to a product's calibration (memory unchanged)")
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--adapt", action="store_true",
                     help="fine-tune the product's own decoder on the K shots first (`lineguard adapt`; needs the "
                          "workstation extra). With --all --update-readme it fills the README's eval-table-adapt table")
-    ev.add_argument("--orientation", choices=ORIENTATIONS, default="any",
+    ev.add_argument("--orientation", choices=get_args(MemoryOrientation), default="any",
                     help="enrolment's memory orientation (see enroll). With --all --update-readme, fixed fills the "
                          "README's eval-table-orientation-fixed table (the ablation)")
     ev.set_defaults(func=eval_cmd.cmd_eval)

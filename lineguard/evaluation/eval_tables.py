@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lineguard.evaluation.readme_tables import README_TABLE
+from lineguard.runtime.scoring.calibration import FAMILIES
 
 DEFAULT_BUNDLE_NAME = "default"
-ABLATED_FAMILIES = ("decoder", "statistics", "memory")  # `make ablation`: one run without each
 # bundles the Makefile exports for a README table of their own (folder name -> target)
 BUNDLE_TARGETS = {"input-320": "eval-resolution", "encoder-lite2": "eval-encoders"}
 
@@ -54,6 +54,6 @@ def make_target(flags: Sequence[str], bundle: str | Path = DEFAULT_BUNDLE_NAME) 
         return "`make eval` "
     if flags == ["--adapt"]:
         return "`make eval-adapt` "
-    if len(flags) == 1 and flags[0] in ("--orientation fixed", *(f"--without {f}" for f in ABLATED_FAMILIES)):
+    if len(flags) == 1 and flags[0] in ("--orientation fixed", *(f"--without {f}" for f in FAMILIES)):  # one at a time
         return "`make ablation` "
     return ""
