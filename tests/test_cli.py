@@ -265,6 +265,25 @@ def test_training_counts_must_be_positive(capsys: pytest.CaptureFixture[str]) ->
                 assert exited.value.code == 2 and says in capsys.readouterr().err
 
 
+def test_statistics_stages_of_an_export_are_checked_before_training(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`export vision --statistics-stages` takes a comma list; a stage the encoder lacks is a readable error
+    before any training, and leaves no bundle behind."""
+    from lineguard.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["export", "vision", "--statistics-stages", "s1, s2,s3"]).statistics_stages == ["s1", "s2", "s3"]
+    assert parser.parse_args(["export", "vision"]).statistics_stages is None  # the export's default (s2, s3)
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["export", "vision", "--statistics-stages", ","])
+    assert exited.value.code == 2 and "name at least one stage" in capsys.readouterr().err
+    out = tmp_path / "b"
+    assert main(["export", "vision", "--statistics-stages", "s2,s9", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "statistics stages must be a non-empty subset of s1, s2, s3, s4; got s2, s9" in err
+    assert not out.exists()
+
+
 def test_eval_adapt_without_the_workstation_extra_is_a_readable_error(monkeypatch: pytest.MonkeyPatch,
                                                                       tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
     import sys

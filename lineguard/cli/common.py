@@ -51,6 +51,15 @@ def dest(option: str) -> str:
     return option.removeprefix("--").replace("-", "_")
 
 
+def stage_list(text: str) -> list[str]:
+    """argparse type of a comma-separated list of encoder stage names ("s2,s3"); which stages exist is the
+    export's to check."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: name at least one stage, e.g. s2,s3")
+    return names
+
+
 def positive_int(text: str) -> int:
     """argparse type of counts that must be at least 1 (training steps, simulated images)."""
     try:

@@ -21,8 +21,9 @@ def cmd_export_vision(args: argparse.Namespace) -> int:
     try:
         bundle = export_vision(args.out, encoder_family=args.encoder, weights=args.weights, normals_dirs=args.normals or (),
                                input_size=args.input_size, steps=args.steps, samples=args.samples, seed=args.seed,
-                               overwrite=args.overwrite)
-    except (EncoderError, ParityError) as exc:
+                               overwrite=args.overwrite, **({"statistics_stages": args.statistics_stages}
+                                                            if args.statistics_stages else {}))
+    except (EncoderError, ParityError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     m = bundle.manifest
     print(f"bundle {m.bundle_id} written to {bundle.root}")

@@ -22,7 +22,7 @@ from lineguard.cli import keys as keys_cmd
 from lineguard.cli import panel as panel_cmd
 from lineguard.cli import serve as serve_cmd
 from lineguard.cli import watch as watch_cmd
-from lineguard.cli.common import DEFAULT_BUNDLE, budget, positive_int
+from lineguard.cli.common import DEFAULT_BUNDLE, budget, positive_int, stage_list
 from lineguard.runtime.llm.grounding import GROUNDINGS
 
 
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     vision.add_argument("--normals", action="append", metavar="DIR",
                         help="folder of normal images to simulate anomalies from (repeatable); default: generated")
     vision.add_argument("--input-size", type=int, help="square input size (default: the encoder's own)")
+    vision.add_argument("--statistics-stages", type=stage_list, default=None, metavar="S,S",
+                        help="encoder stages the statistics family scores, comma-separated (default s2,s3; "
+                             "README: Statistics stages)")
     vision.add_argument("--steps", type=positive_int, default=400, help="decoder training steps (default %(default)s)")
     vision.add_argument("--samples", type=positive_int, default=320, help="simulated training images (default %(default)s)")
     vision.add_argument("--seed", type=int, default=0)
