@@ -24,7 +24,7 @@ def test_manifest_describes_the_bundle(bundle_dir: Path) -> None:
     assert [s.name for s in m.encoder.stages] == ["s1", "s2", "s3", "s4"]
     assert [s.stride for s in m.encoder.stages] == [4, 8, 16, 32]
     assert m.preprocessing.input_size == (224, 224)
-    assert m.scoring.memory_stages == ["s2", "s3"] and m.scoring.statistics_stages == ["s2", "s3"]  # no s1: README
+    assert m.scoring.memory_stages == ["s2", "s3"] and m.scoring.statistics_stages == ["s3"]  # README: Statistics stages
     assert set(m.files) >= {"encoder.onnx", "decoder.onnx", "prototypes.npz", "parity.json"}
     normal, abnormal = bundle.prototypes()
     assert normal.shape == abnormal.shape == (384,)

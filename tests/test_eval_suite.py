@@ -196,7 +196,7 @@ def test_each_table_names_the_command_that_regenerates_it(tmp_path: Path, monkey
     assert make_target(["--without decoder", "--without memory"]) == ""  # `make ablation` leaves out one at a time
     assert make_target([], "bundles/input-320") == "`make eval-resolution` "
     assert make_target([], "bundles/encoder-lite2") == "`make eval-encoders` "
-    assert make_target([], "bundles/statistics-s1") == "`make eval-stages` "
+    assert make_target([], "bundles/statistics-s1-s2-s3") == make_target([], "bundles/statistics-s2-s3") == "`make eval-stages` "
     assert make_target(["--adapt"], "bundles/input-320") == "" and make_target([], "bundles/mine") == ""
     monkeypatch.setattr(suite, "texture_roots", lambda cache_dir, seed=0: ([(str(cache_dir), "brick", "texture")], []))
     report = main_eval_all("bundles/default", tmp_path / "out", 4, (0,), realdev=tmp_path / "none",

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of normal images to simulate anomalies from (repeatable); default: generated")
     vision.add_argument("--input-size", type=int, help="square input size (default: the encoder's own)")
     vision.add_argument("--statistics-stages", type=stage_list, default=None, metavar="S,S",
-                        help="encoder stages the statistics family scores, comma-separated (default s2,s3; "
+                        help="encoder stages the statistics family scores, comma-separated (default s3; "
                              "README: Statistics stages)")
     vision.add_argument("--steps", type=positive_int, default=400, help="decoder training steps (default %(default)s)")
     vision.add_argument("--samples", type=positive_int, default=320, help="simulated training images (default %(default)s)")

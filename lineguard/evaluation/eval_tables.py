@@ -21,7 +21,8 @@ from lineguard.runtime.scoring.calibration import FAMILIES
 
 DEFAULT_BUNDLE_NAME = "default"
 # bundles the Makefile exports for a README table of their own (folder name -> target)
-BUNDLE_TARGETS = {"input-320": "eval-resolution", "encoder-lite2": "eval-encoders", "statistics-s1": "eval-stages"}
+BUNDLE_TARGETS = {"input-320": "eval-resolution", "encoder-lite2": "eval-encoders",
+                  "statistics-s1-s2-s3": "eval-stages", "statistics-s2-s3": "eval-stages"}
 
 
 def readme_table_name(bundle: str | Path, without: Sequence[str] = (), adapt: bool = False,
