@@ -56,6 +56,11 @@ PARITY_TOLERANCE = 1e-2
 DEFAULT_STATISTICS_STAGES = ("s3",)
 
 
+class ExportOptionError(ValueError):
+    """An export option the encoder cannot honour (a statistics stage it does not have); raised before any
+    training."""
+
+
 class ParityError(RuntimeError):
     """The exported ONNX graph does not reproduce PyTorch within PARITY_TOLERANCE."""
 
@@ -83,7 +88,7 @@ def export_vision(
 ) -> Bundle:
     unknown = sorted(set(statistics_stages) - set(STAGE_NAMES))
     if unknown or not statistics_stages:
-        raise ValueError(f"statistics stages must be a non-empty subset of {', '.join(STAGE_NAMES)}; got "
+        raise ExportOptionError(f"statistics stages must be a non-empty subset of {', '.join(STAGE_NAMES)}; got "
                          f"{', '.join(statistics_stages) or 'none'}")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):

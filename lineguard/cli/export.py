@@ -15,7 +15,7 @@ from lineguard.cli.common import CliError
 def cmd_export_vision(args: argparse.Namespace) -> int:
     try:
         from lineguard.export.encoders import EncoderError
-        from lineguard.export.vision import ParityError, export_vision
+        from lineguard.export.vision import ExportOptionError, ParityError, export_vision
     except ImportError as exc:
         raise CliError(f"export needs the workstation extra: pip install 'lineguard[export]' ({exc})") from exc
     try:
@@ -23,12 +23,14 @@ def cmd_export_vision(args: argparse.Namespace) -> int:
                                input_size=args.input_size, steps=args.steps, samples=args.samples, seed=args.seed,
                                overwrite=args.overwrite, **({"statistics_stages": args.statistics_stages}
                                                             if args.statistics_stages else {}))
-    except (EncoderError, ParityError, ValueError) as exc:
+    except (EncoderError, ExportOptionError, ParityError) as exc:
         raise CliError(str(exc)) from exc
     m = bundle.manifest
     print(f"bundle {m.bundle_id} written to {bundle.root}")
     print(f"  encoder {m.encoder.family}, input {m.preprocessing.input_size}, stages "
           + ", ".join(f"{s.name}:{s.channels}x{s.grid[0]}x{s.grid[1]}" for s in m.encoder.stages))
+    print(f"  few-shot scoring: memory on {', '.join(m.scoring.memory_stages)}, statistics on "
+          f"{', '.join(m.scoring.statistics_stages)}")
     print(f"  parity vs PyTorch: {m.parity.max_abs_diff} (tolerance {m.parity.tolerance})")
     return 0
 

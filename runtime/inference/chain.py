@@ -17,9 +17,8 @@ Usage::
 On a GPU (TensorRT engines, or ONNX Runtime with the CUDA/TensorRT EP) the features stay on the device
 between encoder and decoder (``chain.device_chain``): the image goes up, the map comes back, and so do
 the stages few-shot scoring reads on the CPU (``host_stages``, by default the bundle's memory and
-statistics stages: s2-s3 of EfficientNet-Lite0 since the default left s1 out, about 37% of the feature
-bytes). What that saves is the upload of every stage to the decoder and the download of the stages
-nobody reads (s1 and s4 by default); the
+statistics stages: s2-s3 of EfficientNet-Lite0, about 37% of the feature bytes). What that saves is the
+upload of every stage to the decoder and the download of the stages nobody reads (s1 and s4); the
 download of the scoring stages stays until patch scoring runs on the device too.
 """
 
