@@ -284,6 +284,26 @@ def test_statistics_stages_of_an_export_are_checked_before_training(tmp_path: Pa
     assert not out.exists()
 
 
+def test_export_vision_says_which_stages_each_scorer_reads(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """What the export wrote is printed from its manifest, the few-shot scorers' stages included, and the
+    stages asked for reach the export."""
+    import lineguard.export.vision as vision
+    from lineguard.runtime.bundle import Bundle
+
+    asked: list[object] = []
+
+    def export(out, **kwargs):  # noqa: ANN001, ANN003, ANN202 - stands in for the minutes of training
+        asked.append(kwargs.get("statistics_stages"))
+        return Bundle.open(bundle_dir)
+
+    monkeypatch.setattr(vision, "export_vision", export)
+    assert main(["export", "vision", "--out", "unused"]) == 0
+    assert "few-shot scoring: memory on s2, s3, statistics on s3" in capsys.readouterr().out
+    assert main(["export", "vision", "--out", "unused", "--statistics-stages", "s2,s3"]) == 0
+    assert asked == [None, ["s2", "s3"]]  # None: the export's own default
+
+
 def test_eval_adapt_without_the_workstation_extra_is_a_readable_error(monkeypatch: pytest.MonkeyPatch,
                                                                       tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
     import sys
