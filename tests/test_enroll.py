@@ -28,12 +28,13 @@ def test_enrolment_writes_memory_and_calibration(bundle_copy: Path, weave_parts,
     assert calibration.shots == shots
     assert len(calibration.view_scores) == shots * calibration.views_per_shot >= 12
     assert len(calibration.calibration_scores) == len(set(calibration.calibration_images)) == 8
-    assert set(calibration.components) >= {"decoder", "memory/s2", "statistics/s2"}
+    assert set(calibration.components) == {"decoder", "memory/s2", "memory/s3", "statistics/s3"}  # the bundle's spec
     reopened = Bundle.open(bundle_copy)  # checksums of the new files verify
     assert reopened.manifest.products["weave"].shots == shots
     assert reopened.calibration("weave") == calibration
     arrays = reopened.load_arrays(reopened.manifest.products["weave"].memory_file)
     assert arrays["memory/s2"].shape[1] == 40
+    assert arrays["precision/s3"].shape == (112, 112) and "precision/s2" not in arrays
 
 
 def test_single_shot_can_say_ng(bundle_copy: Path, weave_parts) -> None:
