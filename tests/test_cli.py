@@ -294,14 +294,14 @@ def test_export_vision_says_which_stages_each_scorer_reads(bundle_dir: Path, mon
     asked: list[object] = []
 
     def export(out, **kwargs):  # noqa: ANN001, ANN003, ANN202 - stands in for the minutes of training
-        asked.append(kwargs.get("statistics_stages"))
+        asked.append(kwargs["statistics_stages"])
         return Bundle.open(bundle_dir)
 
     monkeypatch.setattr(vision, "export_vision", export)
     assert main(["export", "vision", "--out", "unused"]) == 0
     assert "few-shot scoring: memory on s2, s3, statistics on s3" in capsys.readouterr().out
     assert main(["export", "vision", "--out", "unused", "--statistics-stages", "s2,s3"]) == 0
-    assert asked == [None, ["s2", "s3"]]  # None: the export's own default
+    assert asked == [vision.DEFAULT_STATISTICS_STAGES, ["s2", "s3"]]
 
 
 def test_eval_adapt_without_the_workstation_extra_is_a_readable_error(monkeypatch: pytest.MonkeyPatch,

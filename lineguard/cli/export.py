@@ -15,14 +15,19 @@ from lineguard.cli.common import CliError
 def cmd_export_vision(args: argparse.Namespace) -> int:
     try:
         from lineguard.export.encoders import EncoderError
-        from lineguard.export.vision import ExportOptionError, ParityError, export_vision
+        from lineguard.export.vision import (
+            DEFAULT_STATISTICS_STAGES,
+            ExportOptionError,
+            ParityError,
+            export_vision,
+        )
     except ImportError as exc:
         raise CliError(f"export needs the workstation extra: pip install 'lineguard[export]' ({exc})") from exc
     try:
         bundle = export_vision(args.out, encoder_family=args.encoder, weights=args.weights, normals_dirs=args.normals or (),
                                input_size=args.input_size, steps=args.steps, samples=args.samples, seed=args.seed,
-                               overwrite=args.overwrite, **({"statistics_stages": args.statistics_stages}
-                                                            if args.statistics_stages else {}))
+                               overwrite=args.overwrite,
+                               statistics_stages=args.statistics_stages or DEFAULT_STATISTICS_STAGES)
     except (EncoderError, ExportOptionError, ParityError) as exc:
         raise CliError(str(exc)) from exc
     m = bundle.manifest
