@@ -34,11 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     from lineguard.runtime.line.config import LineConfig
     from lineguard.runtime.scoring.calibration import DEFAULT_FALSE_REJECT_BUDGET, FAMILIES
 
-    def add_orientation(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--orientation", choices=get_args(MemoryOrientation), default="any",
-                             help="any: the memory also holds each shot turned and mirrored, for parts that reach the "
-                                  "camera in any orientation; fixed: for fixtured parts where a turned structure is a "
-                                  "defect (default %(default)s)")
+    def add_orientation(command: argparse.ArgumentParser,
+                        help: str = "any: the memory also holds each shot turned and mirrored, for parts that reach "  # noqa: A002
+                                    "the camera in any orientation; fixed: for fixtured parts where a turned structure "
+                                    "is a defect (default %(default)s)") -> None:
+        command.add_argument("--orientation", choices=get_args(MemoryOrientation), default="any", help=help)
 
     parser = argparse.ArgumentParser(prog="lineguard", description="Anomaly detection at the production line.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens inside")
@@ -210,9 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--adapt", action="store_true",
                     help="fine-tune the product's own decoder on the K shots first (`lineguard adapt`; needs the "
                          "workstation extra). With --all --update-readme it fills the README's eval-table-adapt table")
-    ev.add_argument("--orientation", choices=get_args(MemoryOrientation), default="any",
-                    help="enrolment's memory orientation (see enroll). With --all --update-readme, fixed fills the "
-                         "README's eval-table-orientation-fixed table (the ablation)")
+    add_orientation(ev, help="enrolment's memory orientation (see enroll). With --all --update-readme, fixed fills "
+                             "the README's eval-table-orientation-fixed table (the ablation)")
     ev.set_defaults(func=eval_cmd.cmd_eval)
 
     ee = sub.add_parser("eval-explanations", help="do the LLM's answers state the true location and agree with the "
