@@ -25,6 +25,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from lineguard.export.reference_chain import TorchVisionChain
 from lineguard.export.training import TrainReport, train_decoder
 from lineguard.runtime.bundle import Bundle, DecoderAdaptation, MemoryOrientation, ProductCalibration, utc_now
 from lineguard.runtime.image_io import image_paths, read_images, split_normals
+from lineguard.runtime.inference.tiling import check_tiles, image_tiles, resolve_tiles
 from lineguard.runtime.scoring.enroll import PRODUCT_NAME, enroll_product, pixel_digest
 
 ADAPT_STEPS = 80
@@ -55,17 +57,23 @@ class AdaptResult:
 
 
 def adapt_decoder(bundle: Bundle, shots: Sequence[np.ndarray], out_file: str, steps: int = ADAPT_STEPS,
-                  samples: int = ADAPT_SAMPLES, lr: float = ADAPT_LR, seed: int = 0) -> tuple[DecoderAdaptation, TrainReport]:
+                  samples: int = ADAPT_SAMPLES, lr: float = ADAPT_LR, seed: int = 0,
+                  tiles: int = 1) -> tuple[DecoderAdaptation, TrainReport]:
     """Fine-tune the bundle's decoder on ``shots`` (BGR uint8), export it to ``out_file`` (bundle-relative)
-    and check its parity; returns its record (not yet on any product) and the training report."""
+    and check its parity; returns its record (not yet on any product) and the training report. ``tiles``: the
+    product is inspected as that many tiles per side, so the decoder trains on the tiles of the shots (what it
+    will see), not on the shots squeezed whole into the input size."""
     if not shots:
         raise AdaptError("adaptation needs at least one normal image")
     reference = TorchVisionChain(bundle)
     decoder = copy.deepcopy(reference.decoder)
-    training = train_decoder(reference.encoder, decoder, shots, bundle.manifest.preprocessing, steps=steps,
+    input_size = bundle.manifest.preprocessing.input_size
+    seen = [tile for shot in shots for tile in image_tiles(shot, check_tiles(tiles), input_size)] if tiles > 1 \
+        else list(shots)
+    training = train_decoder(reference.encoder, decoder, seen, bundle.manifest.preprocessing, steps=steps,
                              samples=samples, seed=seed, lr=lr)
     with torch.no_grad():
-        features = tuple(f.contiguous() for f in reference.encoder(torch.from_numpy(reference.preprocessor(list(shots)))))
+        features = tuple(f.contiguous() for f in reference.encoder(torch.from_numpy(reference.preprocessor(seen))))
     names = [s.name for s in bundle.manifest.encoder.stages]
     path = bundle.path(out_file)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,10 +100,11 @@ def adapt_decoder(bundle: Bundle, shots: Sequence[np.ndarray], out_file: str, st
 
 def adapt_product(bundle_dir: str | Path, product: str, normals: str | Path | Sequence[Path], shots: int = 4,
                   seed: int = 0, calib: int | None = None, steps: int = ADAPT_STEPS, samples: int = ADAPT_SAMPLES,
-                  lr: float = ADAPT_LR, orientation: MemoryOrientation = "any") -> AdaptResult:
+                  lr: float = ADAPT_LR, orientation: MemoryOrientation = "any",
+                  tiles: int | Literal["auto"] = "auto") -> AdaptResult:
     """Adapt the decoder to ``product`` on the ``shots`` normals drawn by ``seed`` (as ``enroll`` draws
-    them), then enrol the product with it (``orientation`` as enrolment's): the other normals (or ``calib`` of
-    them) calibrate."""
+    them), then enrol the product with it (``orientation`` and ``tiles`` as enrolment's): the other normals
+    (or ``calib`` of them) calibrate."""
     if not PRODUCT_NAME.match(product):
         raise AdaptError(f"product name {product!r} must be 1-64 letters, digits, '_', '-' or '.'")
     paths = image_paths(Path(normals)) if isinstance(normals, str | Path) else list(normals)
@@ -105,9 +114,10 @@ def adapt_product(bundle_dir: str | Path, product: str, normals: str | Path | Se
     shot_images = read_images(shot_paths)
     calibration_images = read_images(calibration_paths)  # an unreadable image fails before anything is written
     bundle = Bundle.open(bundle_dir)
+    tiles = resolve_tiles(tiles, shot_images, bundle.manifest.preprocessing.input_size)
     adaptation, training = adapt_decoder(bundle, shot_images, f"products/{product}/decoder.onnx", steps, samples,
-                                         lr, seed)
+                                         lr, seed, tiles)
     calibration = enroll_product(bundle, product, shot_images, calibration_images=calibration_images,
-                                 seed=seed, decoder=adaptation, orientation=orientation)
+                                 seed=seed, decoder=adaptation, orientation=orientation, tiles=tiles)
     return AdaptResult(adaptation=adaptation, calibration=calibration, training=training,
                        calibration_images=len(calibration_paths))

@@ -71,6 +71,7 @@ class VisionBench(BaseModel):
     machine: str
     versions: dict[str, str]
     rounds: int = 0
+    tiles: int = 1  # the bench product's frames, as tiles per side (enroll --tiles)
     runs: list[BatchRun]
     preprocess: list[PreprocessBench] = []
 
@@ -90,14 +91,15 @@ def _int8_figures(ms: dict[str, list[float]], t: dict[str, BackendTiming], fp32:
 
 def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), rounds: int = 7,
                  warmup: int = 1, threads: int | None = None, per_round: int = 3,
-                 camera_size: tuple[int, int] = (1024, 1280), int8: bool = True) -> VisionBench:
+                 camera_size: tuple[int, int] = (1024, 1280), int8: bool = True, tiles: int = 1) -> VisionBench:
     """``int8``: also the whole inspection with an INT8 encoder (export/cpu_int8.py), calibrated on the
-    bench product's normals; timed in the same rounds, its verdicts compared with FP32's."""
+    bench product's normals; timed in the same rounds, its verdicts compared with FP32's. ``tiles``: the
+    bench product is enrolled and inspected as that many tiles per side (both chains run them)."""
     threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     frames = texture_variants("weave", 8 + max(batch_sizes), seed=11)
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-bench-") as bundle:
         ort_inspector = Inspector(bundle, threads=threads)
-        enroll_product(bundle, BENCH_PRODUCT, frames[:4], chain=ort_inspector.chain)
+        enroll_product(bundle, BENCH_PRODUCT, frames[:4], chain=ort_inspector.chain, tiles=tiles)
         torch_inspector = Inspector(bundle, chain=TorchVisionChain(bundle, threads=threads))
         ort_name = "onnxruntime-" + ",".join(ort_inspector.chain.providers)
         candidates = [("onnxruntime", ort_inspector), ("pytorch", torch_inspector)]
@@ -114,7 +116,7 @@ def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), ro
             stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
 
             def chain_only(inspector: Inspector, images=images) -> None:
-                inspector.chain.run(inspector.chain.preprocessor(images))
+                inspector.chain.run(inspector.chain.preprocessor(images, tiles=tiles), tiles=tiles)
 
             def inspection(inspector: Inspector, images=images, stages=stages) -> None:
                 latency = inspector.analyze(images, BENCH_PRODUCT)[0].verdict.latency_ms
@@ -148,5 +150,5 @@ def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), ro
             bundle_id=bundle.manifest.bundle_id, threads=threads,
             machine=f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
             versions={"onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
-            rounds=rounds, runs=runs, preprocess=preprocess,
+            rounds=rounds, tiles=tiles, runs=runs, preprocess=preprocess,
         )

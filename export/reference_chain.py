@@ -21,7 +21,7 @@ import torch
 from lineguard.export.decoder import AnomalyDecoder
 from lineguard.export.encoders import build_encoder
 from lineguard.runtime.bundle import Bundle, DecoderAdaptation
-from lineguard.runtime.inference.chain import ChainOutput
+from lineguard.runtime.inference.chain import ChainOutput, run_as_tiles
 from lineguard.runtime.inference.preprocess import Preprocessor
 
 DECODER_STATE = "decoder_state.npz"
@@ -51,8 +51,13 @@ class TorchVisionChain:
         if adaptation is not None:
             raise ValueError("the PyTorch reference chain runs the shared decoder, not a product's own")
 
-    def run(self, batch: np.ndarray, host_stages: Sequence[str] | None = None, decoder: None = None) -> ChainOutput:
-        """``host_stages``: as VisionChain.run's; everything is on the host here, so every stage comes back."""
+    def run(self, batch: np.ndarray, host_stages: Sequence[str] | None = None, decoder: None = None,
+            tiles: int = 1) -> ChainOutput:
+        """``host_stages``, ``tiles``: as VisionChain.run's; everything is on the host here, so every stage
+        comes back."""
+        return run_as_tiles(self._run_input_size, batch, tiles)
+
+    def _run_input_size(self, batch: np.ndarray) -> ChainOutput:
         with torch.inference_mode():
             t0 = time.perf_counter()
             feats = self.encoder(torch.from_numpy(batch))

@@ -8,19 +8,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from image_folders import write_normals
 
 from lineguard.runtime.bundle import Bundle
 from lineguard.runtime.scoring.enroll import calibrate_product, enroll_product, pixel_digest
 from lineguard.runtime.scoring.inspector import Inspector
 
 STEPS, SAMPLES = 6, 16  # the plumbing, not the quality: `make eval-adapt` measures that on real photos
-
-
-def write_normals(folder: Path, images: list[np.ndarray]) -> Path:
-    folder.mkdir(parents=True)
-    for i, image in enumerate(images):
-        cv2.imwrite(str(folder / f"{i:03d}.png"), image)
-    return folder
 
 
 @pytest.fixture(scope="module")

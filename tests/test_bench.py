@@ -29,6 +29,19 @@ def test_bench_vision_reports_both_backends(bundle_dir: Path, tmp_path: Path) ->
     assert [p["max_abs_diff"] for p in report["preprocess"]] == [0.0, 0.0]  # the fused path gives the same numbers
 
 
+def test_bench_vision_measures_a_tiled_product(bundle_dir: Path, tmp_path: Path, capsys) -> None:
+    """`bench vision --tiles 2`: both chains run the bench product's frames as 2x2 tiles (what a frame of a
+    product of large photos costs); the report says so."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "vision", "--bundle", str(bundle_dir), "--batch", "1", "--rounds", "1", "--tiles", "2",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["tiles"] == 2 and "as 2x2 tiles" in capsys.readouterr().out
+    run = report["runs"][0]
+    assert run["speedup"] > 0 and run["inspection_onnxruntime"]["frames_per_s"] > 0
+    assert main(["bench", "vision", "--bundle", str(bundle_dir), "--tiles", "auto", "--json", str(out)]) == 2
+
+
 def test_bench_line_compares_zeromq_with_direct_calls(bundle_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "line.json"
     assert main(["bench", "line", "--bundle", str(bundle_dir), "--frames", "12", "--batch", "1", "4",

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import cv2
 import pytest
+from image_folders import write_normals
 
 from lineguard.cli import main
 
@@ -18,10 +19,7 @@ def test_missing_bundle_is_a_readable_error(tmp_path: Path, capsys: pytest.Captu
 
 def test_enroll_and_inspect_from_folders(bundle_copy: Path, weave_parts, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    normals = tmp_path / "normals"
-    normals.mkdir()
-    for i, img in enumerate(weave_parts[:3]):
-        cv2.imwrite(str(normals / f"{i}.png"), img)
+    normals = write_normals(tmp_path / "normals", weave_parts[:3])
     part = tmp_path / "part.png"
     cv2.imwrite(str(part), weave_parts[12])
     assert main(["enroll", str(bundle_copy), "--product", "weave", "--normals", str(normals), "--shots", "2"]) == 0
@@ -53,10 +51,12 @@ def _fake_eval_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[P
     calls: list[tuple] = []
 
     def fake_evaluate(bundle_dir, data_root, category, shots, seed=0, calib=None, budget=0.01,
-                      verdict_mode="vision", without=(), grounding="text", adapt=False, orientation="any"):
+                      verdict_mode="vision", without=(), grounding="text", adapt=False, orientation="any",
+                      tiles="auto"):
         assert grounding == "text" and adapt is False  # eval --all passes the CLI's defaults through
         calls.append((category, shots, seed, calib, budget, verdict_mode, *without,
-                      *([] if orientation == "any" else [f"orientation {orientation}"])))
+                      *([] if orientation == "any" else [f"orientation {orientation}"]),
+                      *([] if tiles == "auto" else [f"tiles {tiles}"])))
         return SimpleNamespace(image_auroc=0.8 + 0.1 * seed, pixel_auroc=None, accuracy=0.75,
                                false_reject_rate=0.05 * seed, miss_rate=0.25, n_images=12, ms_per_image=3.0,
                                miss_rate_by_type={"scratch": 0.25})
@@ -120,6 +120,23 @@ def test_eval_all_with_a_fixed_orientation_fills_its_own_ablation_table(tmp_path
     text = readme.read_text()
     assert f"{start}\nstale\n" not in text and f"{README_START}\nstale table\n{README_END}" in text
     assert "Regenerate with `make ablation` (`lineguard eval" in text and "--orientation fixed --update-readme" in text
+
+
+def test_eval_all_with_tiles_fills_its_own_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make eval-tiles`: every photo inspected as 2x2 tiles, in eval-table-tiles-2; a bad count is one line."""
+    from lineguard.evaluation.readme_tables import readme_markers
+
+    bundle, readme, calls = _fake_eval_setup(tmp_path, monkeypatch)
+    start, end = readme_markers("eval-table-tiles-2")
+    readme.write_text(readme.read_text() + f"{start}\nstale\n{end}\n")
+    common = ["--out", str(tmp_path / "out"), "--seeds", "0", "--update-readme", "--readme", str(readme),
+              "--realdev", str(tmp_path / "realdev"), "--texture-cache", str(tmp_path / "tex")]
+    assert main(["eval", str(bundle), "--all", "--tiles", "2", *common]) == 0
+    assert {c[-1] for c in calls} == {"tiles 2"}
+    text = readme.read_text()
+    assert f"{start}\nstale\n" not in text and "Regenerate with `make eval-tiles`" in text and "--tiles 2" in text
+    with pytest.raises(SystemExit):
+        main(["eval", str(bundle), "--all", "--tiles", "5", *common])
 
 
 def test_eval_all_of_another_bundle_fills_that_bundles_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -193,6 +193,7 @@ def test_each_table_names_the_command_that_regenerates_it(tmp_path: Path, monkey
     assert make_target([]) == "`make eval` " and make_target(["--adapt"]) == "`make eval-adapt` "
     assert make_target(["--without decoder"]) == "`make ablation` " and make_target(["--without x", "--adapt"]) == ""
     assert make_target(["--orientation fixed"]) == "`make ablation` "
+    assert make_target(["--tiles 2"]) == "`make eval-tiles` " and make_target(["--tiles 3"]) == ""
     assert make_target(["--without decoder", "--without memory"]) == ""  # `make ablation` leaves out one at a time
     assert make_target([], "bundles/input-320") == "`make eval-resolution` "
     assert make_target([], "bundles/encoder-lite2") == "`make eval-encoders` "
@@ -241,4 +242,7 @@ def test_the_orientation_ablation_has_its_own_table_and_caption() -> None:
     assert readme_table_name("bundles/default", orientation="fixed") == "eval-table-orientation-fixed"
     assert readme_table_name("bundles/default", ["memory"], adapt=True) == "eval-table-without-memory-adapt"
     assert eval_flags([], False, "fixed") == ["--orientation fixed"]
+    assert readme_table_name("bundles/default", tiles=2) == "eval-table-tiles-2"
+    assert readme_table_name("bundles/default", tiles="auto") == "eval-table"
+    assert eval_flags([], False, "any", 2) == ["--tiles 2"] and eval_flags([], False, "any", "auto") == []
     assert eval_flags(["memory", "decoder", "memory"], True, "any") == ["--without decoder", "--without memory", "--adapt"]

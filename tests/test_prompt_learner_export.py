@@ -13,7 +13,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -23,6 +22,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # transformers' GGUF loading needs it
 pytest.importorskip("tokenizers")
 
+from image_folders import write_normals  # noqa: E402
 from test_hf_to_gguf import tiny_gguf  # noqa: E402
 
 from lineguard.export.llm import export_llm  # noqa: E402
@@ -47,10 +47,7 @@ def learner_bundle(enrolled_dir: Path, weave_parts: list[np.ndarray], tiny_ggufs
     bundle = root / "bundle"
     shutil.copytree(enrolled_dir, bundle)
     export_llm(bundle, gguf_file=tiny_ggufs[0])
-    normals = root / "weave"
-    normals.mkdir()
-    for i, part in enumerate(weave_parts[16:28]):
-        cv2.imwrite(str(normals / f"{i:03d}.png"), part)
+    normals = write_normals(root / "weave", weave_parts[16:28])
     build_prompt_learner(bundle, [normals], frames_per_product=8, shots=4, steps=3, batch=2, log=lambda m: None,
                          progress=False)
     return bundle

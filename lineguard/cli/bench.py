@@ -18,8 +18,11 @@ def cmd_bench_vision(args: argparse.Namespace) -> int:
         from lineguard.export.bench_vision import bench_vision
     except ImportError as exc:
         raise CliError(f"bench vision compares against PyTorch: pip install 'lineguard[export]' ({exc})") from exc
-    result = bench_vision(args.bundle, batch_sizes=args.batch, rounds=args.rounds)
-    print(f"medians over {result.rounds} interleaved rounds, (min-max)")
+    if args.tiles == "auto":
+        raise CliError("bench vision --tiles takes a number: its frames are generated, not a product's photos")
+    result = bench_vision(args.bundle, batch_sizes=args.batch, rounds=args.rounds, tiles=args.tiles)
+    tiled = f", frames as {result.tiles}x{result.tiles} tiles" if result.tiles > 1 else ""
+    print(f"medians over {result.rounds} interleaved rounds, (min-max){tiled}")
     for run in result.runs:
         print(f"batch {run.batch_size}: onnxruntime {run.onnxruntime.ms_per_frame:.1f} ms/frame "
               f"({run.onnxruntime.frames_per_s:.1f} fps), pytorch eager {run.pytorch_eager.ms_per_frame:.1f} ms/frame "

@@ -60,6 +60,21 @@ def stage_list(text: str) -> list[str]:
     return names
 
 
+def tiles_per_side(text: str) -> int | str:
+    """argparse type of ``--tiles``: "auto" (chosen from the photos' size at enrolment) or 1..MAX_TILES."""
+    from lineguard.runtime.bundle import MAX_TILES
+
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_TILES:
+        raise argparse.ArgumentTypeError(f"{text!r}: auto, or tiles per side 1..{MAX_TILES}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type of counts that must be at least 1 (training steps, simulated images)."""
     try:

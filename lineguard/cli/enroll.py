@@ -24,11 +24,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     bundle = Bundle.open(args.bundle)
     result = enroll_product(bundle, args.product, read_images(shots), calibration_images=read_images(calibration),
                             seed=args.seed, decoder=None if args.shared_decoder else "keep",
-                            orientation=args.orientation)
-    own = bundle.manifest.products[args.product].decoder
+                            orientation=args.orientation, tiles=args.tiles)
+    entry = bundle.manifest.products[args.product]
+    own = entry.decoder
     decoder = f"its own decoder ({own.file}, from `lineguard adapt`)" if own is not None else "the shared decoder"
     turned = ", turned and mirrored too" if args.orientation == "any" else " (orientation fixed)"
-    print(f"enrolled {args.product!r}: memory from {len(shots)} shot(s), {result.views_per_shot} views each{turned}; "
+    size = "x".join(str(side * entry.tiles) for side in bundle.manifest.preprocessing.input_size)
+    tiled = f"; frames inspected at {size} as {entry.tiles}x{entry.tiles} tiles" if entry.tiles > 1 else ""
+    print(f"enrolled {args.product!r}: memory from {len(shots)} shot(s), {result.views_per_shot} views each{turned}{tiled}; "
           f"{len(result.calibration_scores)} held-out calibration image(s); {decoder}")
     print_calibration(result, args.budget)
     return 0
@@ -50,7 +53,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     paths = normal_images(args.normals)
     try:
         result = adapt_product(args.bundle, args.product, paths, shots=args.shots, seed=args.seed, calib=args.calib,
-                               steps=args.steps, samples=args.samples, orientation=args.orientation)
+                               steps=args.steps, samples=args.samples, orientation=args.orientation,
+                               tiles=args.tiles)
     except (AdaptError, EnrollmentError) as exc:
         raise CliError(str(exc)) from exc
     a = result.adaptation

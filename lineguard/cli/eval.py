@@ -36,7 +36,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report = evaluate(args.bundle, args.data, args.category, args.shots,
                           seed=0 if args.seed is None else args.seed, calib=args.calib, budget=args.budget,
                           verdict_mode=args.verdict, without=args.without or (), grounding=args.grounding,
-                          adapt=args.adapt, orientation=args.orientation)
+                          adapt=args.adapt, orientation=args.orientation, tiles=args.tiles)
     except adapt_errors as exc:
         raise CliError(str(exc)) from exc
     payload = report.model_dump_json(indent=2)
@@ -59,7 +59,7 @@ def _eval_all(args: argparse.Namespace) -> int:
     table = eval_suite.README_TABLE  # written only with --update-readme
     if args.update_readme:  # fail now, not after an hour of evaluation
         try:
-            table = readme_table_name(args.bundle, without, args.adapt, args.orientation)
+            table = readme_table_name(args.bundle, without, args.adapt, args.orientation, args.tiles)
         except ValueError as exc:
             raise CliError(str(exc)) from exc
         try:
@@ -79,11 +79,11 @@ def _eval_all(args: argparse.Namespace) -> int:
 
     evaluate_fn = functools.partial(evaluation.evaluate, calib=args.calib, budget=args.budget,
                                     verdict_mode=args.verdict, without=without, grounding=args.grounding,
-                                    adapt=args.adapt, orientation=args.orientation)
+                                    adapt=args.adapt, orientation=args.orientation, tiles=args.tiles)
     report = eval_suite.main_eval_all(bundle, args.out or "artifacts/eval", args.shots, args.seeds or [0, 1],
                                       args.update_readme, readme, args.realdev, args.texture_cache,
                                       evaluate_fn=evaluate_fn, table_name=table,
-                                      flags=eval_flags(without, args.adapt, args.orientation))
+                                      flags=eval_flags(without, args.adapt, args.orientation, args.tiles))
     if report.failures or not report.categories:
         print(f"lineguard: {len(report.failures)} failed runs, {len(report.categories)} categories evaluated",
               file=sys.stderr)

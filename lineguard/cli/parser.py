@@ -22,7 +22,7 @@ from lineguard.cli import keys as keys_cmd
 from lineguard.cli import panel as panel_cmd
 from lineguard.cli import serve as serve_cmd
 from lineguard.cli import watch as watch_cmd
-from lineguard.cli.common import DEFAULT_BUNDLE, budget, positive_int, stage_list
+from lineguard.cli.common import DEFAULT_BUNDLE, budget, positive_int, stage_list, tiles_per_side
 from lineguard.runtime.llm.grounding import GROUNDINGS
 
 
@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the camera in any orientation; fixed: for fixtured parts where a turned structure "
                                     "is a defect (default %(default)s)") -> None:
         command.add_argument("--orientation", choices=get_args(MemoryOrientation), default="any", help=help)
+
+    def add_tiles(command: argparse.ArgumentParser,
+                  help: str = "inspect the product's frames at N times the input size per side, as NxN tiles of "  # noqa: A002
+                              "it (thin defects on large photos); auto: 2 where the shots are at least 3 times the "
+                              "input size, else 1 (default %(default)s)") -> None:
+        command.add_argument("--tiles", type=tiles_per_side, default="auto", metavar="auto|N", help=help)
 
     parser = argparse.ArgumentParser(prog="lineguard", description="Anomaly detection at the production line.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens inside")
@@ -141,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="enrol with the bundle's shared decoder, dropping the product's own from `lineguard adapt` "
                              "(without it, re-enrolling an adapted product keeps its decoder)")
     add_orientation(enroll)
+    add_tiles(enroll)
     enroll.set_defaults(func=enroll_cmd.cmd_enroll)
 
     adapt = sub.add_parser("adapt", help="workstation side: fine-tune a product's own anomaly decoder on simulated "
@@ -158,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--budget", type=budget, default=DEFAULT_FALSE_REJECT_BUDGET,
                        help="the line's false-reject budget, to say whether calibration resolves it (default %(default)s)")
     add_orientation(adapt)
+    add_tiles(adapt)
     adapt.set_defaults(func=enroll_cmd.cmd_adapt)
 
     calibrate = sub.add_parser("calibrate", help="add held-out normal images to a product's calibration (memory unchanged)")
@@ -212,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "workstation extra). With --all --update-readme it fills the README's eval-table-adapt table")
     add_orientation(ev, help="enrolment's memory orientation (see enroll). With --all --update-readme, fixed fills "
                              "the README's eval-table-orientation-fixed table (the ablation)")
+    add_tiles(ev, help="enrolment's tiles (see enroll). With --all --update-readme, N fills the README's "
+                       "eval-table-tiles-N table (2: every photo as tiles, `make eval-tiles`)")
     ev.set_defaults(func=eval_cmd.cmd_eval)
 
     ee = sub.add_parser("eval-explanations", help="do the LLM's answers state the true location and agree with the "
@@ -236,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--rounds", type=int, default=7, help="interleaved rounds after a warm-up (median and min-max "
                     "reported; 5 or more for a comparison, fewer only to test the plumbing)")
     bv.add_argument("--json", metavar="OUT", default="artifacts/bench-vision.json")
+    bv.add_argument("--tiles", type=tiles_per_side, default=1, metavar="N",
+                    help="inspect the bench product as NxN tiles (enroll --tiles): what a tiled frame costs "
+                         "(default %(default)s)")
     bv.add_argument("--backend", choices=get_args(RequestedBackend),
                     help="compare this backend's chain with ONNX Runtime's (CUDA EP on a GPU) instead of PyTorch")
     bv.add_argument("--triton-url", metavar="HOST:PORT", help="Triton gRPC endpoint for --backend triton")

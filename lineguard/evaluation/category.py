@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -28,6 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 from lineguard.runtime.bundle import Bundle, BundleError, MemoryOrientation
 from lineguard.runtime.image_io import ImageReadError, image_paths, read_image, read_images, split_normals
+from lineguard.runtime.inference.tiling import resolve_tiles
 from lineguard.runtime.llm.grounding import Grounder, Grounding
 from lineguard.runtime.llm.judge import LlmJudge
 from lineguard.runtime.llm.worker import LlmSettings, LlmWorker
@@ -45,6 +47,7 @@ class EvalReport(BaseModel):
     budget: float
     families: list[str] = Field(description="score families the product fused (fewer: an ablation)")
     orientation: MemoryOrientation = Field("any", description="enrolment's memory orientation (fixed: an ablation)")
+    tiles: int = Field(1, description="tiles per side the product was inspected as (enrolment's choice, --tiles)")
     n_calibration: int
     calibration_status: str
     calibration_note: str
@@ -96,12 +99,14 @@ def _test_set(category_dir: Path) -> list[tuple[Path, str, Path | None]]:
 def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots: int, seed: int = 0,
              calib: int | None = None, budget: float = DEFAULT_FALSE_REJECT_BUDGET, batch_size: int = 8,
              verdict_mode: str = "vision", llm_timeout_s: float = 30.0, without: Sequence[str] = (),
-             grounding: Grounding = "text", adapt: bool = False, orientation: MemoryOrientation = "any") -> EvalReport:
+             grounding: Grounding = "text", adapt: bool = False, orientation: MemoryOrientation = "any",
+             tiles: int | Literal["auto"] = "auto") -> EvalReport:
     """``verdict_mode="llm"`` also asks the bundle's LLM for each image and reports its accuracy, grounded by
     ``grounding`` (text evidence, the prompt learner's soft prompt, or both); ``without`` names score families
     the product is enrolled without (the ablation); ``adapt`` first fine-tunes the product's own decoder on
     the K shots (``lineguard adapt``, export side: needs torch); ``orientation`` is enrolment's (``fixed``: no
-    turned and mirrored shots in the memory, the ablation)."""
+    turned and mirrored shots in the memory, the ablation), so is ``tiles`` ("auto" chooses from the photos' size; a
+    number forces it, e.g. 2 for photos that "auto" would not tile: `make eval-tiles`)."""
     category_dir = Path(data_root) / category
     chosen, calibration = split_normals(image_paths(category_dir / "train" / "good"), shots, seed, calib)
     items = _test_set(category_dir)
@@ -113,12 +118,15 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
             from lineguard.export.adapt import adapt_decoder
 
             started = time.perf_counter()
-            adaptation, _ = adapt_decoder(bundle, shot_images, f"products/{category}/decoder.onnx", seed=seed)
+            tiles = resolve_tiles(tiles, shot_images, bundle.manifest.preprocessing.input_size)
+            adaptation, _ = adapt_decoder(bundle, shot_images, f"products/{category}/decoder.onnx", seed=seed,
+                                          tiles=tiles)
             adapt_s = time.perf_counter() - started
         enroll_product(bundle, category, shot_images, calibration_images=read_images(calibration),
                        seed=seed, chain=inspector.chain, families=[f for f in FAMILIES if f not in without],
-                       decoder=adaptation, orientation=orientation)
+                       decoder=adaptation, orientation=orientation, tiles=tiles)
         judge_model = inspector.product_model(category).judge
+        bundle_tiles = bundle.manifest.products[category].tiles
         judge = _llm_judge(bundle, grounding) if verdict_mode == "llm" else None
         inspector.image_evidence = judge is not None  # the judge decides from evidence, never the vision verdict
         scores, p_values, predictions, zero_shot, llm_predictions = [], [], [], [], []
@@ -168,6 +176,7 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
         budget=budget,
         families=[f for f in FAMILIES if f not in without],
         orientation=orientation,
+        tiles=bundle_tiles,
         n_calibration=judge_model.conformal.n,
         calibration_status=judge_model.status(budget),
         calibration_note=judge_model.describe(budget),

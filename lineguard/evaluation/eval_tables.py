@@ -26,23 +26,25 @@ BUNDLE_TARGETS = {"input-320": "eval-resolution", "encoder-lite2": "eval-encoder
 
 
 def readme_table_name(bundle: str | Path, without: Sequence[str] = (), adapt: bool = False,
-                      orientation: str = "any") -> str:
+                      orientation: str = "any", tiles: int | str = "auto") -> str:
     """The README table that ``eval BUNDLE --all`` with these options writes: ``eval-table`` for the default
     bundle's full chain, ``-<folder>`` for another bundle (``bundles/input-320``: eval-table-input-320), then
-    ``-without-F`` per ablated family, ``-adapt`` and ``-orientation-fixed``. So another bundle's numbers
-    never overwrite the default's table."""
+    ``-without-F`` per ablated family, ``-adapt``, ``-orientation-fixed`` and ``-tiles-N``. So another
+    bundle's numbers never overwrite the default's table."""
     name = Path(bundle).resolve().name  # `eval . --all` from inside bundles/default is the default bundle
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"bundle folder name {name!r} cannot name a README table (letters, digits, '_', '-', '.')")
     return (README_TABLE + ("" if name == DEFAULT_BUNDLE_NAME else f"-{name}")
             + "".join(f"-without-{family}" for family in sorted(set(without))) + ("-adapt" if adapt else "")
-            + ("" if orientation == "any" else f"-orientation-{orientation}"))
+            + ("" if orientation == "any" else f"-orientation-{orientation}")
+            + ("" if tiles == "auto" else f"-tiles-{tiles}"))
 
 
-def eval_flags(without: Sequence[str], adapt: bool, orientation: str) -> list[str]:
+def eval_flags(without: Sequence[str], adapt: bool, orientation: str, tiles: int | str = "auto") -> list[str]:
     """The options of an ``eval --all`` run beyond the default table's, as its caption names them."""
     return ([f"--without {family}" for family in sorted(set(without))] + (["--adapt"] if adapt else [])
-            + ([] if orientation == "any" else [f"--orientation {orientation}"]))
+            + ([] if orientation == "any" else [f"--orientation {orientation}"])
+            + ([] if tiles == "auto" else [f"--tiles {tiles}"]))
 
 
 def make_target(flags: Sequence[str], bundle: str | Path = DEFAULT_BUNDLE_NAME) -> str:
@@ -55,6 +57,8 @@ def make_target(flags: Sequence[str], bundle: str | Path = DEFAULT_BUNDLE_NAME) 
         return "`make eval` "
     if flags == ["--adapt"]:
         return "`make eval-adapt` "
+    if flags == ["--tiles 2"]:
+        return "`make eval-tiles` "
     if len(flags) == 1 and flags[0] in ("--orientation fixed", *(f"--without {f}" for f in FAMILIES)):  # one at a time
         return "`make ablation` "
     return ""

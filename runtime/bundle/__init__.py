@@ -13,6 +13,7 @@ Usage::
 
 from lineguard.runtime.bundle.schema import (
     MANIFEST_NAME,
+    MAX_TILES,
     PARITY_FAILED_NAME,
     SCHEMA_VERSION,
     BackendName,
@@ -56,6 +57,7 @@ from lineguard.runtime.bundle.store import (
 
 __all__ = [
     "MANIFEST_NAME",
+    "MAX_TILES",
     "PARITY_FAILED_NAME",
     "SCHEMA_VERSION",
     "BackendName",

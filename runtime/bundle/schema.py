@@ -115,6 +115,7 @@ class DecoderAdaptation(_Strict):
 
 
 MemoryOrientation = Literal["fixed", "any"]
+MAX_TILES = 4  # per side: 16 encoder passes a frame
 
 
 class ProductEntry(_Strict):
@@ -124,6 +125,10 @@ class ProductEntry(_Strict):
     orientation: MemoryOrientation = Field(
         "fixed", description="any: the memory also holds each shot turned and mirrored (the 7 other orientations of "
         "a square), for parts that reach the camera in any orientation; fixed: only the shots' light views")
+    tiles: int = Field(
+        1, ge=1, le=MAX_TILES, description="frames are inspected at this many times the input size per side, as tiles of the "
+        "input size (lineguard.runtime.inference.tiling): 2 for photos at least 3 times the input size, so thin "
+        "defects keep their pixels; 1: the whole frame resized to the input size")
     memory_file: str
     calibration_file: str
     enrolled_at: str

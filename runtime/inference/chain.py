@@ -12,6 +12,7 @@ Usage::
     chain.encoder.describe()        # what runs the encoder: backend, file, providers, precision, device
     chain.run(batch, host_stages=())   # only the map comes back (zero-shot needs no stage on the host)
     chain.run(batch, decoder=chain.decoder_for(entry.decoder))   # a product's own decoder (lineguard adapt)
+    chain.run(chain.preprocessor(images, tiles=2), tiles=2)   # at 2x the input size, as 2x2 tiles (.tiling)
     chain.close()                   # sessions, TensorRT contexts or the Triton channel released
 
 On a GPU (TensorRT engines, or ONNX Runtime with the CUDA/TensorRT EP) the features stay on the device
@@ -25,7 +26,7 @@ download of the scoring stages stays until patch scoring runs on the device too.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from lineguard.runtime.inference.ort_backend import OnnxRuntimeBackend, select_p
 from lineguard.runtime.inference.ort_threading import OrtThreading
 from lineguard.runtime.inference.preprocess import Preprocessor
 from lineguard.runtime.inference.selection import PRECISION_ORDER, BackendChoice
+from lineguard.runtime.inference.tiling import check_tiles, from_tiles, to_tiles
 
 
 @dataclass
@@ -45,6 +47,16 @@ class ChainOutput:
     features: dict[str, np.ndarray]  # at least the stages asked for (every stage on the host path)
     decoder_map: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def run_as_tiles(run: Callable[[np.ndarray], ChainOutput], batch: np.ndarray, tiles: int) -> ChainOutput:
+    """``run`` (a chain at its input size) on ``batch`` of ``tiles`` times that size per side: cut into
+    tiles, run as one batch, features and map stitched back (:mod:`.tiling`)."""
+    if tiles == 1:
+        return run(batch)
+    out = run(to_tiles(batch, check_tiles(tiles)))
+    return ChainOutput(features={name: from_tiles(f, tiles) for name, f in out.features.items()},
+                       decoder_map=from_tiles(out.decoder_map, tiles), timings_ms=out.timings_ms)
 
 
 class VisionChain:
@@ -100,11 +112,16 @@ class VisionChain:
         return backend
 
     def run(self, batch: np.ndarray, host_stages: Sequence[str] | None = None,
-            decoder: Backend | None = None) -> ChainOutput:
+            decoder: Backend | None = None, tiles: int = 1) -> ChainOutput:
         """``host_stages``: the stage features needed on the host (default: the scoring stages); with a
         device chain only these and the map are copied back, on the host path every stage is there.
         ``decoder``: a product's own decoder (:meth:`decoder_for`) in place of the shared one; it reads
-        every stage from the host."""
+        every stage from the host. ``tiles`` > 1: ``batch`` is ``tiles`` times the input size per side and
+        runs as tiles (:mod:`.tiling`); features and map come back stitched, at that size."""
+        return run_as_tiles(lambda b: self._run_input_size(b, host_stages, decoder), batch, tiles)
+
+    def _run_input_size(self, batch: np.ndarray, host_stages: Sequence[str] | None,
+                        decoder: Backend | None) -> ChainOutput:
         if self.device_chain is not None and decoder is None:
             wanted = self.host_stages if host_stages is None else list(host_stages)
             out, timings = self.device_chain.run({self.input_name: batch}, [*wanted, self.output_name])
@@ -129,8 +146,9 @@ class VisionChain:
             timings_ms={"encoder": (t1 - t0) * 1e3, "decoder": (t2 - t1) * 1e3},
         )
 
-    def run_chunked(self, batch: np.ndarray, chunk: int = 8, decoder: Backend | None = None) -> ChainOutput:
+    def run_chunked(self, batch: np.ndarray, chunk: int = 8, decoder: Backend | None = None,
+                    tiles: int = 1) -> ChainOutput:
         """Run a large batch in chunks (enrolment, evaluation) and concatenate."""
-        parts = [self.run(batch[i : i + chunk], decoder=decoder) for i in range(0, len(batch), chunk)]
+        parts = [self.run(batch[i : i + chunk], decoder=decoder, tiles=tiles) for i in range(0, len(batch), chunk)]
         return ChainOutput(features=concatenate([p.features for p in parts]),
                            decoder_map=np.concatenate([p.decoder_map for p in parts]))

@@ -81,10 +81,16 @@ class Preprocessor:
         # output channel k reads RGB channel _rgb_of[k]
         self._rgb_of = (0, 1, 2) if spec.color_order == "RGB" else (2, 1, 0)
 
-    def to_model_rgb(self, image: np.ndarray, order: ChannelOrder = "BGR") -> np.ndarray:
-        """uint8 (H, W, 3) RGB at the model's input size: also what maps are overlaid on.
+    def size(self, tiles: int = 1) -> tuple[int, int]:
+        """(height, width) a frame is inspected at: the input size, times ``tiles`` per side when the
+        chain runs it as tiles (lineguard.runtime.inference.tiling)."""
+        h, w = self.spec.input_size
+        return h * tiles, w * tiles
+
+    def to_model_rgb(self, image: np.ndarray, order: ChannelOrder = "BGR", tiles: int = 1) -> np.ndarray:
+        """uint8 (H, W, 3) RGB at the size it is inspected at (:meth:`size`): also what maps are overlaid on.
         Resized first, converted after (at model size)."""
-        return to_rgb(resize_to(checked(image), self.spec.input_size), order)
+        return to_rgb(resize_to(checked(image), self.size(tiles)), order)
 
     def normalise_into(self, rgb: np.ndarray, out: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB at input size -> ``out`` (3, H, W) float32, one table lookup per channel."""
@@ -97,12 +103,13 @@ class Preprocessor:
         return self.normalise_into(rgb, np.empty((3, *rgb.shape[:2]), np.float32))
 
     def normalise_batch(self, rgbs: Sequence[np.ndarray]) -> np.ndarray:
-        """Model-size RGB images -> the (B, 3, H, W) batch, each written in place (no stacking copy)."""
-        h, w = self.spec.input_size
+        """Model-size RGB images (all of one size) -> the (B, 3, H, W) batch, each written in place (no
+        stacking copy)."""
+        h, w = rgbs[0].shape[:2] if rgbs else self.spec.input_size
         batch = np.empty((len(rgbs), 3, h, w), np.float32)
         for i, rgb in enumerate(rgbs):
             self.normalise_into(rgb, batch[i])
         return batch
 
-    def __call__(self, images: Sequence[np.ndarray], order: ChannelOrder = "BGR") -> np.ndarray:
-        return self.normalise_batch([self.to_model_rgb(img, order) for img in images])
+    def __call__(self, images: Sequence[np.ndarray], order: ChannelOrder = "BGR", tiles: int = 1) -> np.ndarray:
+        return self.normalise_batch([self.to_model_rgb(img, order, tiles) for img in images])

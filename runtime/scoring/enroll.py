@@ -45,6 +45,7 @@ from lineguard.runtime.bundle import (
 from lineguard.runtime.inference.base import Backend
 from lineguard.runtime.inference.chain import ChainOutput, VisionChain
 from lineguard.runtime.inference.preprocess import ChannelOrder
+from lineguard.runtime.inference.tiling import resolve_tiles
 from lineguard.runtime.scoring.anomaly_maps import component_maps
 from lineguard.runtime.scoring.calibration import (
     FAMILIES,
@@ -140,6 +141,7 @@ def enroll_product(
     families: Sequence[str] = FAMILIES,
     decoder: DecoderAdaptation | None | Literal["keep"] = "keep",
     orientation: MemoryOrientation = "any",
+    tiles: int | Literal["auto"] = "auto",
 ) -> ProductCalibration:
     """Enrol ``images`` (the shots, uint8, OpenCV order) as the memory of ``product``, calibrated on
     ``calibration_images`` (other normals of the product); updates the bundle in place.
@@ -149,7 +151,9 @@ def enroll_product(
     the shared one; "keep" keeps what the product has (re-enrolling an adapted product keeps its decoder).
     ``orientation="any"``: the memory also holds every shot turned and mirrored (parts that lie in any
     orientation: a surface, a round part, a loose part); "fixed" for fixtured parts where a turned
-    structure is itself a defect."""
+    structure is itself a defect. ``tiles``: frames of the product are inspected at this many times the input
+    size per side, as tiles (lineguard.runtime.inference.tiling); "auto" chooses from the shots' size
+    (:func:`~lineguard.runtime.inference.tiling.tiles_for`)."""
     unknown = set(families) - set(FAMILIES)
     if unknown or not families:
         raise EnrollmentError(f"families must be a non-empty subset of {FAMILIES}, got {sorted(families)}")
@@ -164,21 +168,22 @@ def enroll_product(
         decoder = previous.decoder if previous is not None else None
     product_decoder = chain.decoder_for(decoder)
     spec = manifest.scoring
-    input_size = manifest.preprocessing.input_size
+    tiles = resolve_tiles(tiles, images, manifest.preprocessing.input_size)
+    input_size = chain.preprocessor.size(tiles)
     shots = len(images)
     views_per_shot = views_per_shot or default_views(shots)
     rng = np.random.default_rng(seed)
 
     views, image_of_view, rgb_views, turned = [], [], [], []
     for index, image in enumerate(images):
-        rgb = chain.preprocessor.to_model_rgb(image, order)
+        rgb = chain.preprocessor.to_model_rgb(image, order, tiles)
         for view in augmented_views(rgb, views_per_shot, rng):
             rgb_views.append(view)
             views.append(chain.preprocessor.normalise(view))
             image_of_view.append(index)
         if orientation == "any":
             turned += [chain.preprocessor.normalise(view) for view in turned_and_mirrored(rgb)]
-    out = chain.run_chunked(np.stack(views), decoder=product_decoder)
+    out = chain.run_chunked(np.stack(views), decoder=product_decoder, tiles=tiles)
     image_of_view_arr = np.asarray(image_of_view)
 
     held_out, method = held_out_maps(out, image_of_view_arr, spec, input_size, seed)
@@ -192,7 +197,7 @@ def enroll_product(
     # would leak it into its own memory (K = 1 leaves out regions, which turning moves elsewhere)
     memory_features = out.features
     if turned:
-        extra = chain.run_chunked(np.stack(turned), decoder=product_decoder).features
+        extra = chain.run_chunked(np.stack(turned), decoder=product_decoder, tiles=tiles).features
         memory_features = {stage: np.concatenate([f, extra[stage]]) for stage, f in out.features.items()}
     memory = PatchMemory.build(memory_features, spec, seed)
 
@@ -200,7 +205,7 @@ def enroll_product(
     shot_hashes = [pixel_digest(image) for image in images]
     hashes, scores = _score_new_images(chain, scorer, bundle, calibration_images, order,
                                        already=[*shot_hashes, *_decoder_training_images(decoder)],
-                                       decoder=product_decoder)
+                                       decoder=product_decoder, tiles=tiles)
     calibration = ProductCalibration(
         product=product,
         shots=shots,
@@ -228,6 +233,7 @@ def enroll_product(
         shots=shots,
         views=views_per_shot,
         orientation=orientation,
+        tiles=tiles,
         memory_file=memory_file,
         calibration_file=calibration_file,
         enrolled_at=utc_now(),
@@ -257,10 +263,11 @@ def calibrate_product(
     chain = chain or VisionChain(bundle)
     model = ProductModel.load(bundle, product)
     old = model.calibration
+    entry = bundle.manifest.products[product]
     hashes, scores = _score_new_images(chain, model.scorer, bundle, images, order,
                                        already=[*old.calibration_images, *old.shot_images,
-                                                *_decoder_training_images(bundle.manifest.products[product].decoder)],
-                                       decoder=chain.decoder_for(bundle.manifest.products[product].decoder))
+                                                *_decoder_training_images(entry.decoder)],
+                                       decoder=chain.decoder_for(entry.decoder), tiles=entry.tiles)
     if not hashes:  # nothing new: leave the bundle (and a running line's drift windows) as they are
         return old, 0
     calibration = old.model_copy(update={"calibration_scores": [*old.calibration_scores, *scores],
@@ -284,7 +291,7 @@ def pixel_digest(image: np.ndarray) -> str:
 
 def _score_new_images(chain: VisionChain, scorer: ProductScorer, bundle: Bundle, images: Sequence[np.ndarray],
                       order: ChannelOrder, already: Sequence[str], chunk: int = 8,
-                      decoder: Backend | None = None) -> tuple[list[str], list[float]]:
+                      decoder: Backend | None = None, tiles: int = 1) -> tuple[list[str], list[float]]:
     """Image scores of the images not counted yet, one per image, as the inspector scores a frame."""
     seen = set(already)
     fresh: list[np.ndarray] = []
@@ -295,11 +302,11 @@ def _score_new_images(chain: VisionChain, scorer: ProductScorer, bundle: Bundle,
             seen.add(digest)
             hashes.append(digest)
             fresh.append(image)
-    spec, input_size = bundle.manifest.scoring, bundle.manifest.preprocessing.input_size
+    spec, size = bundle.manifest.scoring, chain.preprocessor.size(tiles)
     scores: list[float] = []
     for start in range(0, len(fresh), chunk):
-        batch = chain.preprocessor(fresh[start : start + chunk], order)
-        fused = scorer.fused(chain.run(batch, decoder=decoder), input_size, spec.smoothing_sigma)
+        batch = chain.preprocessor(fresh[start : start + chunk], order, tiles)
+        fused = scorer.fused(chain.run(batch, decoder=decoder, tiles=tiles), size, spec.smoothing_sigma)
         scores.extend(float(s) for s in image_scores(fused))
     return hashes, scores
 

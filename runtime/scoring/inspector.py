@@ -199,15 +199,17 @@ class Inspector:
     def analyze(self, images: Sequence[np.ndarray], product: str | None, order: ChannelOrder = "BGR") -> list[Inspection]:
         """Inspect a batch of images of one product: the findings of each (``to_verdict`` makes its verdict)."""
         model = self.product_model(product) if product is not None else None
+        entry = self.bundle.manifest.products[product] if product is not None else None
+        tiles = entry.tiles if entry is not None else 1  # a product of large photos is inspected as tiles
         t0 = time.perf_counter()
-        rgbs = [self.chain.preprocessor.to_model_rgb(img, order) for img in images]
+        rgbs = [self.chain.preprocessor.to_model_rgb(img, order, tiles) for img in images]
         batch = self.chain.preprocessor.normalise_batch(rgbs)  # written in place, no stacking copy
         t1 = time.perf_counter()
         # zero-shot reads only the map: a device chain (GPU) then copies nothing else back
-        if model is None:
+        if entry is None:
             out = self.chain.run(batch, host_stages=())
         else:  # the product's own decoder where it was adapted (lineguard adapt)
-            out = self.chain.run(batch, decoder=self.chain.decoder_for(self.bundle.manifest.products[product].decoder))
+            out = self.chain.run(batch, decoder=self.chain.decoder_for(entry.decoder), tiles=tiles)
         t2 = time.perf_counter()
         sigma = self.bundle.manifest.scoring.smoothing_sigma
         budget = self.false_reject_budget
@@ -220,7 +222,7 @@ class Inspector:
             region_level = ZERO_SHOT_DECISION
             status = "uncalibrated"
         else:
-            fused = model.scorer.fused(out, self.input_size, sigma)
+            fused = model.scorer.fused(out, self.chain.preprocessor.size(tiles), sigma)
             scores = image_scores(fused)
             p_values = [model.judge.p_value(float(s), budget) for s in scores]
             ng = [is_ng(p, budget) for p in p_values]
