@@ -41,6 +41,7 @@ from lineguard.runtime.scoring.enroll import enroll_product
 from lineguard.runtime.scoring.inspector import Inspector
 
 BENCH_PRODUCT = "bench-weave"
+WHOLE_PRODUCT = "bench-weave-whole"  # with --tiles: the same shots, inspected whole
 
 
 class BatchRun(BaseModel):
@@ -63,6 +64,9 @@ class BatchRun(BaseModel):
     inspection_onnxruntime_int8: BackendTiming | None = None
     int8_inspection_speedup: Spread | None = None  # FP32 ms / INT8 ms, whole inspection, per round
     int8_verdicts_equal: float | None = None  # share of the batch's verdicts equal to FP32's
+    # with tiles: the same frames inspected whole (one encoder pass each), in the same rounds
+    inspection_onnxruntime_whole: BackendTiming | None = None
+    tiled_cost: Spread | None = None  # tiled ms / whole ms, whole inspection (ONNX Runtime), per round
 
 
 class VisionBench(BaseModel):
@@ -100,6 +104,8 @@ def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), ro
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-bench-") as bundle:
         ort_inspector = Inspector(bundle, threads=threads)
         enroll_product(bundle, BENCH_PRODUCT, frames[:4], chain=ort_inspector.chain, tiles=tiles)
+        if tiles > 1:  # the same product whole, to put the tiles' cost in one ratio
+            enroll_product(bundle, WHOLE_PRODUCT, frames[:4], chain=ort_inspector.chain, tiles=1)
         torch_inspector = Inspector(bundle, chain=TorchVisionChain(bundle, threads=threads))
         ort_name = "onnxruntime-" + ",".join(ort_inspector.chain.providers)
         candidates = [("onnxruntime", ort_inspector), ("pytorch", torch_inspector)]
@@ -128,10 +134,14 @@ def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), ro
                         lambda: work(inspector), per_round, batch))
                      for what, work in (("chain", chain_only), ("inspection", inspection))
                      for name, inspector in candidates}
+            if tiles > 1:
+                works["inspection/onnxruntime-whole"] = lambda images=images, batch=batch: timed_ms_per_frame(
+                    lambda: ort_inspector.analyze(images, WHOLE_PRODUCT), per_round, batch)
             ms = interleaved_rounds(works, rounds=rounds, warmup=warmup)
             for values in stages.values():
                 del values[: warmup * per_round]  # the warm-up calls are not part of the breakdown
-            names = {"onnxruntime": ort_name, "pytorch": "pytorch-eager", "onnxruntime-int8": f"{ort_name} int8 encoder"}
+            names = {"onnxruntime": ort_name, "pytorch": "pytorch-eager", "onnxruntime-int8": f"{ort_name} int8 encoder",
+                     "onnxruntime-whole": f"{ort_name} whole frames"}
             t = {key: BackendTiming.from_rounds(names[key.split("/")[1]], v, batch) for key, v in ms.items()}
             speedup = ratio_spread(ms["chain/pytorch"], ms["chain/onnxruntime"])
             inspection_speedup = ratio_spread(ms["inspection/pytorch"], ms["inspection/onnxruntime"])
@@ -142,6 +152,9 @@ def bench_vision(bundle_dir: str | Path, batch_sizes: Sequence[int] = (1, 8), ro
                 inspection_speedup=inspection_speedup.median, inspection_speedup_spread=inspection_speedup,
                 stages_ms={stage: Spread.of(values) for stage, values in stages.items() if values},
                 **(_int8_figures(ms, t, ort_inspector, int8_inspector, images) if int8_inspector else {}),
+                **({"inspection_onnxruntime_whole": t["inspection/onnxruntime-whole"],
+                    "tiled_cost": ratio_spread(ms["inspection/onnxruntime"], ms["inspection/onnxruntime-whole"])}
+                   if tiles > 1 else {}),
             ))
         spec = bundle.manifest.preprocessing
         preprocess = [bench_preprocess(spec, frames[8 : 8 + max(batch_sizes)], rounds=rounds),

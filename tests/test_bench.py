@@ -39,6 +39,9 @@ def test_bench_vision_measures_a_tiled_product(bundle_dir: Path, tmp_path: Path,
     assert report["tiles"] == 2 and "as 2x2 tiles" in capsys.readouterr().out
     run = report["runs"][0]
     assert run["speedup"] > 0 and run["inspection_onnxruntime"]["frames_per_s"] > 0
+    # the same frames inspected whole, in the same rounds: the tiles' cost as one ratio
+    assert run["inspection_onnxruntime_whole"]["frames_per_s"] > 0 and run["tiled_cost"]["rounds"] == 1
+    assert run["tiled_cost"]["median"] > 0
     assert main(["bench", "vision", "--bundle", str(bundle_dir), "--tiles", "auto", "--json", str(out)]) == 2
 
 

@@ -30,6 +30,9 @@ def cmd_bench_vision(args: argparse.Namespace) -> int:
               f"{run.inspection_onnxruntime.ms_per_frame:.1f} vs {run.inspection_pytorch_eager.ms_per_frame:.1f} ms/frame "
               f"({run.inspection_speedup_spread.effect()}); stages "
               + ", ".join(f"{stage} {spread.median:.2f}" for stage, spread in run.stages_ms.items()) + " ms/frame")
+        if run.tiled_cost is not None:
+            print(f"  as {result.tiles}x{result.tiles} tiles vs whole: {run.inspection_onnxruntime.ms_per_frame:.1f} vs "
+                  f"{run.inspection_onnxruntime_whole.ms_per_frame:.1f} ms/frame, {run.tiled_cost.effect()}")
     for p in result.preprocess:
         print(f"preprocessing {p.batch_size} x {p.frame_shape}: {p.fused_ms_per_frame.median:.2f} ms/frame, "
               f"replaced path {p.reference_ms_per_frame.median:.2f}: {p.speedup.effect()}")
