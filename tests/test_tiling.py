@@ -6,12 +6,14 @@ as tiles end to end (its calibration scored exactly as the line scores a frame).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from image_folders import write_normals
+from line_helpers import LOOPBACK, frame, inspect_frames
 
 from lineguard.cli import main
 from lineguard.export.synthesis import cut_paste_poisson
@@ -26,6 +28,8 @@ from lineguard.runtime.inference.tiling import (
     tiles_for,
     to_tiles,
 )
+from lineguard.runtime.line.config import LineConfig
+from lineguard.runtime.line.server import LineServer
 from lineguard.runtime.scoring.enroll import calibrate_product, enroll_product
 from lineguard.runtime.scoring.inspector import Inspector
 
@@ -97,7 +101,15 @@ def large_parts() -> list[np.ndarray]:
     return texture_variants("weave", 20, seed=11, size=672)
 
 
-def test_a_product_of_large_photos_is_enrolled_and_inspected_as_tiles(bundle_copy: Path, large_parts) -> None:
+@pytest.fixture(scope="module")
+def small_defect(large_parts) -> np.ndarray:
+    """large_parts[4] with grain pasted in: about 4% of the frame across, 9 px at the input size, 27 px in a tile."""
+    foreign = texture_variants("grain", 1, seed=3, size=672)[0]
+    return cut_paste_poisson(large_parts[4], foreign, np.random.default_rng(0), 0.03, 0.05, opacity=0.6).image
+
+
+def test_a_product_of_large_photos_is_enrolled_and_inspected_as_tiles(bundle_copy: Path, large_parts,
+                                                                      small_defect) -> None:
     bundle = Bundle.open(bundle_copy)
     calibration = enroll_product(bundle, "sheet", large_parts[:4], calibration_images=large_parts[8:20])
     assert Bundle.open(bundle_copy).manifest.products["sheet"].tiles == 2  # "auto", written to the manifest
@@ -106,10 +118,7 @@ def test_a_product_of_large_photos_is_enrolled_and_inspected_as_tiles(bundle_cop
     again = inspector.analyze(large_parts[8:10], "sheet")
     np.testing.assert_allclose([r.score for r in again], calibration.calibration_scores[:2], rtol=1e-5)
     assert again[0].anomaly_map.shape == again[0].model_rgb.shape[:2] == (448, 448)
-    foreign = texture_variants("grain", 1, seed=3, size=672)[0]
-    # a small defect: 4% of the frame across, about 9 px at the input size, 27 px in a tile
-    defect = cut_paste_poisson(large_parts[4], foreign, np.random.default_rng(0), 0.03, 0.05, opacity=0.6).image
-    verdict = inspector.inspect(defect, "sheet")
+    verdict = inspector.inspect(small_defect, "sheet")
     assert verdict.verdict == "NG" and verdict.regions
     assert inspector.inspect(large_parts[5], "sheet").p_value > verdict.p_value
     # later calibration images are scored as tiles too
@@ -159,3 +168,21 @@ def test_a_tiled_products_own_decoder_trains_on_its_tiles(bundle_copy: Path, lar
     assert len(result.calibration.calibration_scores) == 4
     verdict = Inspector(Bundle.open(bundle_copy)).inspect(large_parts[4], "sheet")
     assert verdict.verdict in ("OK", "NG") and verdict.p_value is not None
+
+
+def test_a_line_serves_a_tiled_product_beside_a_whole_one(enrolled_dir: Path, large_parts, small_defect, weave_parts,
+                                                          tmp_path: Path) -> None:
+    """Over ZeroMQ, frames of a tiled product and of a whole one in one line: one verdict each, each product
+    scored as it was enrolled (the tiled one finds a small defect)."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(enrolled_dir, copy)
+    enroll_product(Bundle.open(copy), "sheet", large_parts[:4], calibration_images=large_parts[8:20])
+    config = LineConfig(line="l1", endpoints=LOOPBACK, deadline_ms=30_000, heartbeat_interval_ms=100,
+                        products=["sheet", "weave"])
+    frames = [frame("cam0", "s-ok", large_parts[5], product="sheet"), frame("cam1", "w-ok", weave_parts[5]),
+              frame("cam0", "s-ng", small_defect, product="sheet"), frame("cam1", "w-ok2", weave_parts[6])]
+    with LineServer(Inspector(copy), config) as server:
+        verdicts = inspect_frames(server.endpoints.inspect, frames)
+    assert [v.frame_id for v in verdicts] == ["s-ok", "w-ok", "s-ng", "w-ok2"]
+    assert [v.verdict for v in verdicts] == ["OK", "OK", "NG", "OK"]
+    assert all(v.decided_by == "few-shot" and v.error is None for v in verdicts)
