@@ -186,6 +186,14 @@ def test_the_calibration_table_shows_the_budget_as_it_held() -> None:
     assert dict(rows) == {c.category: _cell(c.false_reject_rate) for c in report.categories}
 
 
+def test_the_table_says_which_categories_were_inspected_as_tiles() -> None:
+    report = _suite()
+    assert "tiles" not in render_markdown(report)  # none tiled: no line (the tables of small photos)
+    pcb = next(c for c in report.categories if c.category == "pcb")
+    pcb.runs[0].extra["tiles"], pcb.runs[1].extra["tiles"] = 2, 2
+    assert "Inspected as tiles of the input size (enrolment's `--tiles`): pcb (2x2)." in render_markdown(report)
+
+
 def test_each_table_names_the_command_that_regenerates_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The full chain's, the ablations' and the adapted decoders' tables each say how to rebuild them."""
     from lineguard.evaluation.eval_tables import make_target

@@ -297,6 +297,10 @@ def render_markdown(report: SuiteReport) -> str:
             status = ", ".join(sorted({str(r.extra.get("calibration_status")) for r in c.runs}))
             observed = [_fmt(_mean([r.extra.get("observed_false_reject", {}).get(b) for r in c.runs])) for b in budgets]
             lines.append(f"| {c.category} | {', '.join(str(n) for n in counts)} | {status} | " + " | ".join(observed) + " |")
+    tiled = [f"{c.category} ({' or '.join(f'{n}x{n}' for n in sorted({r.extra.get('tiles', 1) for r in c.runs}))})"
+             for c in report.categories if any(r.extra.get("tiles", 1) > 1 for r in c.runs)]
+    if tiled:
+        lines += ["", f"Inspected as tiles of the input size (enrolment's `--tiles`): {', '.join(tiled)}."]
     if report.notes or report.failures:
         lines.append("")
         lines += [f"- note: {n}" for n in report.notes]
