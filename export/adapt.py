@@ -35,7 +35,7 @@ from lineguard.export.reference_chain import TorchVisionChain
 from lineguard.export.training import TrainReport, train_decoder
 from lineguard.runtime.bundle import Bundle, DecoderAdaptation, MemoryOrientation, ProductCalibration, utc_now
 from lineguard.runtime.image_io import image_paths, read_images, split_normals
-from lineguard.runtime.inference.tiling import check_tiles, image_tiles, resolve_tiles
+from lineguard.runtime.inference.tiling import images_as_tiles, resolve_tiles
 from lineguard.runtime.scoring.enroll import PRODUCT_NAME, enroll_product, pixel_digest
 
 ADAPT_STEPS = 80
@@ -67,9 +67,7 @@ def adapt_decoder(bundle: Bundle, shots: Sequence[np.ndarray], out_file: str, st
         raise AdaptError("adaptation needs at least one normal image")
     reference = TorchVisionChain(bundle)
     decoder = copy.deepcopy(reference.decoder)
-    input_size = bundle.manifest.preprocessing.input_size
-    seen = [tile for shot in shots for tile in image_tiles(shot, check_tiles(tiles), input_size)] if tiles > 1 \
-        else list(shots)
+    seen = images_as_tiles(shots, tiles, bundle.manifest.preprocessing.input_size)
     training = train_decoder(reference.encoder, decoder, seen, bundle.manifest.preprocessing, steps=steps,
                              samples=samples, seed=seed, lr=lr)
     with torch.no_grad():

@@ -28,6 +28,7 @@ from sklearn.metrics import roc_auc_score
 from lineguard.runtime.bundle import Bundle, CpuModelRecord, PrecisionCheck, utc_now
 from lineguard.runtime.image_io import image_paths, read_image, read_images
 from lineguard.runtime.inference.chain import VisionChain
+from lineguard.runtime.inference.tiling import images_as_tiles
 from lineguard.runtime.scoring.inspector import Inspector
 
 INT8_ENCODER = "encoder.int8.onnx"
@@ -136,7 +137,9 @@ def export_int8(bundle_dir: str | Path, product: str, data_root: str | Path, cat
     if product not in bundle.manifest.products:
         raise Int8ExportError(f"product {product!r} is not enrolled in {bundle_dir}: enrol it first")
     items = labelled_test_images(category_dir)
-    record = quantize_encoder(bundle, normals)
+    # a tiled product's encoder sees tiles: its activations are calibrated on those
+    seen = images_as_tiles(normals, bundle.manifest.products[product].tiles, bundle.manifest.preprocessing.input_size)
+    record = quantize_encoder(bundle, seen)
     record_cpu_model(bundle, record)
     bundle = Bundle.open(bundle_dir)
     check = check_precision(bundle, product, record, items)

@@ -186,3 +186,21 @@ def test_a_line_serves_a_tiled_product_beside_a_whole_one(enrolled_dir: Path, la
     assert [v.frame_id for v in verdicts] == ["s-ok", "w-ok", "s-ng", "w-ok2"]
     assert [v.verdict for v in verdicts] == ["OK", "OK", "NG", "OK"]
     assert all(v.decided_by == "few-shot" and v.error is None for v in verdicts)
+
+
+@pytest.mark.slow
+def test_int8_of_a_tiled_product_calibrates_on_its_tiles(bundle_copy: Path, large_parts, small_defect,
+                                                         tmp_path: Path) -> None:
+    """`export int8 --product` quantises the encoder on what it sees for that product: the tiles of its normals
+    (5 normals x 4 tiles here), then checks the product's verdicts through the tiled inspector."""
+    pytest.importorskip("onnxruntime.quantization")
+    from lineguard.export.cpu_int8 import export_int8
+
+    enroll_product(Bundle.open(bundle_copy), "sheet", large_parts[:4], calibration_images=large_parts[8:20])
+    data = tmp_path / "data"
+    write_normals(data / "sheet" / "train" / "good", large_parts[:5])
+    write_normals(data / "sheet" / "test" / "good", large_parts[5:7])
+    write_normals(data / "sheet" / "test" / "defect", [small_defect])
+    record = export_int8(bundle_copy, "sheet", data)
+    assert record.calibration_images == 5 * 4 - 1  # the last tile is held out for the feature check
+    assert record.checks["sheet"].n_images == 3

@@ -68,6 +68,14 @@ def image_tiles(image: np.ndarray, tiles: int, input_size: tuple[int, int]) -> l
             for r in range(tiles) for c in range(tiles)]
 
 
+def images_as_tiles(images: Sequence[np.ndarray], tiles: int, input_size: tuple[int, int]) -> list[np.ndarray]:
+    """Every image's :func:`image_tiles`, in order (the images themselves when ``tiles`` is 1): what the encoder
+    of a product inspected as tiles sees, for what trains or calibrates on it (adapt, INT8)."""
+    if check_tiles(tiles) == 1:
+        return list(images)
+    return [tile for image in images for tile in image_tiles(image, tiles, input_size)]
+
+
 def tiles_for(image_shapes: Sequence[tuple[int, ...]], input_size: tuple[int, int]) -> int:
     """The tiles per side ``--tiles auto`` chooses for a product from its photos' (H, W[, C]) shapes: 2 where
     the smallest photo's short side is at least :data:`AUTO_TILES_FROM` times the input size (a 700-1024 px
