@@ -62,17 +62,15 @@ def stage_list(text: str) -> list[str]:
 
 def tiles_per_side(text: str) -> int | str:
     """argparse type of ``--tiles``: "auto" (chosen from the photos' size at enrolment) or 1..MAX_TILES."""
-    from lineguard.runtime.bundle import MAX_TILES
-
     if text == "auto":
         return text
+    from lineguard.runtime.bundle import MAX_TILES
+    from lineguard.runtime.inference.tiling import check_tiles
+
     try:
-        value = int(text)
+        return check_tiles(int(text))  # the runtime's own bound, not a second copy of it
     except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_TILES:
-        raise argparse.ArgumentTypeError(f"{text!r}: auto, or tiles per side 1..{MAX_TILES}")
-    return value
+        raise argparse.ArgumentTypeError(f"{text!r}: auto, or tiles per side 1..{MAX_TILES}") from None
 
 
 def positive_int(text: str) -> int:
