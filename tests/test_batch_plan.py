@@ -33,10 +33,11 @@ class Frame:
     deadline: float
     enqueued: float
     product: str | None = "a"
+    units: int = 1
 
 
-def frame(name: str, deadline: float, enqueued: float = 0.0, product: str | None = "a") -> Frame:
-    return Frame(name, deadline, enqueued, product)
+def frame(name: str, deadline: float, enqueued: float = 0.0, product: str | None = "a", units: int = 1) -> Frame:
+    return Frame(name, deadline, enqueued, product, units)
 
 
 def warmed(margin_deviations: float = 2.0) -> BatchLatency:
@@ -268,3 +269,25 @@ def test_when_nothing_could_follow_the_batch_takes_the_frames_with_the_most_slac
     spread = [frame("old", deadline=0.2), frame("young", deadline=0.5)]
     plan = plan_batch(spread, 0.0, latency.predict, 1, closing=True, expect=latency.mean)
     assert [r.name for r in plan.batch] == ["old"]  # earliest deadline first: "young" still makes it after
+
+
+def test_a_frame_inspected_as_tiles_is_planned_at_the_cost_of_its_tiles() -> None:
+    """A frame of a product inspected as 2 x 2 tiles costs 4 whole frames: T(4) 0.22 s alone, T(8) 0.42 s
+    for two. With 0.3 s to live, two whole frames go in one batch; of two tiled frames one runs and the
+    other, which cannot make it after, is given up at once."""
+    latency = warmed(margin_deviations=0.0)
+    whole = [frame(f"a{k}", deadline=0.3) for k in range(2)]
+    plan = plan_batch(whole, 0.0, latency.predict, MAX_BATCH, closing=True, expect=latency.mean)
+    assert len(plan.batch) == 2 and plan.doomed == []
+    tiled = [frame(f"t{k}", deadline=0.3, product="t", units=4) for k in range(2)]
+    plan = plan_batch(tiled, 0.0, latency.predict, MAX_BATCH, closing=True, expect=latency.mean)
+    assert len(plan.batch) == 1 and len(plan.doomed) == 1 and plan.busy_until == pytest.approx(0.22)
+    # a whole frame queued behind a tiled batch is kept: it still makes it after (0.22 + 0.07 <= 0.3)
+    plan = plan_batch([tiled[0], whole[0]], 0.0, latency.predict, MAX_BATCH, closing=True, expect=latency.mean)
+    assert plan.batch == [tiled[0]] and plan.doomed == []
+    # on arrival behind a busy worker (free at 0.1) a tiled frame is hopeless, a whole one is not
+    assert hopeless([tiled[0], whole[0]], 0.1, latency.mean) == [tiled[0]]
+    # with 0.2 s left of a longer wait, a lone tiled frame (0.22 s) is doomed where a whole one (0.07 s) runs
+    left = [frame("t", deadline=0.2, enqueued=-1.0, product="t", units=4), frame("a", deadline=0.2, enqueued=-1.0)]
+    plan = plan_batch(left, 0.0, latency.predict, MAX_BATCH, closing=True, expect=latency.mean)
+    assert [r.name for r in plan.doomed] == ["t"] and [r.name for r in plan.batch] == ["a"]

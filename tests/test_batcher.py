@@ -30,10 +30,13 @@ IMAGE = np.zeros((16, 16, 3), np.uint8)
 
 
 class ScriptedAnalyzer:
-    """Records batches; ``gate`` holds inference until set; ``fail`` raises for chosen products."""
+    """Records batches; ``gate`` holds inference until set; ``fail`` raises for chosen products; ``units``:
+    what a frame of a product costs (its tiles per side squared; 1 when not given)."""
 
-    def __init__(self, delay_s: float = 0.0, fail: dict[str | None, Exception] | None = None) -> None:
+    def __init__(self, delay_s: float = 0.0, fail: dict[str | None, Exception] | None = None,
+                 units: dict[str, int] | None = None) -> None:
         self.batches: list[tuple[str | None, int]] = []
+        self.units = units or {}
         self.delay_s = delay_s
         self.fail = fail or {}
         self.gate = threading.Event()
@@ -49,6 +52,9 @@ class ScriptedAnalyzer:
             raise self.fail[product]
         return [Inspection(product or "", ng=False, anomaly_map=np.zeros((4, 4), np.float32), model_rgb=image,
                            score=1.0) for image in images]
+
+    def frame_units(self, product: str | None) -> int:
+        return self.units.get(product or "", 1)
 
 
 class FakeClock:
@@ -71,17 +77,18 @@ def linear(size: int) -> float:
 
 
 class KnownLatencyAnalyzer(ScriptedAnalyzer):
-    """A batch of n ends ``latency(n)`` clock seconds after it started (no real sleep); ``gate`` holds it."""
+    """A batch of n units ends ``latency(n)`` clock seconds after it started (no real sleep); ``gate`` holds it."""
 
-    def __init__(self, clock: FakeClock, latency: Callable[[int], float] = linear) -> None:
-        super().__init__()
+    def __init__(self, clock: FakeClock, latency: Callable[[int], float] = linear,
+                 units: dict[str, int] | None = None) -> None:
+        super().__init__(units=units)
         self.clock = clock
         self.latency = latency
 
     def analyze(self, images: Sequence[np.ndarray], product: str | None) -> list[Inspection]:
         started = self.clock()
         results = super().analyze(images, product)
-        self.clock.advance_to(started + self.latency(len(images)))
+        self.clock.advance_to(started + self.latency(len(images) * self.frame_units(product)))
         return results
 
 
@@ -228,6 +235,30 @@ def test_one_slow_batch_does_not_shut_the_line_out(make) -> None:
         sink.wait(2 + i)
     assert [sink.one(f"after{i}").verdict for i in range(5)] == ["OK"] * 5
     assert len(analyzer.batches) == 6
+
+
+def test_a_tiled_products_frames_are_planned_at_the_cost_of_their_tiles(make) -> None:
+    """A product inspected as 2 x 2 tiles: a frame costs 4 whole ones (0.22 s; two 0.42 s). Ten of its frames
+    with 0.5 s to live: two make it in one batch and the other eight are told TIMEOUT at once. Planned as
+    whole frames, a batch of 8 (0.42 s whole, 1.62 s as tiles) would have run and every frame been late."""
+    clock = FakeClock()
+    analyzer = KnownLatencyAnalyzer(clock, units={"t": 4})
+    batcher, sink = make(analyzer, start=False, max_batch=8, max_queue_delay_ms=5, clock=clock)
+    batcher.warm_up(IMAGE, "t")
+    assert [size for _, size in analyzer.batches] == [1, 8, *warm_up_sizes(8)]
+    assert sorted(batcher.latency.measured()) == [4 * size for size in warm_up_sizes(8)]  # timed as units
+    analyzer.batches.clear()
+    start = clock()
+    for k in range(10):
+        assert batcher.submit(request(f"t{k}", "t", deadline_s=0.5, clock=clock))
+    batcher.start()
+    sink.wait(10)
+    verdicts = {f"t{k}": sink.one(f"t{k}") for k in range(10)}
+    assert sorted(v.verdict for v in verdicts.values()) == ["OK"] * 2 + ["TIMEOUT"] * 8
+    assert analyzer.batches == [("t", 2)] and batcher.shed == 8
+    assert all(v.latency_ms.total < 1 for v in verdicts.values() if v.verdict == "TIMEOUT")  # told at once
+    assert clock() - start == pytest.approx(0.42)
+    assert 2 not in batcher.latency.measured()  # the batch of 2 frames was observed as its 8 units
 
 
 def burst_into(make, deadline_aware: bool) -> tuple[MicroBatcher, Collector, KnownLatencyAnalyzer, float]:

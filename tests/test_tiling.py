@@ -28,6 +28,7 @@ from lineguard.runtime.inference.tiling import (
     tiles_for,
     to_tiles,
 )
+from lineguard.runtime.line.batch_latency import warm_up_sizes
 from lineguard.runtime.line.config import LineConfig
 from lineguard.runtime.line.server import LineServer
 from lineguard.runtime.scoring.enroll import calibrate_product, enroll_product
@@ -114,6 +115,7 @@ def test_a_product_of_large_photos_is_enrolled_and_inspected_as_tiles(bundle_cop
     calibration = enroll_product(bundle, "sheet", large_parts[:4], calibration_images=large_parts[8:20])
     assert Bundle.open(bundle_copy).manifest.products["sheet"].tiles == 2  # "auto", written to the manifest
     inspector = Inspector(bundle)
+    assert inspector.frame_units("sheet") == 4 and inspector.frame_units(None) == 1  # what the batcher plans with
     # a calibration normal is scored exactly as the line scores a frame: its rank is an honest p-value
     again = inspector.analyze(large_parts[8:10], "sheet")
     np.testing.assert_allclose([r.score for r in again], calibration.calibration_scores[:2], rtol=1e-5)
@@ -183,6 +185,9 @@ def test_a_line_serves_a_tiled_product_beside_a_whole_one(enrolled_dir: Path, la
               frame("cam0", "s-ng", small_defect, product="sheet"), frame("cam1", "w-ok2", weave_parts[6])]
     with LineServer(Inspector(copy), config) as server:
         verdicts = inspect_frames(server.endpoints.inspect, frames)
+        measured = server.batcher.latency.measured()
+    # the warm-up timed the tiled product's batches as their units: 4 a frame
+    assert {4 * size for size in warm_up_sizes(config.batching.max_batch)} <= set(measured)
     assert [v.frame_id for v in verdicts] == ["s-ok", "w-ok", "s-ng", "w-ok2"]
     assert [v.verdict for v in verdicts] == ["OK", "OK", "NG", "OK"]
     assert all(v.decided_by == "few-shot" and v.error is None for v in verdicts)

@@ -43,6 +43,8 @@ class Analyzer(Protocol):
 
     def analyze(self, images: Sequence[np.ndarray], product: str | None) -> list[Inspection]: ...
 
+    def frame_units(self, product: str | None) -> int: ...  # a frame's cost in frames inspected whole
+
 
 class BatchJudge(Protocol):
     """What the batcher needs of the LLM judge (lineguard.runtime.llm.judge.LlmJudge)."""
@@ -91,7 +93,7 @@ class AnalyzeStep:
         product = live[0][0].product
         try:
             results = self.inspector.analyze([image for _, image, _ in live], product)
-            self.latency.observe(len(live), self._clock() - started)
+            self.latency.observe(len(live) * live[0][0].units, self._clock() - started)
             if len(results) != len(live):
                 raise RuntimeError(f"analyze returned {len(results)} results for {len(live)} images")
         except UnknownProductError as exc:

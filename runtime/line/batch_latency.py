@@ -1,5 +1,9 @@
 """How long a batch of each size takes on this machine: the latency model deadline-aware batching plans with.
 
+A batch's size is counted in units of frames inspected whole: a frame of a product inspected as n x n tiles
+(lineguard.runtime.inference.tiling) runs n² encoder items and counts n² units, so products of both kinds
+on one line share one model (a batch of 2 frames in 2 x 2 tiles is planned as 8 whole frames).
+
 Usage::
 
     from lineguard.runtime.line.batch_latency import BatchLatency
@@ -9,7 +13,8 @@ Usage::
     latency.observe(8, 0.600)
     latency.mean(4)                    # 0.32: no batch of 4 measured yet, so the line through 1 and 8
     latency.predict(4)                 # what the batcher plans with: the mean plus a safety margin
-    latency.capacity_fps()             # 13.3: frames/s at the best measured batch size
+    latency.predict(2 * 4)             # 2 frames of a product inspected as 2 x 2 tiles: 8 units
+    latency.capacity_fps()             # 13.3: whole frames/s at the best measured batch size
 
 The estimate of a measured size is an EWMA of its batches (it follows a machine that gets busier); an
 unmeasured size falls back to a least-squares line through the measured ones (batch time grows about
@@ -52,7 +57,7 @@ class BatchLatency:
         self._lock = threading.Lock()
 
     def observe(self, size: int, seconds: float) -> None:
-        """One batch of ``size`` frames took ``seconds`` (decode + inference)."""
+        """One batch of ``size`` units (frames times each one's units) took ``seconds`` (decode + inference)."""
         if size < 1 or seconds < 0:
             raise ValueError(f"bad observation: {size} frames in {seconds} s")
         with self._lock:
@@ -90,7 +95,7 @@ class BatchLatency:
             return dict(sorted(self._means.items()))
 
     def capacity_fps(self) -> float | None:
-        """Frames per second at the most efficient measured batch size (None while unmeasured)."""
+        """Whole frames (units) per second at the most efficient measured batch size (None while unmeasured)."""
         with self._lock:
             rates = [size / mean for size, mean in self._means.items() if mean > 0]
         return max(rates) if rates else None

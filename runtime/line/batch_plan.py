@@ -8,9 +8,12 @@ Usage::
     plan.doomed     # answer these TIMEOUT now: no batch can finish them before their deadline
     plan.batch      # run these now, as one batch of one product; empty: plan again at plan.wake_at
 
-A pure function of the queue, the time and the latency model (``predict(size)``: seconds a batch of
-``size`` is planned with, margin included, None while unmeasured; ``expect(size)``: the mean, without
-margin), so it is tested without threads or clocks. A lone frame is planned with the mean and a batch
+A pure function of the queue, the time and the latency model (``predict(units)``: seconds a batch of
+``units`` is planned with, margin included, None while unmeasured; ``expect(units)``: the mean, without
+margin), so it is tested without threads or clocks. A batch's units are its frames times each frame's
+``units``: what one frame costs in frames inspected whole (a product inspected as n x n tiles runs n² encoder
+items a frame: lineguard.runtime.inference.tiling), so a tiled product's batches are planned at their own
+cost on a line that serves both. A lone frame is planned with the mean and a batch
 of several with the margin: a batch that runs late loses all its frames, a lone frame only itself, and
 the alternative to trying it is giving it up (or an idle worker). The rules, as deadline-aware serving
 systems batch (Clipper's and Nexus's early drop, adapted to one queue):
@@ -58,6 +61,9 @@ class Pending(Protocol):
     @property
     def enqueued(self) -> float: ...
 
+    @property
+    def units(self) -> int: ...  # what the frame costs, in frames inspected whole (tiles per side, squared)
+
 
 P = TypeVar("P", bound=Pending)
 Predict = Callable[[int], "float | None"]
@@ -83,20 +89,24 @@ def plan_batch(queue: Sequence[P], now: float, predict: Predict, max_batch: int,
     if not deadline_aware:
         return _fifo(queue, now, max_batch, max_queue_delay, closing)
 
-    def cost(size: int) -> float:
-        return ((expect or predict)(1) if size == 1 else predict(size)) or 0.0
+    def alone(r: P) -> float:  # a lone frame: planned with the mean
+        return (expect or predict)(r.units) or 0.0
 
-    solo = cost(1)
-    viable = [r for r in queue if r.deadline >= now + solo]
-    doomed = [r for r in queue if r.deadline < now + solo]
+    viable = [r for r in queue if r.deadline >= now + alone(r)]
+    doomed = [r for r in queue if r.deadline < now + alone(r)]
     if not viable:
-        probe = _probe(doomed, now, solo)
+        probe = _probe(doomed, now, alone)
         if probe is None:
             return BatchPlan(doomed=doomed)
         return BatchPlan(batch=[probe], doomed=[r for r in doomed if r is not probe], probe=True,
-                         busy_until=now + solo)
+                         busy_until=now + alone(probe))
 
     head = viable[0]
+    solo = alone(head)
+
+    def cost(size: int) -> float:  # ``size`` frames of the head's product
+        return solo if size == 1 else predict(size * head.units) or 0.0
+
     same = sorted((r for r in viable if r.product == head.product), key=lambda r: r.deadline)
     n = len(same)
     size = next(b for b in range(min(max_batch, n), 0, -1) if same[n - b].deadline >= now + cost(b))
@@ -119,17 +129,19 @@ def plan_batch(queue: Sequence[P], now: float, predict: Predict, max_batch: int,
     busy_until = now + cost(len(batch))
     free = busy_until if next_free is None else min(busy_until, max(now, next_free))
     taken = {id(r) for r in batch}
-    doomed += [r for r in viable if id(r) not in taken and r.deadline < free + solo]
+    doomed += [r for r in viable if id(r) not in taken and r.deadline < free + alone(r)]
     return BatchPlan(batch=batch, doomed=doomed, busy_until=busy_until)
 
 
 def hopeless(queue: Sequence[P], free_at: float, expect: Predict) -> list[P]:
-    """Queued frames that cannot finish even alone (at the mean latency ``expect(1)``) once a worker is
+    """Queued frames that cannot finish even alone (at the mean latency ``expect(units)``) once a worker is
     free at ``free_at``: rule 4 for frames that arrive while every worker is busy (the batcher checks them
     on arrival, not at the next plan). Frames whose whole budget the model says a lone frame exceeds are
     left to planning (rule 6)."""
-    solo = expect(1) or 0.0
-    return [r for r in queue if r.deadline < free_at + solo and r.deadline - r.enqueued >= solo]
+    def alone(r: P) -> float:
+        return expect(r.units) or 0.0
+
+    return [r for r in queue if r.deadline < free_at + alone(r) and r.deadline - r.enqueued >= alone(r)]
 
 
 def _late_first(late: list[P], big: list[P], now: float, cost: Callable[[int], float], max_batch: int) -> list[P] | None:
@@ -142,9 +154,9 @@ def _late_first(late: list[P], big: list[P], now: float, cost: Callable[[int], f
     return None
 
 
-def _probe(doomed: list[P], now: float, solo: float) -> P | None:
+def _probe(doomed: list[P], now: float, alone: Callable[[P], float]) -> P | None:
     """The newest unexpired frame whose whole budget the model says a lone frame exceeds (rule 6)."""
-    suspect = [r for r in doomed if r.deadline > now and r.deadline - r.enqueued < solo]
+    suspect = [r for r in doomed if r.deadline > now and r.deadline - r.enqueued < alone(r)]
     return max(suspect, key=lambda r: r.deadline, default=None)
 
 

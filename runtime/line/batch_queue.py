@@ -121,7 +121,7 @@ class BatchQueue:
                         self._free_at[worker] = plan.busy_until
                     if plan.probe:
                         log.debug("latency model says a lone frame takes %.0f ms, more than frame %s/%s may wait: "
-                                  "running it to measure again", (self.latency.mean(1) or 0.0) * 1e3,
+                                  "running it to measure again", (self.latency.mean(plan.batch[0].units) or 0.0) * 1e3,
                                   plan.batch[0].camera_id, plan.batch[0].frame_id)
                     return plan.batch, plan.doomed
                 if not self._queue:

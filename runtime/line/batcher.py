@@ -28,7 +28,9 @@ parts are each in a module of their own:
 * queue -> batch (lineguard.runtime.line.batch_queue): the bounded queue; the oldest waiting request names
   the product, and a batch holds requests of that product only. With ``deadline_aware`` (the default)
   batches are planned against this machine's measured batch latency (lineguard.runtime.line.batch_latency:
-  timed at :meth:`MicroBatcher.warm_up`, then an EWMA per batch size from every batch run) by
+  timed at :meth:`MicroBatcher.warm_up`, then an EWMA per batch size from every batch run; sizes count
+  frames inspected whole, so a frame of a product inspected as n x n tiles counts n², which the inspector's
+  ``frame_units`` tells on submit) by
   lineguard.runtime.line.batch_plan: a batch only forms if it can finish before its earliest deadline, and a
   frame that can no longer make its deadline is answered TIMEOUT at once, without inference. Without
   ``deadline_aware`` it is Triton's plain dynamic batching (up to ``max_batch`` once full or after the queue
@@ -132,20 +134,23 @@ class MicroBatcher:
     def warm_up(self, image: np.ndarray, product: str | None) -> None:
         """Run ``product`` at batch 1 and at max_batch (lazy set-up: allocations, an execution provider's
         engine build), then time the sizes of :func:`warm_up_sizes` not timed yet: the latency model's
-        first estimates. Before ``start()``; raises what ``analyze`` raises (e.g. UnknownProductError)."""
+        first estimates, in units (a product inspected as tiles times its own: 4 units a frame in 2 x 2).
+        Before ``start()``; raises what ``analyze`` raises (e.g. UnknownProductError)."""
         max_batch = self.batching.max_batch
+        units = self.inspector.frame_units(product)
         for size in sorted({1, max_batch}):
             self.inspector.analyze([image] * size, product)
         measured = self.latency.measured()
         for size in warm_up_sizes(max_batch):
-            if size in measured:
+            if size * units in measured:
                 continue
             started = self._clock()
             self.inspector.analyze([image] * size, product)
-            self.latency.observe(size, self._clock() - started)
+            self.latency.observe(size * units, self._clock() - started)
 
     def submit(self, request: FrameRequest) -> bool:
         """Queue a request; False when the queue is full (answer it OVERLOADED). Raises BatcherClosed."""
+        request.units = self.inspector.frame_units(request.product)  # read now: a re-enrolment may change it
         return self.queue.submit(request)
 
     @property
@@ -213,7 +218,7 @@ class MicroBatcher:
             for r in doomed:
                 left_ms = (r.deadline - self._clock()) * 1e3
                 self.delivery.expire(r, f"shed: {left_ms:.0f} ms left; no batch can finish it in time (a lone "
-                                        f"frame: ~{(self.latency.mean(1) or 0) * 1e3:.0f} ms)")
+                                        f"frame: ~{(self.latency.mean(r.units) or 0) * 1e3:.0f} ms)")
             if batch and not self._run(batch):
                 return
 

@@ -47,6 +47,7 @@ class FrameRequest:
     received: float = field(default_factory=time.monotonic)
     context: Any = None  # whatever the caller needs to deliver the verdict (e.g. a ROUTER envelope)
     enqueued: float = 0.0
+    units: int = 1  # its cost in frames inspected whole: its product's tiles per side, squared (set on submit)
     done: bool = False
 
     @property

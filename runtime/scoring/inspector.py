@@ -187,6 +187,12 @@ class Inspector:
         self._manifest_mtime = stamp
         return True
 
+    def frame_units(self, product: str | None) -> int:
+        """What a frame of ``product`` costs, in frames inspected whole: the encoder items it runs (n² for a
+        product inspected as n x n tiles; 1 for a product not enrolled, which runs zero-shot or fails)."""
+        entry = self.bundle.manifest.products.get(product) if product is not None else None
+        return entry.tiles**2 if entry is not None else 1
+
     def calibration_status(self, product: str) -> CalibrationStatus:
         return self.product_model(product).judge.status(self.false_reject_budget)
 
