@@ -153,7 +153,9 @@ def _run(inspector: Inspector, frames: Sequence[np.ndarray], product: str, capac
         while len(arrived) < len(sent_at) and time.perf_counter() < give_up:
             receive(min(give_up, time.perf_counter() + 0.2))
         receive(time.perf_counter() + 0.2)  # a duplicate would come right behind
-        planned = {str(size): mean * 1e3 for size, mean in server.batcher.latency.measured().items()}
+        units = inspector.frame_units(product)  # the latency model counts frames inspected whole
+        planned = {str(size // units): mean * 1e3 for size, mean in server.batcher.latency.measured().items()
+                   if size % units == 0}
     capacity_after = measure_capacity(inspector, frames, product, max_batch, rounds=2)
     capacity = (capacity_fps + capacity_after) / 2
 

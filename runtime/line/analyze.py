@@ -91,9 +91,10 @@ class AnalyzeStep:
         if not live:
             return
         product = live[0][0].product
+        units = self.inspector.frame_units(product)  # as analyze runs it (a re-enrolment may have changed it)
         try:
             results = self.inspector.analyze([image for _, image, _ in live], product)
-            self.latency.observe(len(live) * live[0][0].units, self._clock() - started)
+            self.latency.observe(len(live) * units, self._clock() - started)
             if len(results) != len(live):
                 raise RuntimeError(f"analyze returned {len(results)} results for {len(live)} images")
         except UnknownProductError as exc:

@@ -59,7 +59,7 @@ class BatchLatency:
     def observe(self, size: int, seconds: float) -> None:
         """One batch of ``size`` units (frames times each one's units) took ``seconds`` (decode + inference)."""
         if size < 1 or seconds < 0:
-            raise ValueError(f"bad observation: {size} frames in {seconds} s")
+            raise ValueError(f"bad observation: {size} units in {seconds} s")
         with self._lock:
             mean = self._means.get(size)
             if mean is None:

@@ -150,7 +150,7 @@ class MicroBatcher:
 
     def submit(self, request: FrameRequest) -> bool:
         """Queue a request; False when the queue is full (answer it OVERLOADED). Raises BatcherClosed."""
-        request.units = self.inspector.frame_units(request.product)  # read now: a re-enrolment may change it
+        request.units = self.inspector.frame_units(request.product)  # what planning counts it as
         return self.queue.submit(request)
 
     @property
