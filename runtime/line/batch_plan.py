@@ -21,8 +21,8 @@ systems batch (Clipper's and Nexus's early drop, adapted to one queue):
 1. A frame that cannot finish even alone, starting now, is doomed.
 2. The head's product (the oldest viable frame's) is batched; the batch size is the largest ``b`` up to
    ``max_batch`` for which ``b`` frames exist that all finish in time: the ``b`` latest deadlines are
-   no earlier than ``now + predict(b x the frames' units)`` (the mean for a lone frame). Bigger batches are more frames per second, so under overload
-   this judges the most frames.
+   no earlier than ``now + predict(b x the frames' units)`` (the mean for a lone frame). Bigger batches
+   are more frames per second, so under overload this judges the most frames.
 3. When every viable frame of that product fits such a batch, the batch takes them earliest deadline
    first (the newer ones keep their slack for the next batch), unless no frame could be served after
    it anyway: then it takes those with the most slack (a burst). When some do not (they would make it
