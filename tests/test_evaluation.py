@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pytest
+
 from lineguard.cli import main
+from lineguard.evaluation.mvtec_layout import labelled_test_images
 from lineguard.export.sample_data import write_category
+from lineguard.runtime.image_io import ImageReadError
 
 
 def test_eval_writes_the_report(bundle_dir: Path, tmp_path: Path) -> None:
@@ -22,3 +28,41 @@ def test_eval_writes_the_report(bundle_dir: Path, tmp_path: Path) -> None:
     assert report["accuracy"] > 0.6
     assert "products" not in json.loads((bundle_dir / "manifest.json").read_text()) or \
         "cells" not in json.loads((bundle_dir / "manifest.json").read_text())["products"]
+
+
+def _png(path: Path, value: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((16, 16), value, np.uint8))
+
+
+def test_masks_are_found_under_each_naming_of_mvtec_style_sets(tmp_path: Path) -> None:
+    cat = tmp_path / "part"
+    _png(cat / "test" / "good" / "000.png")
+    _png(cat / "test" / "crack" / "000.png")      # MVTec AD, MPDD: <stem>_mask.png
+    _png(cat / "ground_truth" / "crack" / "000_mask.png", 255)
+    _png(cat / "test" / "crack" / "001.bmp")      # BTAD, VisA's MVTec-style split: <stem>.png
+    _png(cat / "ground_truth" / "crack" / "001.png", 255)
+    _png(cat / "test" / "crack" / "002.png")      # no mask: still a test image, image metrics only
+    _png(cat / "test" / "stain" / "000.jpg")      # the image's own extension
+    _png(cat / "ground_truth" / "stain" / "000_mask.jpg", 255)
+    _png(cat / "ground_truth" / "stain" / "000.png", 255)  # both namings: the MVTec one wins
+
+    items = {(path.parent.name, path.name): mask for path, _, mask in labelled_test_images(cat)}
+
+    assert items == {
+        ("good", "000.png"): None,
+        ("crack", "000.png"): cat / "ground_truth" / "crack" / "000_mask.png",
+        ("crack", "001.bmp"): cat / "ground_truth" / "crack" / "001.png",
+        ("crack", "002.png"): None,
+        ("stain", "000.jpg"): cat / "ground_truth" / "stain" / "000_mask.jpg",
+    }
+    assert [kind for _, kind, _ in labelled_test_images(cat)] == ["crack"] * 3 + ["good", "stain"]
+
+
+def test_a_folder_without_test_images_is_a_readable_error(tmp_path: Path) -> None:
+    (tmp_path / "part" / "train" / "good").mkdir(parents=True)
+    with pytest.raises(ImageReadError, match="MVTec-AD-style"):
+        labelled_test_images(tmp_path / "part")
+    (tmp_path / "part" / "test" / "good").mkdir(parents=True)
+    with pytest.raises(ImageReadError, match="no test images"):
+        labelled_test_images(tmp_path / "part")

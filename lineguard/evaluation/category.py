@@ -7,7 +7,8 @@ Usage::
 
 Layout read: ``C/train/good`` (the K shots are drawn from here with ``seed``; every other image there
 calibrates, ``calib`` limits how many), ``C/test/<type>`` (``good`` is normal, every other type
-anomalous), optional ``C/ground_truth/<type>/<stem>_mask.png``. The product is enrolled into a
+anomalous), optional ``C/ground_truth/<type>/<stem>_mask.png`` (or another
+naming of the mask: :mod:`lineguard.evaluation.mvtec_layout`). The product is enrolled into a
 temporary copy of the bundle; the bundle itself is not modified.
 
 Besides AUROC and the verdict's error rates at the line's budget, the report holds the *observed*
@@ -27,8 +28,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 from sklearn.metrics import roc_auc_score
 
+from lineguard.evaluation.mvtec_layout import labelled_test_images
 from lineguard.runtime.bundle import Bundle, BundleError, MemoryOrientation
-from lineguard.runtime.image_io import ImageReadError, image_paths, read_image, read_images, split_normals
+from lineguard.runtime.image_io import image_paths, read_image, read_images, split_normals
 from lineguard.runtime.inference.tiling import resolve_tiles
 from lineguard.runtime.llm.grounding import Grounder, Grounding
 from lineguard.runtime.llm.judge import LlmJudge
@@ -82,20 +84,6 @@ def error_rates(labels: np.ndarray, predictions: np.ndarray) -> tuple[float, flo
     return frr, miss, ((1 - frr) + (1 - miss)) / 2
 
 
-def _test_set(category_dir: Path) -> list[tuple[Path, str, Path | None]]:
-    test_dir = category_dir / "test"
-    if not test_dir.is_dir():
-        raise ImageReadError(f"{test_dir} does not exist: expected an MVTec-AD-style category folder")
-    items = []
-    for type_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
-        for path in image_paths(type_dir):
-            mask = category_dir / "ground_truth" / type_dir.name / f"{path.stem}_mask.png"
-            items.append((path, type_dir.name, mask if mask.is_file() else None))
-    if not items:
-        raise ImageReadError(f"{test_dir} holds no test images")
-    return items
-
-
 def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots: int, seed: int = 0,
              calib: int | None = None, budget: float = DEFAULT_FALSE_REJECT_BUDGET, batch_size: int = 8,
              verdict_mode: str = "vision", llm_timeout_s: float = 30.0, without: Sequence[str] = (),
@@ -109,7 +97,7 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
     number forces it, e.g. 2 for photos that "auto" would not tile: `make eval-tiles`)."""
     category_dir = Path(data_root) / category
     chosen, calibration = split_normals(image_paths(category_dir / "train" / "good"), shots, seed, calib)
-    items = _test_set(category_dir)
+    items = labelled_test_images(category_dir)
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-eval-") as bundle:
         inspector = Inspector(bundle, false_reject_budget=budget)
         shot_images = read_images(chosen)

@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
+from lineguard.evaluation.mvtec_layout import labelled_test_images
 from lineguard.runtime.bundle import Bundle, BundleError
 from lineguard.runtime.contract import GridCell, RegionEvidence, Verdict
 from lineguard.runtime.image_io import image_paths, read_image, read_images, split_normals
@@ -224,10 +225,11 @@ def evaluate_explanations(bundle_dir: str | Path, data_root: str | Path, categor
     category_dir = Path(data_root) / category
     chosen, calibration = split_normals(image_paths(category_dir / "train" / "good"), shots, seed, None)
     items: list[tuple[Path, str, Path]] = []
-    for type_dir in sorted(p for p in (category_dir / "test").iterdir() if p.is_dir() and p.name != "good"):
-        masked = [(p, type_dir.name, category_dir / "ground_truth" / type_dir.name / f"{p.stem}_mask.png")
-                  for p in image_paths(type_dir)]
-        items += [m for m in masked if m[2].is_file()][: per_type if per_type is not None else None]
+    taken: Counter[str] = Counter()
+    for path, defect_type, mask in labelled_test_images(category_dir):
+        if defect_type != "good" and mask is not None and (per_type is None or taken[defect_type] < per_type):
+            items.append((path, defect_type, mask))
+            taken[defect_type] += 1
     with Bundle.scratch_copy(bundle_dir, prefix="lineguard-explain-eval-") as bundle:
         if bundle.manifest.llm is None:
             raise BundleError("eval-explanations needs an LLM in the bundle: run `lineguard export llm BUNDLE` first")
