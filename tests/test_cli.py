@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -68,6 +69,7 @@ def _fake_eval_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[P
     bundle.mkdir()
     (bundle / "manifest.json").write_text("{}")
     (tmp_path / "realdev" / "pcb" / "test").mkdir(parents=True)
+    monkeypatch.setenv("LINEGUARD_REALDEV", str(tmp_path / "realdev"))  # the default realdev: no --realdev
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{suite.README_START}\nstale table\n{suite.README_END}\n\nafter\n")
     return bundle, readme, calls
@@ -80,7 +82,7 @@ def test_eval_all_writes_the_json_and_the_readme_table(tmp_path: Path, monkeypat
     out = tmp_path / "eval"
     assert main(["eval", str(bundle), "--all", "--out", str(out), "--seeds", "0", "1", "--shots", "2",
                  "--budget", "0.05", "--update-readme", "--readme", str(readme),
-                 "--realdev", str(tmp_path / "realdev"), "--texture-cache", str(tmp_path / "tex")]) == 0
+                 "--texture-cache", str(tmp_path / "tex")]) == 0
     assert sorted(calls) == sorted((c, 2, s, None, 0.05, "vision") for c in ("pcb", "brick") for s in (0, 1))
     report = SuiteReport.model_validate_json((out / "eval.json").read_text())
     assert (report.shots, report.seeds, [c.category for c in report.categories]) == (2, [0, 1], ["pcb", "brick"])
@@ -99,7 +101,7 @@ def test_eval_all_without_a_family_fills_its_own_ablation_table(tmp_path: Path,
     start, end = readme_markers("eval-table-without-decoder")
     readme.write_text(readme.read_text() + f"{start}\nstale\n{end}\n")
     assert main(["eval", str(bundle), "--all", "--out", str(tmp_path / "out"), "--seeds", "0", "--without", "decoder",
-                 "--update-readme", "--readme", str(readme), "--realdev", str(tmp_path / "realdev"),
+                 "--update-readme", "--readme", str(readme),
                  "--texture-cache", str(tmp_path / "tex")]) == 0
     assert {c[-1] for c in calls} == {"decoder"}  # every run enrolled without the decoder
     text = readme.read_text()
@@ -114,7 +116,7 @@ def test_eval_all_with_a_fixed_orientation_fills_its_own_ablation_table(tmp_path
     start, end = readme_markers("eval-table-orientation-fixed")
     readme.write_text(readme.read_text() + f"{start}\nstale\n{end}\n")
     assert main(["eval", str(bundle), "--all", "--out", str(tmp_path / "out"), "--seeds", "0", "--orientation",
-                 "fixed", "--update-readme", "--readme", str(readme), "--realdev", str(tmp_path / "realdev"),
+                 "fixed", "--update-readme", "--readme", str(readme),
                  "--texture-cache", str(tmp_path / "tex")]) == 0
     assert {c[-1] for c in calls} == {"orientation fixed"}  # every run enrolled with the memory as the shots lie
     text = readme.read_text()
@@ -130,7 +132,7 @@ def test_eval_all_with_tiles_fills_its_own_table(tmp_path: Path, monkeypatch: py
     start, end = readme_markers("eval-table-tiles-2")
     readme.write_text(readme.read_text() + f"{start}\nstale\n{end}\n")
     common = ["--out", str(tmp_path / "out"), "--seeds", "0", "--update-readme", "--readme", str(readme),
-              "--realdev", str(tmp_path / "realdev"), "--texture-cache", str(tmp_path / "tex")]
+              "--texture-cache", str(tmp_path / "tex")]
     assert main(["eval", str(bundle), "--all", "--tiles", "2", *common]) == 0
     assert {c[-1] for c in calls} == {"tiles 2"}
     text = readme.read_text()
@@ -148,7 +150,7 @@ def test_eval_all_of_another_bundle_fills_that_bundles_table(tmp_path: Path, mon
     bundle = tmp_path / "input-320"
     default.rename(bundle)
     argv = ["--all", "--out", str(tmp_path / "out"), "--seeds", "0", "--update-readme", "--readme", str(readme),
-            "--realdev", str(tmp_path / "realdev"), "--texture-cache", str(tmp_path / "tex")]
+            "--texture-cache", str(tmp_path / "tex")]
     assert main(["eval", str(bundle), *argv]) == 2  # no table of its own yet: refused before any evaluation
     assert "eval-table-input-320:start" in capsys.readouterr().err and calls == []
     start, end = readme_markers("eval-table-input-320")
@@ -174,11 +176,16 @@ def test_eval_all_and_single_category_options_are_readable_errors(tmp_path: Path
         ("eval", str(bundle), "--all", "--category", "pcb"): "--category cannot go with --all",
         ("eval", str(bundle), "--data", "d", "--category", "c", "--update-readme"): "only go with eval --all",
         ("eval", str(tmp_path / "no-bundle"), "--all"): "no bundle in",
+        ("eval", str(bundle), "--data", "d", "--category", "c", "--kind", "c=industrial"): "--kind only go with",
+        ("eval", str(bundle), "--data", "d", "--category", "c", "--no-texture-set"): "only go with eval --all",
     }
     for argv, message in cases.items():
         assert main(list(argv)) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("lineguard: error:") and message in err, (argv, err)
+    with pytest.raises(SystemExit) as exited:
+        main(["eval", str(bundle), "--all", "--kind", "grid"])
+    assert exited.value.code == 2 and "--kind: 'grid': expected CATEGORY=KIND" in capsys.readouterr().err
     readme.write_text("no markers\n")
     assert main(["eval", str(bundle), "--all", "--update-readme", "--readme", str(readme),
                  "--out", str(tmp_path / "out")]) == 2
@@ -332,3 +339,24 @@ def test_eval_adapt_without_the_workstation_extra_is_a_readable_error(monkeypatc
     assert "eval --adapt trains on the workstation side: pip install 'lineguard[export]'" in capsys.readouterr().err
     assert main(["eval", str(tmp_path), "--all", "--adapt"]) == 2
     assert "eval --adapt trains on the workstation side" in capsys.readouterr().err
+
+
+def test_eval_all_evaluates_another_root_with_its_declared_kinds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    bundle, _, calls = _fake_eval_setup(tmp_path, monkeypatch)
+    root = tmp_path / "mine"
+    for name in ("grid", "tyre"):
+        (root / name / "test").mkdir(parents=True)
+    (root / "kinds.json").write_text('{"grid": "industrial"}')
+    out = tmp_path / "out"
+    assert main(["eval", str(bundle), "--all", "--realdev", str(root), "--kind", "tyre=industrial",
+                 "--no-texture-set", "--seeds", "0", "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert [(c["category"], c["kind"]) for c in report["categories"]] == [("grid", "industrial"), ("tyre", "industrial")]
+    assert [c[0] for c in calls] == ["grid", "tyre"]  # no scikit-image texture set
+    assert (f"Regenerate with (`lineguard eval {bundle} --all --realdev {root} --kind tyre=industrial "
+            "--no-texture-set --update-readme`)") in (out / "eval.md").read_text()  # not `make eval`: other data
+
+    (root / "kinds.json").write_text("{grid: industrial}")
+    assert main(["eval", str(bundle), "--all", "--realdev", str(root), "--out", str(out)]) == 2
+    assert "kinds.json: expected a JSON object" in capsys.readouterr().err and len(calls) == 2

@@ -139,14 +139,41 @@ def test_a_long_run_checks_both_markers_first(tmp_path: Path) -> None:
         assert readme_lacks_markers("x-table", readme) is lacks, text
 
 
-def test_realdev_kinds_come_from_the_table_and_unknown_ones_are_noted(tmp_path: Path) -> None:
+def test_realdev_kinds_come_from_the_table_and_unknown_ones_are_evaluated_apart(tmp_path: Path) -> None:
     for name in ("pcb", "road_crack", "mystery"):
         (tmp_path / name / "test").mkdir(parents=True)
+    (tmp_path / "notes").mkdir()  # no test/: not a category
     roots, notes = realdev_roots(tmp_path)
-    assert roots == [(str(tmp_path), "pcb", "industrial"), (str(tmp_path), "road_crack", "texture")]
-    assert len(notes) == 1 and "mystery" in notes[0]
+    assert roots == [(str(tmp_path), "mystery", "unlisted"), (str(tmp_path), "pcb", "industrial"),
+                     (str(tmp_path), "road_crack", "texture")]
+    assert len(notes) == 1 and "mystery" in notes[0] and "--kind mystery=KIND" in notes[0]
     roots, notes = realdev_roots(tmp_path / "missing")
     assert roots == [] and "not found" in notes[0]
+
+
+def test_another_root_declares_its_kinds_in_kinds_json_and_on_the_command_line(tmp_path: Path) -> None:
+    """Any MVTec-style root can stand in for realdev: --kind beats kinds.json beats the built-in table."""
+    for name in ("grid", "bottle", "pcb", "carpet"):
+        (tmp_path / name / "test").mkdir(parents=True)
+    (tmp_path / "kinds.json").write_text(json.dumps({"grid": "industrial", "bottle": "texture", "pcb": "board"}))
+    roots, notes = realdev_roots(tmp_path, kinds={"bottle": "industrial", "tyre": "industrial"})
+    assert {category: kind for _, category, kind in roots} == {
+        "bottle": "industrial", "carpet": "unlisted", "grid": "industrial", "pcb": "board"}
+    assert any("carpet" in n for n in notes) and any("--kind tyre" in n and "no such category" in n for n in notes)
+
+    (tmp_path / "kinds.json").write_text('["grid", "industrial"]')
+    with pytest.raises(ValueError, match="kinds.json: expected a JSON object of category name -> kind"):
+        realdev_roots(tmp_path)
+
+
+def test_the_texture_set_can_be_left_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "real" / "grid" / "test").mkdir(parents=True)
+    monkeypatch.setattr(suite, "texture_roots", lambda cache_dir, seed=0: ([(str(cache_dir), "brick", "texture")], []))
+    report = main_eval_all("bundles/default", tmp_path / "out", 4, (0,), realdev=tmp_path / "real",
+                           texture_cache=tmp_path / "tex", kinds={"grid": "industrial"}, texture_set=False,
+                           evaluate_fn=lambda b, root, category, shots, seed=0: fake_evaluate(b, root, "pcb", shots, seed))
+    assert [(c.category, c.kind) for c in report.categories] == [("grid", "industrial")]
+    assert [k.kind for k in report.kinds] == ["industrial"]
 
 
 def test_main_eval_all_writes_the_readme_only_when_every_run_succeeded(tmp_path: Path,

@@ -60,6 +60,14 @@ def stage_list(text: str) -> list[str]:
     return names
 
 
+def category_kind(text: str) -> tuple[str, str]:
+    """argparse type of ``eval --all --kind``: "CATEGORY=KIND" (e.g. grid=industrial)."""
+    category, sep, kind = (part.strip() for part in text.partition("="))
+    if not (sep and category and kind):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected CATEGORY=KIND, e.g. grid=industrial")
+    return category, kind
+
+
 def tiles_per_side(text: str) -> int | str:
     """argparse type of ``--tiles``: "auto" (chosen from the photos' size at enrolment) or 1..MAX_TILES."""
     if text == "auto":

@@ -1,7 +1,8 @@
 """``lineguard eval`` (one category, or ``--all``: the README's accuracy table) and ``eval-explanations``.
 
-``eval --all`` runs lineguard.evaluation.suite over the real-photo categories and the scikit-image
-textures, several draws of the shots; the single-category and ``--all`` options refuse each other.
+``eval --all`` runs lineguard.evaluation.suite over the real-photo categories (``--realdev DIR``: any
+MVTec-style root, kinds from ``--kind`` or its kinds.json) and the scikit-image textures (unless
+``--no-texture-set``), several draws of the shots; the single-category and ``--all`` options refuse each other.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from lineguard.cli.common import DEFAULT_BUNDLE, CliError, flag, no_bundle
 from lineguard.cli.enroll import export_adapt
 from lineguard.cli.output import write_json
 
-EVAL_ALL_ONLY = ("out", "seeds", "update_readme", "readme", "realdev", "texture_cache")
+EVAL_ALL_ONLY = ("out", "seeds", "update_readme", "readme", "realdev", "texture_cache", "kind", "no_texture_set")
 EVAL_ONE_ONLY = ("data", "category", "seed", "json")
 
 
@@ -66,6 +67,11 @@ def _eval_all(args: argparse.Namespace) -> int:
             eval_suite.check_readme(readme, table)
         except (OSError, ValueError) as exc:
             raise CliError(f"{readme}: {exc}") from exc
+    kinds = dict(args.kind or ())
+    try:  # a malformed kinds.json fails now, not after the bundle's export
+        eval_suite.declared_kinds(args.realdev or eval_suite.default_realdev())
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     bundle = Path(args.bundle)
     if not (bundle / "manifest.json").is_file():
         if bundle != DEFAULT_BUNDLE:
@@ -83,12 +89,21 @@ def _eval_all(args: argparse.Namespace) -> int:
     report = eval_suite.main_eval_all(bundle, args.out or "artifacts/eval", args.shots, args.seeds or [0, 1],
                                       args.update_readme, readme, args.realdev, args.texture_cache,
                                       evaluate_fn=evaluate_fn, table_name=table,
-                                      flags=eval_flags(without, args.adapt, args.orientation, args.tiles))
+                                      flags=[*eval_flags(without, args.adapt, args.orientation, args.tiles),
+                                             *_data_flags(args.realdev, kinds, args.no_texture_set)],
+                                      kinds=kinds, texture_set=not args.no_texture_set)
     if report.failures or not report.categories:
         print(f"lineguard: {len(report.failures)} failed runs, {len(report.categories)} categories evaluated",
               file=sys.stderr)
         return 1
     return 0
+
+
+def _data_flags(realdev: str | None, kinds: dict[str, str], no_texture_set: bool) -> list[str]:
+    """The options that chose another data set than the default one: the table's caption names them, so the
+    command it says regenerates the table does (and no make target claims it)."""
+    return ([f"--realdev {realdev}"] if realdev else []) + [f"--kind {c}={k}" for c, k in sorted(kinds.items())] \
+        + (["--no-texture-set"] if no_texture_set else [])
 
 
 def cmd_eval_explanations(args: argparse.Namespace) -> int:

@@ -22,7 +22,14 @@ from lineguard.cli import keys as keys_cmd
 from lineguard.cli import panel as panel_cmd
 from lineguard.cli import serve as serve_cmd
 from lineguard.cli import watch as watch_cmd
-from lineguard.cli.common import DEFAULT_BUNDLE, budget, positive_int, stage_list, tiles_per_side
+from lineguard.cli.common import (
+    DEFAULT_BUNDLE,
+    budget,
+    category_kind,
+    positive_int,
+    stage_list,
+    tiles_per_side,
+)
 from lineguard.runtime.llm.grounding import GROUNDINGS
 
 
@@ -192,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--category", help="needed without --all")
     ev.add_argument("--shots", type=int, default=4)
     ev.add_argument("--seed", type=int, help="draw of the shots (default 0)")
-    ev.add_argument("--all", action="store_true", help="every category of ../shared/realdev the suite knows plus "
+    ev.add_argument("--all", action="store_true", help="every category of ../shared/realdev (or --realdev) plus "
                     "the scikit-image texture set, over --seeds draws; writes OUT/eval.json and OUT/eval.md")
     ev.add_argument("--out", metavar="DIR", help="--all: folder for eval.json and eval.md (default artifacts/eval)")
     ev.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="--all: draws of the shots (default 0 1)")
@@ -203,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "or ../shared/realdev)")
     ev.add_argument("--texture-cache", metavar="DIR", help="--all: where the scikit-image texture set is built "
                     "(default OUT/../eval-data/skimage)")
+    ev.add_argument("--kind", action="append", type=category_kind, metavar="CATEGORY=KIND",
+                    help="--all: the kind of a --realdev category, for its mean row (repeatable; else the root's "
+                    "kinds.json, the built-in table, or 'unlisted')")
+    ev.add_argument("--no-texture-set", action="store_true",
+                    help="--all: leave the scikit-image texture set out (evaluate the --realdev root alone)")
     ev.add_argument("--calib", type=int, metavar="N",
                     help="calibrate on N of the other train/good images (default: all of them)")
     ev.add_argument("--budget", type=budget, default=DEFAULT_FALSE_REJECT_BUDGET, help="false-reject budget (default %(default)s)")

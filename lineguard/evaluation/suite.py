@@ -16,9 +16,12 @@ Usage::
 What it runs: :func:`lineguard.evaluation.category.evaluate` (the same code as ``lineguard eval``) for
 each (data root, category) and each seed of the shot draw, then averages over seeds per category and
 over categories per kind ("industrial" parts, "texture" surfaces). The default set is every category
-of ``../shared/realdev`` listed in :data:`KIND_BY_CATEGORY` plus the scikit-image texture set of
-:mod:`lineguard.evaluation.data`, built once into ``artifacts/eval-data/``. A missing realdev folder, or a
-realdev category the table does not list, is skipped with a note in the report (never silently).
+of ``../shared/realdev`` plus the scikit-image texture set of :mod:`lineguard.evaluation.data`, built once
+into ``artifacts/eval-data/``. Any other MVTec-style root can stand in for realdev (``--realdev DIR``):
+every category folder in it is evaluated, its kind taken from ``--kind CATEGORY=KIND``, else from the
+root's ``kinds.json`` (``{"grid": "industrial", ...}``), else from :data:`KIND_BY_CATEGORY`, else
+"unlisted" (with a note); ``texture_set=False`` leaves the scikit-image set out. A missing realdev folder
+is a note in the report too (never silently).
 
 It writes ``eval.json`` (a :class:`SuiteReport`) and ``eval.md`` (the table) into ``out_dir`` and, with
 ``update_readme``, replaces the text between ``<!-- eval-table:start -->`` and
@@ -33,11 +36,11 @@ import datetime
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from lineguard.evaluation.eval_tables import make_target, readme_table_name
 from lineguard.evaluation.readme_tables import (
@@ -49,7 +52,7 @@ from lineguard.evaluation.readme_tables import (
     write_readme_table,
 )
 
-# The kind of every category the suite knows; a category not listed here is skipped with a note.
+# The kind of every category of the default set; another root declares its own (kinds.json, --kind).
 KIND_BY_CATEGORY: dict[str, str] = {
     "pcb": "industrial",
     "cookie": "industrial",
@@ -59,6 +62,8 @@ KIND_BY_CATEGORY: dict[str, str] = {
     "gravel": "texture",
 }
 KINDS_ORDER = ("industrial", "texture")
+UNLISTED_KIND = "unlisted"  # a category whose kind nobody declared: evaluated, its mean row apart
+KINDS_FILE = "kinds.json"   # in a data root: {"category": "kind", ...}
 # fields taken from each EvalReport; any others are kept in SeedResult.extra
 METRICS = ("image_auroc", "pixel_auroc", "accuracy", "false_reject_rate", "miss_rate", "n_images", "ms_per_image")
 
@@ -218,19 +223,37 @@ def default_realdev() -> Path:
     return Path(env) if env else REPO_ROOT.parent / "shared" / "realdev"
 
 
-def realdev_roots(realdev: str | Path) -> tuple[list[SuiteEntry], list[str]]:
-    """Every category folder of ``realdev`` that :data:`KIND_BY_CATEGORY` lists; notes for the rest."""
+def declared_kinds(root: str | Path) -> dict[str, str]:
+    """The kinds ``root/kinds.json`` declares (category name -> kind); {} where the root has no such file."""
+    path = Path(root) / KINDS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return TypeAdapter(dict[str, str]).validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise ValueError(f"{path}: expected a JSON object of category name -> kind, e.g. "
+                         f'{{"grid": "industrial"}} ({exc.errors()[0]["msg"]})') from exc
+
+
+def realdev_roots(realdev: str | Path, kinds: Mapping[str, str] | None = None) -> tuple[list[SuiteEntry], list[str]]:
+    """Every category folder of ``realdev`` (one with a ``test/``), each with its kind: ``kinds`` first, then
+    the root's kinds.json, then :data:`KIND_BY_CATEGORY`, else :data:`UNLISTED_KIND` with a note."""
     realdev = Path(realdev)
     if not realdev.is_dir():
         return [], [f"{realdev} not found: its real-photo categories are not in this table"]
+    declared = {**KIND_BY_CATEGORY, **declared_kinds(realdev), **(kinds or {})}
     roots: list[SuiteEntry] = []
     notes: list[str] = []
-    for cat in sorted(p for p in realdev.iterdir() if p.is_dir() and (p / "test").is_dir()):
-        kind = KIND_BY_CATEGORY.get(cat.name)
+    folders = sorted(p for p in realdev.iterdir() if p.is_dir() and (p / "test").is_dir())
+    for cat in folders:
+        kind = declared.get(cat.name)
         if kind is None:
-            notes.append(f"{cat}: category not in lineguard.evaluation.suite.KIND_BY_CATEGORY, skipped")
-        else:
-            roots.append((str(realdev), cat.name, kind))
+            kind = UNLISTED_KIND
+            notes.append(f"{cat}: no kind declared (--kind {cat.name}=KIND or {realdev / KINDS_FILE}), "
+                         f"its mean row is '{UNLISTED_KIND}'")
+        roots.append((str(realdev), cat.name, kind))
+    names = {cat.name for cat in folders}
+    notes += [f"--kind {name}: {realdev} has no such category" for name in sorted(set(kinds or {}) - names)]
     return roots, notes
 
 
@@ -246,9 +269,13 @@ def texture_roots(cache_dir: str | Path, seed: int = 0) -> tuple[list[SuiteEntry
 
 
 def default_roots(realdev: str | Path | None = None, texture_cache: str | Path = "artifacts/eval-data/skimage",
-                  data_seed: int = 0) -> tuple[list[SuiteEntry], list[str]]:
-    """realdev's categories, then the scikit-image textures; with the notes about what was skipped."""
-    real, notes = realdev_roots(default_realdev() if realdev is None else realdev)
+                  data_seed: int = 0, kinds: Mapping[str, str] | None = None,
+                  texture_set: bool = True) -> tuple[list[SuiteEntry], list[str]]:
+    """realdev's categories, then (``texture_set``) the scikit-image textures; with notes on what was
+    skipped or left without a kind."""
+    real, notes = realdev_roots(default_realdev() if realdev is None else realdev, kinds)
+    if not texture_set:
+        return real, notes
     textures, more = texture_roots(texture_cache, data_seed)
     return real + textures, notes + more
 
@@ -331,7 +358,8 @@ def main_eval_all(bundle: str | Path, out_dir: str | Path, shots: int = 4, seeds
                   update_readme: bool = False, readme: str | Path = REPO_ROOT / "README.md",
                   realdev: str | Path | None = None, texture_cache: str | Path | None = None,
                   evaluate_fn: EvaluateFn | None = None, table_name: str = README_TABLE,
-                  flags: Sequence[str] = ()) -> SuiteReport:
+                  flags: Sequence[str] = (), kinds: Mapping[str, str] | None = None,
+                  texture_set: bool = True) -> SuiteReport:
     """Evaluate the default set, write eval.json + eval.md into ``out_dir``, optionally the README's table
     between the ``table_name`` markers.
 
@@ -340,7 +368,7 @@ def main_eval_all(bundle: str | Path, out_dir: str | Path, shots: int = 4, seeds
     if update_readme:
         check_readme(readme, table_name)
     cache = Path(texture_cache) if texture_cache is not None else Path(out_dir).parent / "eval-data" / "skimage"
-    roots, notes = default_roots(realdev, cache)
+    roots, notes = default_roots(realdev, cache, kinds=kinds, texture_set=texture_set)
     for note in notes:
         print(f"note: {note}")
     report = run_suite(bundle, roots, shots, seeds, notes=notes, evaluate_fn=evaluate_fn)
