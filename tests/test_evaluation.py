@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lineguard.cli import main
-from lineguard.evaluation.mvtec_layout import labelled_test_images
+from lineguard.evaluation.mvtec_layout import labelled_test_images, read_mask
 from lineguard.export.sample_data import write_category
 from lineguard.runtime.image_io import ImageReadError
 
@@ -66,3 +66,16 @@ def test_a_folder_without_test_images_is_a_readable_error(tmp_path: Path) -> Non
     (tmp_path / "part" / "test" / "good").mkdir(parents=True)
     with pytest.raises(ImageReadError, match="no test images"):
         labelled_test_images(tmp_path / "part")
+
+
+def test_masks_stored_as_0_255_0_1_16_bit_or_colour_read_alike(tmp_path: Path) -> None:
+    truth = np.zeros((12, 20), bool)
+    truth[3:7, 5:15] = True
+    stored = {"mvtec.png": truth.astype(np.uint8) * 255, "labels.png": truth.astype(np.uint8),
+              "deep.png": truth.astype(np.uint16) * 65535, "colour.png": np.dstack([truth * 0, truth * 0, truth * 200]).astype(np.uint8)}
+    for name, pixels in stored.items():
+        cv2.imwrite(str(tmp_path / name), pixels)
+        assert np.array_equal(read_mask(tmp_path / name), truth), name
+        assert read_mask(tmp_path / name, (40, 24)).sum() == 4 * truth.sum(), name  # (width, height), nearest
+    cv2.imwrite(str(tmp_path / "empty.png"), np.zeros((12, 20), np.uint8))
+    assert not read_mask(tmp_path / "empty.png").any()

@@ -23,12 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 from sklearn.metrics import roc_auc_score
 
-from lineguard.evaluation.mvtec_layout import labelled_test_images
+from lineguard.evaluation.mvtec_layout import labelled_test_images, read_mask
 from lineguard.runtime.bundle import Bundle, BundleError, MemoryOrientation
 from lineguard.runtime.image_io import image_paths, read_image, read_images, split_normals
 from lineguard.runtime.inference.tiling import resolve_tiles
@@ -133,8 +132,7 @@ def evaluate(bundle_dir: str | Path, data_root: str | Path, category: str, shots
                     llm_predictions.append(int(decided.verdict == "NG"))
                 if mask_path is not None or kind == "good":
                     h, w = result.anomaly_map.shape
-                    mask = (cv2.resize(read_image(mask_path, cv2.IMREAD_GRAYSCALE), (w, h), interpolation=cv2.INTER_NEAREST) > 127
-                            if mask_path is not None else np.zeros((h, w), bool))
+                    mask = read_mask(mask_path, (w, h)) if mask_path is not None else np.zeros((h, w), bool)
                     pixel_scores.append(result.anomaly_map[::2, ::2].ravel())
                     pixel_labels.append(mask[::2, ::2].ravel())
         elapsed = time.perf_counter() - start

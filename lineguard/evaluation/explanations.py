@@ -34,11 +34,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
-from lineguard.evaluation.mvtec_layout import labelled_test_images
+from lineguard.evaluation.mvtec_layout import labelled_test_images, read_mask
 from lineguard.runtime.bundle import Bundle, BundleError
 from lineguard.runtime.contract import GridCell, RegionEvidence, Verdict
 from lineguard.runtime.image_io import image_paths, read_image, read_images, split_normals
@@ -250,7 +249,7 @@ def evaluate_explanations(bundle_dir: str | Path, data_root: str | Path, categor
                 if verdict.verdict != "NG" or not verdict.regions:
                     continue
                 vectors = grounder.vectors(inspection.anomaly_map, inspection.model_rgb)  # only frames explained
-                truth = true_cells(read_image(mask_path, cv2.IMREAD_GRAYSCALE) > 127)
+                truth = true_cells(read_mask(mask_path))
                 vision_right.append(verdict.regions[0].grid in truth)
                 evidence = verdict.regions[0].evidence
                 kinds.setdefault(defect_type, Counter())[evidence.likely_kind if evidence else "none"] += 1

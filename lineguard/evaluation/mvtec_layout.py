@@ -9,14 +9,19 @@ Layout::
 Datasets laid out "like MVTec" name their masks in a few ways: MVTec AD and MPDD write
 ``<stem>_mask.png``, BTAD and VisA's MVTec-style split write ``<stem>.png``, and some keep the image's own
 extension. :func:`mask_for` takes the first of those that exists, so a category's pixel AUROC is not
-silently lost to a naming habit; an image without any is still evaluated (image metrics only).
+silently lost to a naming habit; an image without any is still evaluated (image metrics only). Masks are
+0/255 in MVTec AD, but some sets store 0/1 or 16-bit labels: :func:`read_mask` marks what is above half the
+mask's own maximum.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lineguard.runtime.image_io import IMAGE_SUFFIXES, ImageReadError, image_paths
+import cv2
+import numpy as np
+
+from lineguard.runtime.image_io import IMAGE_SUFFIXES, ImageReadError, image_paths, read_image
 
 MASK_SUFFIXES = (".png", *sorted(IMAGE_SUFFIXES - {".png"}))
 
@@ -30,6 +35,19 @@ def mask_for(category_dir: Path, defect_type: str, image: Path) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+def read_mask(path: Path, size_wh: tuple[int, int] | None = None) -> np.ndarray:
+    """A ground-truth mask as bool (H, W), resized (nearest) to ``size_wh`` where given: pixels above half the
+    mask's maximum (0/255, 0/1 and 16-bit masks alike; colour masks by their brightest channel)."""
+    labels = read_image(path, cv2.IMREAD_UNCHANGED)
+    if labels.ndim == 3:
+        labels = labels.max(axis=2)
+    peak = labels.max()
+    mask = (labels > peak / 2) if peak > 0 else np.zeros(labels.shape, bool)
+    if size_wh is not None and mask.shape[::-1] != size_wh:
+        mask = cv2.resize(mask.astype(np.uint8), size_wh, interpolation=cv2.INTER_NEAREST) > 0
+    return mask
 
 
 def labelled_test_images(category_dir: Path) -> list[tuple[Path, str, Path | None]]:
