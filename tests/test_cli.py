@@ -357,6 +357,15 @@ def test_eval_all_evaluates_another_root_with_its_declared_kinds(tmp_path: Path,
     assert (f"Regenerate with (`lineguard eval {bundle} --all --realdev {root} --kind tyre=industrial "
             "--no-texture-set --update-readme`)") in (out / "eval.md").read_text()  # not `make eval`: other data
 
+    assert main(["eval", str(bundle), "--all", "--realdev", str(root), "--update-readme", "--out", str(out)]) == 2
+    assert "--update-readme writes the README's tables of the default data set" in capsys.readouterr().err
+
+    spaced = tmp_path / "my photos"
+    root.rename(spaced)
+    assert main(["eval", str(bundle), "--all", "--realdev", str(spaced), "--no-texture-set", "--seeds", "0",
+                 "--out", str(out)]) == 0
+    assert f"--realdev '{spaced}' --no-texture-set --update-readme" in (out / "eval.md").read_text()  # copy-paste safe
+    root = spaced
     (root / "kinds.json").write_text("{grid: industrial}")
     assert main(["eval", str(bundle), "--all", "--realdev", str(root), "--out", str(out)]) == 2
-    assert "kinds.json: expected a JSON object" in capsys.readouterr().err and len(calls) == 2
+    assert "kinds.json: expected a JSON object" in capsys.readouterr().err and len(calls) == 4

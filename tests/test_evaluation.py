@@ -40,12 +40,14 @@ def test_masks_are_found_under_each_naming_of_mvtec_style_sets(tmp_path: Path) -
     _png(cat / "test" / "good" / "000.png")
     _png(cat / "test" / "crack" / "000.png")      # MVTec AD, MPDD: <stem>_mask.png
     _png(cat / "ground_truth" / "crack" / "000_mask.png", 255)
-    _png(cat / "test" / "crack" / "001.bmp")      # BTAD, VisA's MVTec-style split: <stem>.png
+    _png(cat / "test" / "crack" / "001.bmp")      # VisA's MVTec-style split: <stem>.png
     _png(cat / "ground_truth" / "crack" / "001.png", 255)
     _png(cat / "test" / "crack" / "002.png")      # no mask: still a test image, image metrics only
     _png(cat / "test" / "stain" / "000.jpg")      # the image's own extension
     _png(cat / "ground_truth" / "stain" / "000_mask.jpg", 255)
     _png(cat / "ground_truth" / "stain" / "000.png", 255)  # both namings: the MVTec one wins
+    _png(cat / "test" / "stain" / "001.png")
+    _png(cat / "ground_truth" / "stain" / "001_mask.PNG", 255)  # an upper-case extension
 
     items = {(path.parent.name, path.name): mask for path, _, mask in labelled_test_images(cat)}
 
@@ -55,8 +57,9 @@ def test_masks_are_found_under_each_naming_of_mvtec_style_sets(tmp_path: Path) -
         ("crack", "001.bmp"): cat / "ground_truth" / "crack" / "001.png",
         ("crack", "002.png"): None,
         ("stain", "000.jpg"): cat / "ground_truth" / "stain" / "000_mask.jpg",
+        ("stain", "001.png"): cat / "ground_truth" / "stain" / "001_mask.PNG",
     }
-    assert [kind for _, kind, _ in labelled_test_images(cat)] == ["crack"] * 3 + ["good", "stain"]
+    assert [kind for _, kind, _ in labelled_test_images(cat)] == ["crack"] * 3 + ["good"] + ["stain"] * 2
 
 
 def test_a_folder_without_test_images_is_a_readable_error(tmp_path: Path) -> None:
@@ -68,11 +71,17 @@ def test_a_folder_without_test_images_is_a_readable_error(tmp_path: Path) -> Non
         labelled_test_images(tmp_path / "part")
 
 
-def test_masks_stored_as_0_255_0_1_16_bit_or_colour_read_alike(tmp_path: Path) -> None:
+def test_masks_stored_as_0_255_labels_16_bit_or_colour_read_alike(tmp_path: Path) -> None:
     truth = np.zeros((12, 20), bool)
     truth[3:7, 5:15] = True
-    stored = {"mvtec.png": truth.astype(np.uint8) * 255, "labels.png": truth.astype(np.uint8),
-              "deep.png": truth.astype(np.uint16) * 65535, "colour.png": np.dstack([truth * 0, truth * 0, truth * 200]).astype(np.uint8)}
+    labels = truth.astype(np.uint8)
+    labels[3:7, 10:15] = 2  # one label per defect (0/1/2): every label is defect
+    noisy = truth.astype(np.uint8) * 255
+    noisy[0, 0] = 3  # a lossy format's stray values stay background
+    stored = {"mvtec.png": truth.astype(np.uint8) * 255, "labels.png": labels, "noisy.png": noisy,
+              "deep.png": truth.astype(np.uint16), "deep-full.png": truth.astype(np.uint16) * 65535,
+              "colour.png": np.dstack([truth * 0, truth * 0, truth * 200]).astype(np.uint8),
+              "rgba.png": np.dstack([truth * 255, truth * 255, truth * 255, np.full(truth.shape, 255)]).astype(np.uint8)}
     for name, pixels in stored.items():
         cv2.imwrite(str(tmp_path / name), pixels)
         assert np.array_equal(read_mask(tmp_path / name), truth), name

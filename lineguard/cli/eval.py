@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shlex
 import sys
 from pathlib import Path
 
@@ -57,7 +58,12 @@ def _eval_all(args: argparse.Namespace) -> int:
                        "draws of the shots: --seeds, output folder: --out)")
     readme = Path(args.readme) if args.readme else eval_suite.REPO_ROOT / "README.md"
     without = sorted(set(args.without or ()))
+    kinds = dict(args.kind or ())
+    data_flags = _data_flags(args.realdev, kinds, args.no_texture_set)
     table = eval_suite.README_TABLE  # written only with --update-readme
+    if args.update_readme and data_flags:
+        raise CliError(f"--update-readme writes the README's tables of the default data set, not of "
+                       f"{' '.join(data_flags)}: its table is OUT/eval.md (--out)")
     if args.update_readme:  # fail now, not after an hour of evaluation
         try:
             table = readme_table_name(args.bundle, without, args.adapt, args.orientation, args.tiles)
@@ -67,7 +73,6 @@ def _eval_all(args: argparse.Namespace) -> int:
             eval_suite.check_readme(readme, table)
         except (OSError, ValueError) as exc:
             raise CliError(f"{readme}: {exc}") from exc
-    kinds = dict(args.kind or ())
     try:  # a malformed kinds.json fails now, not after the bundle's export
         eval_suite.declared_kinds(args.realdev or eval_suite.default_realdev())
     except ValueError as exc:
@@ -90,7 +95,7 @@ def _eval_all(args: argparse.Namespace) -> int:
                                       args.update_readme, readme, args.realdev, args.texture_cache,
                                       evaluate_fn=evaluate_fn, table_name=table,
                                       flags=[*eval_flags(without, args.adapt, args.orientation, args.tiles),
-                                             *_data_flags(args.realdev, kinds, args.no_texture_set)],
+                                             *data_flags],
                                       kinds=kinds, texture_set=not args.no_texture_set)
     if report.failures or not report.categories:
         print(f"lineguard: {len(report.failures)} failed runs, {len(report.categories)} categories evaluated",
@@ -100,9 +105,10 @@ def _eval_all(args: argparse.Namespace) -> int:
 
 
 def _data_flags(realdev: str | None, kinds: dict[str, str], no_texture_set: bool) -> list[str]:
-    """The options that chose another data set than the default one: the table's caption names them, so the
-    command it says regenerates the table does (and no make target claims it)."""
-    return ([f"--realdev {realdev}"] if realdev else []) + [f"--kind {c}={k}" for c, k in sorted(kinds.items())] \
+    """The options that chose another data set than the default one, shell-quoted: the table's caption names
+    them, so the command it says regenerates the table does (and no make target claims it)."""
+    return ([f"--realdev {shlex.quote(realdev)}"] if realdev else []) \
+        + [f"--kind {shlex.quote(f'{c}={k}')}" for c, k in sorted(kinds.items())] \
         + (["--no-texture-set"] if no_texture_set else [])
 
 

@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--shots", type=int, default=4)
     ev.add_argument("--seed", type=int, help="draw of the shots (default 0)")
     ev.add_argument("--all", action="store_true", help="every category of ../shared/realdev (or --realdev) plus "
-                    "the scikit-image texture set, over --seeds draws; writes OUT/eval.json and OUT/eval.md")
+                    "the scikit-image texture set (unless --no-texture-set), over --seeds draws; writes OUT/eval.json "
+                    "and OUT/eval.md")
     ev.add_argument("--out", metavar="DIR", help="--all: folder for eval.json and eval.md (default artifacts/eval)")
     ev.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="--all: draws of the shots (default 0 1)")
     ev.add_argument("--update-readme", action="store_true",
