@@ -17,11 +17,8 @@ What it runs: :func:`lineguard.evaluation.category.evaluate` (the same code as `
 each (data root, category) and each seed of the shot draw, then averages over seeds per category and
 over categories per kind ("industrial" parts, "texture" surfaces). The default set is every category
 of ``../shared/realdev`` plus the scikit-image texture set of :mod:`lineguard.evaluation.data`, built once
-into ``artifacts/eval-data/``. Any other MVTec-style root can stand in for realdev (``--realdev DIR``):
-every category folder in it is evaluated, its kind taken from ``--kind CATEGORY=KIND``, else from the
-root's ``kinds.json`` (``{"grid": "industrial", ...}``), else from :data:`KIND_BY_CATEGORY`, else
-"unlisted" (with a note); ``texture_set=False`` leaves the scikit-image set out. A missing realdev folder
-is a note in the report too (never silently).
+into ``artifacts/eval-data/``. Any other MVTec-style root can stand in for realdev: every category in it is
+evaluated, its kind declared (:func:`realdev_roots`) or "unlisted"; a missing root is a note, never silent.
 
 It writes ``eval.json`` (a :class:`SuiteReport`) and ``eval.md`` (the table) into ``out_dir`` and, with
 ``update_readme``, replaces the text between ``<!-- eval-table:start -->`` and
@@ -242,19 +239,11 @@ def realdev_roots(realdev: str | Path, kinds: Mapping[str, str] | None = None) -
     if not realdev.is_dir():
         return [], [f"{realdev} not found: its real-photo categories are not in this table"]
     declared = {**KIND_BY_CATEGORY, **declared_kinds(realdev), **(kinds or {})}
-    roots: list[SuiteEntry] = []
-    notes: list[str] = []
-    folders = sorted(p for p in realdev.iterdir() if p.is_dir() and (p / "test").is_dir())
-    for cat in folders:
-        kind = declared.get(cat.name)
-        if kind is None:
-            kind = UNLISTED_KIND
-            notes.append(f"{cat}: no kind declared (--kind {cat.name}=KIND or {realdev / KINDS_FILE}), "
-                         f"its mean row is '{UNLISTED_KIND}'")
-        roots.append((str(realdev), cat.name, kind))
-    names = {cat.name for cat in folders}
-    notes += [f"--kind {name}: {realdev} has no such category" for name in sorted(set(kinds or {}) - names)]
-    return roots, notes
+    names = sorted(p.name for p in realdev.iterdir() if p.is_dir() and (p / "test").is_dir())
+    notes = [f"{realdev / name}: no kind declared (--kind {name}=KIND or {realdev / KINDS_FILE}), its mean row "
+             f"is '{UNLISTED_KIND}'" for name in names if name not in declared]
+    notes += [f"--kind {name}: {realdev} has no such category" for name in sorted(set(kinds or {}) - set(names))]
+    return [(str(realdev), name, declared.get(name, UNLISTED_KIND)) for name in names], notes
 
 
 def texture_roots(cache_dir: str | Path, seed: int = 0) -> tuple[list[SuiteEntry], list[str]]:
