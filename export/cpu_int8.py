@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from lineguard.evaluation.mvtec_layout import labelled_test_images
 from lineguard.runtime.bundle import Bundle, CpuModelRecord, PrecisionCheck, utc_now
 from lineguard.runtime.image_io import image_paths, read_image, read_images
 from lineguard.runtime.inference.chain import VisionChain
@@ -77,15 +78,6 @@ def quantize_encoder(bundle: Bundle, normals: Sequence[np.ndarray], out_file: st
                           calibration_images=len(calibration), feature_relative_diff=diff)
 
 
-def labelled_test_images(category_dir: Path) -> list[tuple[Path, int]]:
-    """(image, 1 if defective) for every image under ``test/<type>/`` (``good`` is normal)."""
-    items = [(path, int(kind.name != "good")) for kind in sorted((category_dir / "test").iterdir()) if kind.is_dir()
-             for path in image_paths(kind)]
-    if not items:
-        raise Int8ExportError(f"no test images under {category_dir / 'test'}")
-    return items
-
-
 def check_precision(bundle: Bundle, product: str, record: CpuModelRecord,
                     items: Sequence[tuple[Path, int]], batch_size: int = 8) -> PrecisionCheck:
     """FP32 and the reduced-precision encoder on the same images with the product's enrolled memory."""
@@ -136,7 +128,8 @@ def export_int8(bundle_dir: str | Path, product: str, data_root: str | Path, cat
     bundle = Bundle.open(bundle_dir)
     if product not in bundle.manifest.products:
         raise Int8ExportError(f"product {product!r} is not enrolled in {bundle_dir}: enrol it first")
-    items = labelled_test_images(category_dir)
+    # (image, 1 if defective) for every image under test/<type>/ ("good" is normal): eval's own reader of the layout
+    items = [(path, int(kind != "good")) for path, kind, _ in labelled_test_images(category_dir)]
     # a tiled product's encoder sees tiles: its activations are calibrated on those
     seen = images_as_tiles(normals, bundle.manifest.products[product].tiles, bundle.manifest.preprocessing.input_size)
     record = quantize_encoder(bundle, seen)

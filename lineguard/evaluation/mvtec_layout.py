@@ -38,8 +38,7 @@ def masks_by_stem(mask_folder: Path) -> dict[str, Path]:
     # later entries win: plain <stem> names first, then <stem>_mask; within each, other formats before PNG
     for path in sorted(image_paths(mask_folder),
                        key=lambda p: (p.stem.endswith(MASK_SUFFIX), p.suffix.lower() == ".png", p.name)):
-        stem = path.stem.removesuffix(MASK_SUFFIX) if path.stem.endswith(MASK_SUFFIX) else path.stem
-        found[stem] = path
+        found[path.stem.removesuffix(MASK_SUFFIX)] = path
     return found
 
 
