@@ -48,6 +48,8 @@ def split_normals(paths: list[Path], shots: int, seed: int, calib: int | None = 
 
 
 def read_image(path: str | os.PathLike[str], flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    if not Path(path).is_file():  # before OpenCV, which would also log its own warning to stderr
+        raise ImageReadError(f"{path} does not exist" if not Path(path).exists() else f"{path} is not a file")
     image = cv2.imread(str(path), flags)
     if image is None:
         raise ImageReadError(f"{path} is not a readable image")

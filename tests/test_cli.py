@@ -23,6 +23,8 @@ def test_enroll_and_inspect_from_folders(bundle_copy: Path, weave_parts, tmp_pat
     normals = write_normals(tmp_path / "normals", weave_parts[:3])
     part = tmp_path / "part.png"
     cv2.imwrite(str(part), weave_parts[12])
+    assert main(["enroll", str(bundle_copy), "--product", "weave", "--normals", str(normals), "--shots", "4"]) == 0
+    assert "memory from 3 shot(s) (--shots 4, but the folder holds 3 images)" in capsys.readouterr().out
     assert main(["enroll", str(bundle_copy), "--product", "weave", "--normals", str(normals), "--shots", "2"]) == 0
     assert main(["inspect", str(bundle_copy), str(part), "--product", "weave", "--json"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
@@ -32,15 +34,18 @@ def test_enroll_and_inspect_from_folders(bundle_copy: Path, weave_parts, tmp_pat
     assert verdict.frame_id == "part.png" and verdict.verdict in ("OK", "NG")
 
 
-def test_unknown_product_and_bad_image(bundle_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_product_and_bad_image(bundle_copy: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not a png")
     assert main(["inspect", str(bundle_copy), str(junk)]) == 2
-    assert "not a readable image" in capsys.readouterr().err
+    assert "not a readable image" in capfd.readouterr().err
+    assert main(["inspect", str(bundle_copy), str(tmp_path / "gone.png")]) == 2
+    err = capfd.readouterr().err
+    assert "gone.png does not exist" in err and "WARN" not in err  # said before OpenCV logs a warning to fd 2
     good = tmp_path / "ok.png"
     cv2.imwrite(str(good), (255 * (cv2.imread(str(junk)) is None) * __import__("numpy").ones((32, 32, 3))).astype("uint8"))
     assert main(["inspect", str(bundle_copy), str(good), "--product", "ghost"]) == 2
-    assert "not enrolled" in capsys.readouterr().err
+    assert "not enrolled" in capfd.readouterr().err
 
 
 def _fake_eval_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, list[tuple]]:

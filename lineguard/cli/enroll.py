@@ -31,7 +31,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     turned = ", turned and mirrored too" if args.orientation == "any" else " (orientation fixed)"
     size = "x".join(str(side * entry.tiles) for side in bundle.manifest.preprocessing.input_size)
     tiled = f"; frames inspected at {size} as {entry.tiles}x{entry.tiles} tiles" if entry.tiles > 1 else ""
-    print(f"enrolled {args.product!r}: memory from {len(shots)} shot(s), {result.views_per_shot} views each{turned}{tiled}; "
+    asked = f" (--shots {args.shots}, but the folder holds {len(paths)} images)" if args.shots > len(paths) else ""
+    print(f"enrolled {args.product!r}: memory from {len(shots)} shot(s){asked}, {result.views_per_shot} views each{turned}{tiled}; "
           f"{len(result.calibration_scores)} held-out calibration image(s); {decoder}")
     print_calibration(result, args.budget)
     return 0
