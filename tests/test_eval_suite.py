@@ -149,6 +149,9 @@ def test_realdev_kinds_come_from_the_table_and_unknown_ones_are_evaluated_apart(
     assert len(notes) == 1 and "mystery" in notes[0] and "--kind mystery=KIND" in notes[0]
     roots, notes = realdev_roots(tmp_path / "missing")
     assert roots == [] and "not found" in notes[0]
+    roots, notes = realdev_roots(tmp_path / "notes")  # a folder, but the wrong one: said, not silent
+    assert roots == [] and notes == [f"{tmp_path / 'notes'} holds no category folder (CATEGORY/test/): none of it "
+                                     "is in this table"]
 
 
 def test_another_root_declares_its_kinds_in_kinds_json_and_on_the_command_line(tmp_path: Path) -> None:

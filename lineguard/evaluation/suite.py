@@ -243,6 +243,7 @@ def realdev_roots(realdev: str | Path, kinds: Mapping[str, str] | None = None) -
     notes = [f"{realdev / name}: no kind declared (--kind {name}=KIND or {realdev / KINDS_FILE}), its mean row "
              f"is '{UNLISTED_KIND}'" for name in names if name not in declared]
     notes += [f"--kind {name}: {realdev} has no such category" for name in sorted(set(kinds or {}) - set(names))]
+    notes += [] if names else [f"{realdev} holds no category folder (CATEGORY/test/): none of it is in this table"]
     return [(str(realdev), name, declared.get(name, UNLISTED_KIND)) for name in names], notes
 
 
