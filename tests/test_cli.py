@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,16 +35,32 @@ def test_enroll_and_inspect_from_folders(bundle_copy: Path, weave_parts, tmp_pat
     assert verdict.frame_id == "part.png" and verdict.verdict in ("OK", "NG")
 
 
-def test_unknown_product_and_bad_image(bundle_copy: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    junk = tmp_path / "junk.png"
+def test_unknown_product_and_bad_image(bundle_copy: Path, weave_parts, tmp_path: Path,
+                                       capfd: pytest.CaptureFixture[str]) -> None:
+    """A bad image among good ones gets an ERROR verdict with the wire's code and the rest are still
+    inspected (exit 1); an unknown product is a readable error for the whole command (exit 2)."""
+    import numpy as np
+
+    from lineguard.runtime.contract import Verdict
+
+    junk, good, tiny = tmp_path / "junk.png", tmp_path / "ok.png", tmp_path / "tiny.png"
     junk.write_bytes(b"not a png")
-    assert main(["inspect", str(bundle_copy), str(junk)]) == 2
-    assert "not a readable image" in capfd.readouterr().err
-    assert main(["inspect", str(bundle_copy), str(tmp_path / "gone.png")]) == 2
-    err = capfd.readouterr().err
-    assert "gone.png does not exist" in err and "WARN" not in err  # said before OpenCV logs a warning to fd 2
-    good = tmp_path / "ok.png"
-    cv2.imwrite(str(good), (255 * (cv2.imread(str(junk)) is None) * __import__("numpy").ones((32, 32, 3))).astype("uint8"))
+    cv2.imwrite(str(good), weave_parts[0])
+    cv2.imwrite(str(tiny), np.zeros((4, 4, 3), np.uint8))
+    images = [str(p) for p in (junk, good, tmp_path / "gone.png", tiny)]
+    assert main(["inspect", str(bundle_copy), *images, "--json"]) == 1
+    out, err = capfd.readouterr()
+    verdicts = [Verdict.model_validate_json(line) for line in out.strip().splitlines()]
+    assert [v.frame_id for v in verdicts] == ["junk.png", "ok.png", "gone.png", "tiny.png"]
+    assert [v.error.code if v.error else v.verdict for v in verdicts] == ["BAD_PAYLOAD", verdicts[1].verdict,
+                                                                          "BAD_PAYLOAD", "BAD_SHAPE"]
+    assert verdicts[1].verdict in ("OK", "NG") and verdicts[1].score is not None
+    assert "not a readable image" in verdicts[0].error.message and "gone.png does not exist" in verdicts[2].error.message
+    assert "3 of 4 images could not be inspected" in err
+    assert "WARN" not in err  # a missing file is said before OpenCV logs a warning to fd 2
+
+    assert main(["inspect", str(bundle_copy), str(junk)]) == 1  # the text form names the code and the reason
+    assert re.search(r"junk.png +ERROR BAD_PAYLOAD: .*junk.png is not a readable image", capfd.readouterr().out)
     assert main(["inspect", str(bundle_copy), str(good), "--product", "ghost"]) == 2
     assert "not enrolled" in capfd.readouterr().err
 

@@ -20,7 +20,10 @@ def write_json(path: str | None, payload: str) -> None:
 
 
 def format_verdict(name: str, verdict: Verdict) -> str:
-    """One line per inspected image: verdict, score, p-value and where the anomaly is."""
+    """One line per inspected image: verdict, score, p-value and where the anomaly is (or the error)."""
+    if verdict.error is not None or verdict.score is None:
+        error = f"{verdict.error.code}: {verdict.error.message}" if verdict.error is not None else "no score"
+        return f"{name:<28} {verdict.verdict:<3} {error}"
     where = ", ".join(f"{r.grid} ({r.area_fraction:.1%})" for r in verdict.regions) or "-"
     p = f"p={verdict.p_value:.2g}" if verdict.p_value is not None else "zero-shot"
     return f"{name:<28} {verdict.verdict:<3} score={verdict.score:7.2f} {p:<10} where: {where}"
