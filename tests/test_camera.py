@@ -103,3 +103,19 @@ def test_reconnects_when_the_service_comes_back(pull: zmq.Socket) -> None:
 def test_bad_source() -> None:
     with CameraPusher("tcp://127.0.0.1:1", "cam0", "/no/such/place") as camera, pytest.raises(CameraError):
         camera.run()
+
+
+def test_a_folder_replay_skips_an_unreadable_file(pull: zmq.Socket, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    cv2.imwrite(str(tmp_path / "00.png"), IMAGES[1])
+    (tmp_path / "01.png").write_bytes(b"half a png")
+    cv2.imwrite(str(tmp_path / "02.png"), IMAGES[2])
+    with CameraPusher(endpoint(pull), "cam3", tmp_path) as camera:
+        assert camera.run() == 2
+    assert [int(px[0, 0, 0]) for _, px in receive(pull, 2)] == [40, 80]
+    assert "camera cam3 skips" in caplog.text and "01.png is not a readable image" in caplog.text
+
+    (tmp_path / "00.png").write_bytes(b"")
+    (tmp_path / "02.png").unlink()
+    with CameraPusher(endpoint(pull), "cam3", tmp_path) as camera, pytest.raises(CameraError, match="no readable"):
+        camera.run()

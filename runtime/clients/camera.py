@@ -34,7 +34,7 @@ import numpy as np
 import zmq
 
 from lineguard.runtime.contract import Encoding, encode_frame, new_header
-from lineguard.runtime.image_io import image_paths, read_image
+from lineguard.runtime.image_io import ImageReadError, image_paths, read_image
 from lineguard.runtime.security.curve import CurveClientConfig
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,17 @@ class CameraPusher:
             paths = image_paths(path)
             if not paths:
                 raise CameraError(f"{path} holds no images")
+            readable = 0
             for p in paths:
-                yield read_image(p)
+                try:
+                    image = read_image(p)
+                except ImageReadError as exc:  # one bad file does not stop a replay of the others
+                    log.warning("camera %s skips %s", self.camera_id, exc)
+                    continue
+                readable += 1
+                yield image
+            if not readable:
+                raise CameraError(f"{path} holds no readable image")
         elif path.is_file():
             yield from _capture(cv2.VideoCapture(str(path)), str(path))
         else:
