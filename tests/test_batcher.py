@@ -334,6 +334,44 @@ def test_inference_error_answers_each_frame_and_the_worker_goes_on(make) -> None
     assert sink.one("ok").verdict == "OK"
 
 
+class PoisonedAnalyzer(ScriptedAnalyzer):
+    """Fails a whole call when one of its images is the tiny one (what the inspector's preprocessing refuses)
+    or the poisoned one (an inference bug), as the real Inspector does for a batch."""
+
+    def analyze(self, images: Sequence[np.ndarray], product: str | None) -> list[Inspection]:
+        from lineguard.runtime.inference.preprocess import ImageFormatError
+
+        if any(image.shape[0] < 8 for image in images):
+            self.batches.append((product, len(images)))
+            raise ImageFormatError("image (5, 5) is too small to inspect (min 8x8)")
+        if any(image is POISON for image in images):
+            self.batches.append((product, len(images)))
+            raise RuntimeError("kernel crashed")
+        return super().analyze(images, product)
+
+
+POISON = np.ones((16, 16, 3), np.uint8)
+
+
+def test_a_frame_that_breaks_inference_fails_alone_and_its_batch_mates_get_verdicts(make) -> None:
+    analyzer = PoisonedAnalyzer()
+    analyzer.gate.clear()
+    batcher, sink = make(analyzer, max_batch=8, max_queue_delay_ms=0)
+    batcher.submit(request("hold", "x"))
+    assert analyzer.entered.wait(5)
+    batcher.submit(request("good1"))
+    batcher.submit(request("tiny", load=lambda: np.zeros((5, 5, 3), np.uint8)))
+    batcher.submit(request("poisoned", load=lambda: POISON))
+    batcher.submit(request("good2"))
+    analyzer.gate.set()
+    sink.wait(5)
+    assert sink.one("good1").verdict == sink.one("good2").verdict == "OK"
+    assert sink.one("tiny").error.code == ErrorCode.BAD_SHAPE and "too small" in sink.one("tiny").error.message
+    assert sink.one("poisoned").error.code == ErrorCode.INTERNAL and "kernel crashed" in sink.one("poisoned").error.message
+    # the batch of 4 failed, then each frame ran alone: 2 of them succeeded
+    assert analyzer.batches[1:] == [("a", 4), ("a", 1), ("a", 1), ("a", 1), ("a", 1)]
+
+
 def test_decode_error_answers_that_frame_only(make) -> None:
     def broken() -> np.ndarray:
         raise FrameError(ErrorCode.BAD_PAYLOAD, "jpeg stream is corrupt")

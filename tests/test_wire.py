@@ -125,6 +125,9 @@ BAD_INPUTS = {
     "corrupt jpeg body": (message(header(encoding="jpeg"), encoded(".jpg")[:200] + bytes(2000) + b"\xff\xd9"),
                           ErrorCode.BAD_PAYLOAD, "cam0"),
     "empty payload": (message(header(), b""), ErrorCode.BAD_PAYLOAD, "cam0"),
+    # JSON may escape a lone surrogate: valid JSON, but no verdict could carry it back
+    "surrogate frame_id": (message(json.dumps(header(frame_id="f\udc00")).encode()), ErrorCode.BAD_HEADER, "cam0"),
+    "surrogate key": (message(json.dumps({**header(), "\ud800": 1}).encode()), ErrorCode.BAD_HEADER, "cam0"),
     "jpeg not the declared size": (message(header(encoding="jpeg", shape=[64, 48, 3]), encoded(".jpg")),
                                    ErrorCode.BAD_SHAPE, "cam0"),
 }
@@ -151,6 +154,11 @@ def test_cheap_checks_happen_in_parse_header() -> None:
         decode_payload(head, truncated[1], LIMITS)
 
 
+def test_a_line_cannot_admit_frames_the_inspector_refuses() -> None:
+    with pytest.raises(ValueError, match="min_side"):
+        FrameLimits(min_side=4)  # the inspector needs 8 px a side: below that, admitted frames would fail inference
+
+
 def test_error_verdict_carries_code_and_ids() -> None:
     with pytest.raises(FrameError) as caught:
         decode_frame(message(header(), b"xx"), LIMITS)
@@ -174,3 +182,12 @@ def test_error_info_takes_only_known_codes() -> None:
     assert info.code is ErrorCode.BAD_HEADER and info.model_dump_json() == '{"code":"BAD_HEADER","message":"m"}'
     with pytest.raises(ValidationError):
         ErrorInfo(code="BAD_HEDAER", message="m")
+
+
+def test_a_verdict_with_text_no_encoder_can_write_still_goes_out() -> None:
+    """Defence behind the header check: the publisher writes such text as "?" rather than losing the verdict."""
+    from lineguard.runtime.contract import Verdict
+    from lineguard.runtime.line.publisher import wire_json
+
+    sent = Verdict.model_validate_json(wire_json(Verdict(frame_id="f\udc00", product="p", verdict="OK")))
+    assert (sent.frame_id, sent.verdict) == ("f?", "OK")

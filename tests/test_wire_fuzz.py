@@ -6,8 +6,8 @@ nothing else escapes. Through a live ``LineServer`` (bounded example counts): ev
 inspect port gets exactly one reply, every message pushed to the frames port is either published as
 one verdict or counted as dropped, and the service stays up.
 
-Inputs: arbitrary parts, JSON of any shape, near-valid headers with wrong types and extra keys, and
-real raw/JPEG/PNG frames that are then truncated, bit-flipped, padded or mislabelled.
+Inputs: arbitrary parts, JSON of any shape (lone surrogate escapes too), near-valid headers with wrong types
+and extra keys, and real raw/JPEG/PNG frames that are then truncated, bit-flipped, padded or mislabelled.
 """
 
 from __future__ import annotations
@@ -41,9 +41,12 @@ from lineguard.runtime.scoring.inspector import Inspector
 LIMITS = FrameLimits(max_header_bytes=1024, max_payload_bytes=256 * 1024, max_height=160, max_width=160, min_side=8)
 CTX = zmq.Context.instance()
 
+# text that may hold lone surrogates (category Cs): JSON escapes them (\udc00), Python parses them into a str
+# that no UTF-8 encoder can write; st.text() leaves them out by default
+any_text = st.text(max_size=12) | st.text(st.characters(categories=["Cs", "Ll", "Nd"]), min_size=1, max_size=6)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | any_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
     max_leaves=8,
 )
 identifiers = st.one_of(st.text(max_size=300), st.sampled_from(["cam0", "cam1", "f1", "weave"]), json_values)

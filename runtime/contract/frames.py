@@ -58,7 +58,8 @@ class FrameLimits(BaseModel):
     max_payload_bytes: int = Field(64 * 1024 * 1024, gt=0)
     max_height: int = Field(8192, gt=0)
     max_width: int = Field(8192, gt=0)
-    min_side: int = Field(8, gt=0, description="smaller images cannot be inspected (BAD_SHAPE)")
+    min_side: int = Field(8, ge=8, description="smaller images cannot be inspected (BAD_SHAPE); the inspector "
+                          "needs at least 8 px a side (runtime.inference.preprocess), so no lower value")
 
 
 class FrameHeader(BaseModel):
@@ -153,9 +154,19 @@ def _partial_ids(raw: Any) -> FrameIds:
 
     def text(key: str, limit: int) -> str:
         value = raw.get(key)
-        return value if isinstance(value, str) and 0 < len(value) <= limit else ""
+        return value if isinstance(value, str) and 0 < len(value) <= limit and _is_unicode(value) else ""
 
     return FrameIds(text("camera_id", 128), text("frame_id", 256), text("product", 256))
+
+
+def _is_unicode(value: Any) -> bool:
+    """Whether ``value`` (parsed JSON) is text a verdict can carry: JSON may escape a lone surrogate
+    (``"\\udc00"``), which parses into a str that no UTF-8 encoder, and so no reply, can write."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _describe(error: ValidationError) -> str:
@@ -178,6 +189,9 @@ def parse_header(parts: Sequence[Part], limits: FrameLimits) -> FrameHeader:
     ids = _partial_ids(raw)
     if len(parts) != 2:
         raise FrameError(ErrorCode.BAD_PARTS, f"expected [header, payload], got {len(parts)} parts", ids)
+    if not _is_unicode(raw):  # before validation: its messages would quote the bad key or value
+        raise FrameError(ErrorCode.BAD_HEADER, "header holds a lone surrogate escape (\\ud800-\\udfff): not "
+                         "Unicode text", ids)
     try:
         header = FrameHeader.model_validate(raw)
     except ValidationError as exc:

@@ -12,8 +12,9 @@ whose deadline has passed by then are answered TIMEOUT at once; for a product th
 (``llm_verdict``), the judge is asked once for the whole batch, bounded by the earliest deadline among the
 frames asked (less :data:`JUDGE_MARGIN_S`), and each answer (None: no clear answer, the vision verdict
 stands) goes into its frame's verdict. Every verdict is made once, by ``Inspection.to_verdict``, with its
-frame ids, decode time, total latency and TIMEOUT already decided. An exception from inference answers
-each frame ERROR/INTERNAL (UNKNOWN_PRODUCT for a product not enrolled); a BaseException propagates (the
+frame ids, decode time, total latency and TIMEOUT already decided. When inference raises for a batch of
+several frames, each is inspected alone, so only the frame that breaks it is answered ERROR (INTERNAL,
+BAD_SHAPE; UNKNOWN_PRODUCT for a product not enrolled answers all); a BaseException propagates (the
 worker is being torn down: lineguard.runtime.line.batcher answers the batch WORKER_FAILED).
 """
 
@@ -28,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from lineguard.runtime.contract import ErrorCode, FrameError, ImageEvidence, Verdict
+from lineguard.runtime.inference.preprocess import ImageFormatError
 from lineguard.runtime.line.batch_latency import BatchLatency
 from lineguard.runtime.line.config import CameraConfig
 from lineguard.runtime.line.pending import FrameRequest, error_for, timeout_for
@@ -91,23 +93,7 @@ class AnalyzeStep:
         if not live:
             return
         product = live[0][0].product
-        units = self.inspector.frame_units(product)  # as analyze runs it (a re-enrolment may have changed it)
-        try:
-            results = self.inspector.analyze([image for _, image, _ in live], product)
-            self.latency.observe(len(live) * units, self._clock() - started)
-            if len(results) != len(live):
-                raise RuntimeError(f"analyze returned {len(results)} results for {len(live)} images")
-        except UnknownProductError as exc:
-            for r, _, _ in live:
-                emit(Outcome(r, error_for(r, ErrorCode.UNKNOWN_PRODUCT, str(exc), self.bundle_id, self._clock())))
-            return
-        except Exception as exc:
-            log.exception("inference failed for a batch of %d %s frames", len(live), product)
-            for r, _, _ in live:
-                emit(Outcome(r, error_for(r, ErrorCode.INTERNAL, f"inference failed: {exc!r}", self.bundle_id,
-                                          self._clock())))
-            return
-        frames = [(r, decode_ms, result) for (r, _, decode_ms), result in zip(live, results, strict=True)]
+        frames = self._inspect(live, product, started, emit)
         now = self._clock()
         late = [f for f in frames if now >= f[0].deadline]
         for f in late:  # answered now, not after the judge
@@ -117,6 +103,38 @@ class AnalyzeStep:
         now = self._clock()
         for f, answer in zip(on_time, answers, strict=True):
             emit(self._outcome(*f, now=now, answer=answer))
+
+    def _inspect(self, live: list[tuple[FrameRequest, np.ndarray, float]], product: str | None, started: float | None,
+                 emit: Emit) -> list[tuple[FrameRequest, float, Inspection]]:
+        """The decoded frames inspected in one call: (request, decode ms, findings) for each. A call that fails
+        for several frames is made again for each frame alone, so a frame that breaks inference (one the
+        inspector cannot take, a bug) is answered ERROR alone and its batch mates still get their verdicts;
+        ``started`` is None for those calls, which do not feed the latency model."""
+        units = self.inspector.frame_units(product)  # as analyze runs it (a re-enrolment may have changed it)
+        try:
+            results = self.inspector.analyze([image for _, image, _ in live], product)
+            if len(results) != len(live):
+                raise RuntimeError(f"analyze returned {len(results)} results for {len(live)} images")
+        except UnknownProductError as exc:
+            for r, _, _ in live:
+                emit(Outcome(r, error_for(r, ErrorCode.UNKNOWN_PRODUCT, str(exc), self.bundle_id, self._clock())))
+            return []
+        except Exception as exc:
+            if len(live) > 1:
+                log.warning("inference failed for a batch of %d %s frames (%r): each frame inspected alone",
+                            len(live), product, exc)
+                return [frame for one in live for frame in self._inspect([one], product, None, emit)]
+            (r, _, _), = live
+            if isinstance(exc, ImageFormatError):  # a frame the admission checks let through (a bug)
+                emit(Outcome(r, error_for(r, ErrorCode.BAD_SHAPE, str(exc), self.bundle_id, self._clock())))
+                return []
+            log.exception("inference failed for %s frame %s/%s", product, r.camera_id, r.frame_id)
+            emit(Outcome(r, error_for(r, ErrorCode.INTERNAL, f"inference failed: {exc!r}", self.bundle_id,
+                                      self._clock())))
+            return []
+        if started is not None:
+            self.latency.observe(len(live) * units, self._clock() - started)
+        return [(r, decode_ms, result) for (r, _, decode_ms), result in zip(live, results, strict=True)]
 
     def _decode(self, batch: Sequence[FrameRequest], emit: Emit) -> list[tuple[FrameRequest, np.ndarray, float]]:
         """The decoded frames with their decode time (ms); a frame that cannot be decoded is answered here."""

@@ -17,15 +17,28 @@ subscriber misses the message, a reply that cannot be routed is logged. Loop thr
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 
 import zmq
+from pydantic_core import PydanticSerializationError
 
 from lineguard.runtime.contract import HEARTBEAT_TOPIC, Heartbeat, Verdict, verdict_topic
 from lineguard.runtime.line.counters import LineCounters
 
 log = logging.getLogger(__name__)
+
+
+def wire_json(verdict: Verdict) -> bytes:
+    """The verdict as UTF-8 JSON. A string no encoder can write (a lone surrogate that got past the header
+    checks) is written as "?" rather than costing the frame its verdict or its seq."""
+    try:
+        return verdict.model_dump_json().encode()
+    except PydanticSerializationError:
+        log.warning("verdict %r holds text that is not Unicode: written with \"?\" for it", verdict.frame_id)
+        text = json.dumps(verdict.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-8", "replace")  # each unwritable code point becomes "?"
 
 
 class Publisher:
@@ -49,14 +62,14 @@ class Publisher:
                 log.warning("refused frame %s/%s: %s (%d so far)", verdict.camera_id, verdict.frame_id,
                             verdict.error.message if verdict.error else "", denied)
             if envelope is not None:
-                self._reply(envelope, verdict.model_dump_json().encode(), verdict)
+                self._reply(envelope, wire_json(verdict), verdict)
             return
         if route == "dropped":
             log.warning("dropped a frame too broken to address: %s", verdict.error.message if verdict.error else "")
             return
         if verdict.camera_id:  # numbered as it is published
             verdict = verdict.model_copy(update={"seq": self.counters.next_seq()})
-        body = verdict.model_dump_json().encode()
+        body = wire_json(verdict)
         if verdict.camera_id:
             with contextlib.suppress(zmq.Again):  # PUB does not block; a full subscriber just misses it
                 self.pub.send_multipart([verdict_topic(self.line, verdict.camera_id), body], zmq.NOBLOCK)
