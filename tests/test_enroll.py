@@ -72,11 +72,63 @@ def test_calibrate_adds_images_once_and_keeps_the_memory(bundle_copy: Path, weav
     assert reopened.manifest.files["products/weave/memory.npz"].sha256 == memory_sha
     assert reopened.calibration("weave").calibration_images == calibration.calibration_images
 
-    assert inspector.reload_products()  # a running inspector picks it up: no restart
+    assert inspector.reload_products() == ["weave"]  # a running inspector picks it up: no restart
     assert inspector.calibration_status("weave") == "conformal"  # 20 images: p >= 1/21 resolves 5%
     assert not inspector.reload_products()  # nothing changed since
     assert calibrate_product(bundle, "weave", weave_parts[20:30])[1] == 0  # all counted: the bundle is not rewritten
     assert not inspector.reload_products()
+
+
+def test_a_reload_reads_only_the_products_files_and_refuses_what_it_cannot_take(
+        bundle_copy: Path, weave_parts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The line re-reads the bundle on its serving loop: it hashes the products' files, not the models (a
+    GGUF of hundreds of MB); a manifest whose models changed needs a restart, and a signed bundle's
+    re-read checks the signature with the key it was opened with."""
+    import json
+
+    import lineguard.runtime.bundle.store as store
+    from lineguard.runtime.bundle.signature import (
+        BundleSignatureError,
+        create_signing_key,
+        load_private_key,
+        sign_bundle,
+        sign_manifest,
+    )
+
+    bundle = Bundle.open(bundle_copy)
+    enroll_product(bundle, "weave", weave_parts[:4], calibration_images=weave_parts[16:26])
+    unseen = texture_variants("weave", 52, seed=7)[40:52]  # normals neither the memory nor calibration has
+    private, public = create_signing_key(tmp_path / "keys", "release")
+    sign_bundle(bundle_copy, private)
+    inspector = Inspector(Bundle.open(bundle_copy, trusted_key=public), false_reject_budget=0.05)
+    inspector.calibration_status("weave")
+
+    hashed: list[str] = []
+    real_sha = store.sha256_file
+    monkeypatch.setattr(store, "sha256_file", lambda path: hashed.append(Path(path).name) or real_sha(path))
+    calibrate_product(Bundle.open(bundle_copy), "weave", unseen[:6])
+    sign_bundle(bundle_copy, private)
+    hashed.clear()
+    assert inspector.reload_products() == ["weave"]
+    assert sorted(hashed) == ["calibration.json", "memory.npz"]  # the product's files alone
+
+    # a tampered calibration with its checksum rewritten, but not re-signed: refused, weave served as loaded
+    served = inspector.product_model("weave").calibration
+    calibrate_product(Bundle.open(bundle_copy), "weave", unseen[6:])
+    with pytest.raises(BundleSignatureError):
+        inspector.reload_products()
+    assert inspector.product_model("weave").calibration == served
+    assert inspector.reload_products() == []  # the same refused manifest is not hashed again every heartbeat
+
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    encoder = manifest["encoder"]["file"]
+    manifest["files"][encoder]["sha256"] = "0" * 64  # another encoder: the running chain cannot take it
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    # signed as it is (sign_bundle would refuse it: the encoder file no longer matches)
+    signature = sign_manifest((bundle_copy / "manifest.json").read_bytes(), load_private_key(private))
+    (bundle_copy / "manifest.sig").write_text(signature.model_dump_json())
+    with pytest.raises(ValueError, match=f"models changed on disk \\({encoder}\\): restart"):
+        inspector.reload_products()
 
 
 @pytest.mark.parametrize("n_calibration, status", [(39, "conformal"), (16, "tail")])

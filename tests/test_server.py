@@ -311,9 +311,13 @@ def test_new_calibration_normals_are_served_without_a_restart(enrolled_dir: Path
     with LineServer(inspector, config) as server:
         before = inspect_frames(server.endpoints.inspect, [frame("plc", "before", weave_parts[5])])[0]
         assert before.calibration == "tail"
+        server.drift.record("cam9", "gear", True, 0.001)  # another product's window: not re-calibrated
+        wait_for(lambda: {w.product for w in server.drift.snapshot().windows} == {"weave", "gear"})
         more = texture_variants("weave", 52, seed=7)[40:52]  # normals nobody has seen yet
         calibrate_product(Bundle.open(copy), "weave", more)
         wait_for(lambda: inspector.calibration_status("weave") == "conformal")
+        # weave's window was judged by the replaced calibration and starts over; gear's stands
+        assert [(w.camera_id, w.product) for w in server.drift.snapshot().windows] == [("cam9", "gear")]
         after = inspect_frames(server.endpoints.inspect, [frame("plc", "after", weave_parts[5])])[0]
     assert after.calibration == "conformal" and after.p_value >= 1 / 37
 

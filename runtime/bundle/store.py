@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,9 +75,11 @@ def utc_now() -> str:
 class Bundle:
     """A verified bundle on disk. Open with :meth:`open`; write with :meth:`write_manifest`."""
 
-    def __init__(self, root: Path, manifest: BundleManifest) -> None:
+    def __init__(self, root: Path, manifest: BundleManifest,
+                 trusted_key: str | os.PathLike[str] | None = None) -> None:
         self.root = root
         self.manifest = manifest
+        self.trusted_key = trusted_key  # the key its signature was checked with at open: re-reads check it too
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], verify: bool = True,
@@ -110,7 +112,7 @@ class Bundle:
             raise BundleIncompatibleError(
                 f"{root} failed its parity check at export (ONNX vs PyTorch max abs diff {manifest.parity.max_abs_diff}, "
                 f"tolerance {manifest.parity.tolerance}): its graphs do not compute what was trained; export it again")
-        bundle = cls(root, manifest)
+        bundle = cls(root, manifest, trusted_key)
         if verify:
             bundle.verify()
         return bundle
@@ -125,8 +127,8 @@ class Bundle:
             shutil.copytree(root, copy)
             yield cls.open(copy)
 
-    def verify(self) -> None:
-        """Check every file the manifest lists against its size and sha256."""
+    def verify(self, only: Iterable[str] | None = None) -> None:
+        """Check every file the manifest lists (or those of ``only``) against its size and sha256."""
         required = {self.manifest.encoder.file, self.manifest.decoder.file, self.manifest.prototypes.file}
         for product in self.manifest.products.values():
             required |= {product.memory_file, product.calibration_file}
@@ -136,7 +138,10 @@ class Bundle:
         missing_entries = required - set(self.manifest.files)
         if missing_entries:
             raise BundleIntegrityError(f"manifest has no checksum for {sorted(missing_entries)}")
+        checked = set(self.manifest.files) if only is None else set(only)
         for relative, entry in self.manifest.files.items():
+            if relative not in checked:
+                continue
             path = _inside(self.root, relative)
             if not path.is_file():
                 raise BundleIntegrityError(f"{relative} is listed in the manifest but missing (partial copy?)")

@@ -374,9 +374,10 @@ class LineServer:
         """`lineguard enroll`/`calibrate` wrote the bundle: take the new calibration without a restart.
         A bundle caught half-written or tampered keeps serving what was loaded (and says so)."""
         try:
-            if self.inspector.reload_products():
-                self.drift.reset()  # the old windows were judged against the calibration that was replaced
-                log.info("bundle products re-read (re-enrolment or new calibration normals)")
+            for product in self.inspector.reload_products():
+                # its old windows were judged against the calibration that was replaced; other products' stand
+                self.drift.reset(product=product)
+                log.info("product %s re-read from the bundle (re-enrolment or new calibration normals)", product)
         except Exception as exc:  # never let a bad write on disk stop the line
             log.warning("bundle changed on disk but could not be re-read, serving the loaded products: %s", exc)
 

@@ -38,7 +38,7 @@ from functools import cached_property
 
 import numpy as np
 
-from lineguard.runtime.bundle import MANIFEST_NAME, Bundle
+from lineguard.runtime.bundle import MANIFEST_NAME, Bundle, BundleManifest, ProductEntry
 from lineguard.runtime.contract import (
     CalibrationStatus,
     DecisionMode,
@@ -118,6 +118,25 @@ class Inspection:
         return self.to_verdict()
 
 
+def entry_files(entry: ProductEntry) -> list[str]:
+    """The files a product's enrolment writes: memory, calibration, and its own decoder where adapted."""
+    return [entry.memory_file, entry.calibration_file, *([entry.decoder.file] if entry.decoder else [])]
+
+
+def product_files(manifest: BundleManifest) -> set[str]:
+    return {file for entry in manifest.products.values() for file in entry_files(entry)}
+
+
+def _product_state(manifest: BundleManifest, name: str) -> tuple[object, ...]:
+    """A product's entry and its files' checksums: what changes when it is enrolled or calibrated anew."""
+    entry = manifest.products.get(name)
+    return () if entry is None else (entry, *(manifest.files.get(file) for file in entry_files(entry)))
+
+
+def _without_products(manifest: BundleManifest) -> dict[str, object]:
+    return manifest.model_dump(exclude={"products", "files"})
+
+
 class Inspector:
     def __init__(
         self,
@@ -169,23 +188,37 @@ class Inspector:
             return None
         return st.st_mtime_ns, st.st_size
 
-    def reload_products(self, force: bool = False) -> bool:
-        """Re-read the bundle's products when its manifest changed on disk (enrol, calibrate).
+    def reload_products(self, force: bool = False) -> list[str]:
+        """Re-read the bundle's products when its manifest changed on disk (enrol, calibrate); returns the
+        products whose enrolment or calibration changed (empty: nothing to take).
 
-        The new manifest and every file it lists are verified first; a bundle caught half-written or
-        tampered keeps the products already loaded. Returns whether anything was reloaded.
+        Cheap enough for the serving loop: the manifest (its signature checked with the key the bundle was
+        opened with) and the products' own files are verified, not the models loaded at start (the encoder,
+        decoders, the LLM's GGUF), whose manifest entries must be unchanged: a bundle whose models changed
+        (another export) needs a restart. A bundle caught half-written or tampered keeps the products
+        already loaded, and the same manifest is not tried again until it is written anew.
         """
         stamp = self._manifest_stamp()
         if not force and stamp == self._manifest_mtime:
-            return False
-        fresh = Bundle.open(self.bundle.root)
-        if fresh.manifest.bundle_id != self.bundle.manifest.bundle_id:
+            return []
+        self._manifest_mtime = stamp
+        loaded = self.bundle.manifest
+        fresh = Bundle.open(self.bundle.root, verify=False, trusted_key=self.bundle.trusted_key)
+        if fresh.manifest.bundle_id != loaded.bundle_id:
             raise ValueError("the bundle folder now holds another bundle: restart the service to switch")
+        ours, theirs = product_files(loaded), product_files(fresh.manifest)
+        models_changed = sorted(name for name in (set(loaded.files) | set(fresh.manifest.files)) - ours - theirs
+                                if loaded.files.get(name) != fresh.manifest.files.get(name))
+        if models_changed or _without_products(fresh.manifest) != _without_products(loaded):
+            raise ValueError(f"the bundle's models changed on disk ({', '.join(models_changed) or 'manifest'}): "
+                             "restart the service to serve them")
+        fresh.verify(only=theirs)
+        changed = sorted(name for name in set(loaded.products) | set(fresh.manifest.products)
+                         if _product_state(loaded, name) != _product_state(fresh.manifest, name))
         models = {name: ProductModel.load(fresh, name) for name in self._products if name in fresh.manifest.products}
         self.bundle.manifest = fresh.manifest
         self._products = models
-        self._manifest_mtime = stamp
-        return True
+        return changed
 
     def frame_units(self, product: str | None) -> int:
         """What a frame of ``product`` costs, in frames inspected whole: the encoder items it runs (n² for a
