@@ -76,7 +76,8 @@ class HeartbeatCollector(Collector):
         for cls in ("OK", "NG", "ERROR", "TIMEOUT"):  # every class present from the first scrape
             verdicts.add_metric([*ids, cls], float(beat.verdicts.get(cls, 0)))
         yield verdicts
-        errors = CounterMetricFamily("lineguard_errors", "ERROR and TIMEOUT verdicts, by error code",
+        errors = CounterMetricFamily("lineguard_errors", "ERROR verdicts and refusals, by error code (TIMEOUT verdicts "
+                                     "carry no code: lineguard_verdicts{verdict=\"TIMEOUT\"})",
                                      labels=[*labels, "code"])
         for code, count in sorted(beat.errors.items()):
             errors.add_metric([*ids, code], float(count))
