@@ -13,7 +13,9 @@ loopback without a token is refused, so a panel reachable from the plant network
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -22,6 +24,16 @@ from lineguard.runtime.line.config import is_loopback_host
 from lineguard.runtime.security.curve import CurveClientConfig, client_config
 
 TOKEN_ENV = "LINEGUARD_PANEL_TOKEN"
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")  # RFC 1123 labels
+
+
+def is_host(text: str) -> bool:
+    """An IP address or a DNS host name: what the runtime's endpoints can be reached at."""
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+        return True
+    except ValueError:
+        return len(text) <= 253 and _HOST_NAME.fullmatch(text) is not None
 
 
 class PanelSettingsError(ValueError):
@@ -58,6 +70,8 @@ class PanelSettings(BaseModel):
                     curve_server_key: str | os.PathLike[str] | None = None,
                     runtime_token_file: str | os.PathLike[str] | None = None, **options: object) -> PanelSettings:
         """Settings for a runtime on ``runtime`` (host name or address) at its default ports."""
+        if not is_host(runtime):  # else the feed's thread dies on its first connect, behind a page that loads
+            raise PanelSettingsError(f"{runtime!r} is not a host name or IP address (the runtime's --runtime)")
         runtime_token = None
         if runtime_token_file is not None:
             try:
@@ -73,7 +87,8 @@ class PanelSettings(BaseModel):
                 raise PanelSettingsError(f"cannot read the token file {token_file}: {exc.strerror or exc}") from None
         if token is not None and len(token) < 12:
             raise PanelSettingsError("the operator token must be at least 12 characters")
-        host = f"[{runtime}]" if ":" in runtime else runtime
+        bare = runtime.strip("[]")  # an IPv6 address, bracketed or not
+        host = f"[{bare}]" if ":" in bare else bare
         try:
             return cls(verdicts=f"tcp://{host}:{verdicts_port}", explanations=f"tcp://{host}:{explanations_port}",
                        runtime_http=f"http://{host}:{http_port}", token=token,

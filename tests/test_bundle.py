@@ -91,6 +91,36 @@ def test_other_schema_version_is_incompatible(bundle_copy: Path) -> None:
         Bundle.open(bundle_copy)
 
 
+PRODUCT = {"name": "tile", "shots": 4, "views": 8, "memory_file": "products/tile/memory.npz",
+           "calibration_file": "products/tile/calibration.json", "enrolled_at": "2026-12-03T00:00:00+00:00"}
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    ({"preprocessing.std": [0, 0, 0]}, "preprocessing.std.0: Input should be greater than 0 (got 0)"),
+    ({"preprocessing.mean": [float("nan"), 0, 0]}, "preprocessing.mean.0: Input should be a finite number"),
+    ({"preprocessing.input_size": [0, 0]}, "preprocessing.input_size.0: Input should be greater than or equal to 32"),
+    ({"preprocessing.input_size": [-5, 224]}, "preprocessing.input_size.0: Input should be greater than or equal to 32"),
+    ({"preprocessing.input_size": [300, 300]}, "preprocessing.input_size 300x300 does not give encoder stage"),
+    ({"products": {"tile": {**PRODUCT, "shots": -2}}}, "products.tile.shots: Input should be greater than or equal to 1"),
+    ({"products": {"tile": {**PRODUCT, "views": 0}}}, "products.tile.views: Input should be greater than or equal to 1"),
+    ({"products": {"tile": {**PRODUCT, "name": "brick"}}}, "products.tile is named 'brick': an entry's name is its key"),
+], ids=["zero-std", "nan-mean", "zero-size", "negative-size", "other-size", "shots", "views", "name"])
+def test_a_manifest_that_cannot_be_run_is_refused_in_one_line(bundle_copy: Path, edit: dict[str, object],
+                                                              says: str) -> None:
+    """Values that used to validate and then crash the chain (or pass NaN scores as OK) are refused at open."""
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    for dotted, value in edit.items():
+        *parents, name = dotted.split(".")
+        node = manifest
+        for part in parents:
+            node = node[part]
+        node[name] = value
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleIncompatibleError) as refused:
+        Bundle.open(bundle_copy)
+    assert says in str(refused.value) and "\n" not in str(refused.value), str(refused.value)
+
+
 def test_manifest_paths_cannot_escape_the_bundle(bundle_copy: Path) -> None:
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     manifest["files"]["../outside.bin"] = {"sha256": "0" * 64, "size": 1}

@@ -11,7 +11,7 @@ import pytest
 from lineguard.export.synthesis import cut_paste_poisson
 from lineguard.export.textures import texture_variants
 from lineguard.runtime.contract import LatencyBreakdown, Region, RegionEvidence
-from lineguard.runtime.scoring.inspector import Inspection, Inspector
+from lineguard.runtime.scoring.inspector import Inspection, Inspector, NonFiniteScoreError
 from lineguard.runtime.scoring.location import GRID_WORDS
 
 
@@ -60,6 +60,18 @@ def test_zero_shot_without_a_product(inspector: Inspector, weave_parts) -> None:
     verdict = inspector.inspect(weave_parts[4], None)
     assert verdict.decided_by == "zero-shot" and verdict.p_value is None
     assert 0.0 <= verdict.score <= 1.0
+
+
+@pytest.mark.parametrize("product", ["weave", None])
+def test_a_nan_score_is_never_a_verdict(inspector: Inspector, weave_parts, product: str | None,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken chain (NaN map) used to pass as OK: NaN is never above a level nor below a budget."""
+    import lineguard.runtime.scoring.inspector as module
+
+    real = module.image_scores
+    monkeypatch.setattr(module, "image_scores", lambda maps: np.where(np.arange(len(maps)) == 1, np.nan, real(maps)))
+    with pytest.raises(NonFiniteScoreError, match="1 of 2 images a non-finite anomaly score"):
+        inspector.analyze(weave_parts[4:6], product)
 
 
 # -- the verdict, made once from an inspection (no bundle needed) ----------------------------------------

@@ -170,3 +170,20 @@ def test_the_file_own_errors_stay_named_under_overrides(tmp_path: Path) -> None:
     assert "hwm.frames_rcv: " in message and "(--" not in message.split("hwm.frames_rcv")[1], message
     with pytest.raises(LineConfigError, match="line: Field required"):
         layer_config(None, {"deadline_ms": 100.0})  # no file and no line name
+
+
+@pytest.mark.parametrize(("endpoints", "says"), [
+    ({"frames": "tcp://127.0.0.1:5555", "verdicts": "tcp://127.0.0.1:5555"},
+     "endpoints.frames and endpoints.verdicts both bind tcp port 5555"),
+    ({"inspect": "tcp://127.0.0.1:5557"}, "endpoints.inspect and endpoints.explanations both bind tcp port 5557"),
+    ({"frames": "ipc:///run/lg/a", "inspect": "ipc:///run/lg/a"}, "endpoints.frames and endpoints.inspect both bind ipc:///run/lg/a"),
+])
+def test_two_endpoints_on_one_address_are_refused_by_name(endpoints: dict[str, str], says: str) -> None:
+    with pytest.raises(LineConfigError, match=re.escape(says)):
+        LineConfig(line="press3", endpoints=endpoints)
+
+
+def test_free_ports_and_distinct_ports_are_fine() -> None:
+    free = dict.fromkeys(("frames", "verdicts", "inspect", "explanations"), "tcp://127.0.0.1:*")
+    assert LineConfig(line="press3", endpoints=free).endpoints.frames == "tcp://127.0.0.1:*"
+    assert LineConfig(line="press3", endpoints={"frames": "ipc:///run/lg/frames"}).endpoints.verdicts.endswith(":5556")

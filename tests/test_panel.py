@@ -96,6 +96,18 @@ def test_settings_carry_the_runtimes_http_token(tmp_path: Path) -> None:
         PanelSettings.for_runtime("10.1.2.3", runtime_token_file=tmp_path / "missing")
 
 
+@pytest.mark.parametrize("runtime", ["127.0.0.1", "::1", "[fe80::1]", "runtime", "press3-runtime.plant.local", "10.1.2.3"])
+def test_settings_take_a_runtime_host_name_or_address(runtime: str) -> None:
+    assert PanelSettings.for_runtime(runtime).verdicts.endswith(":5556")
+
+
+@pytest.mark.parametrize("runtime", ["bad host!!", "", "tcp://10.1.2.3", "-runtime", "a..b"])
+def test_settings_refuse_a_runtime_that_is_no_host(runtime: str) -> None:
+    """The live feed's thread used to die on its first connect while the page kept loading."""
+    with pytest.raises(PanelSettingsError, match="is not a host name or IP address"):
+        PanelSettings.for_runtime(runtime)
+
+
 # -- the explanation client, against a scripted explanation port ----------------------------------------
 
 

@@ -7,11 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from lineguard.cli.common import DEFAULT_BUNDLE, CliError, no_bundle
+from lineguard.cli.common import DEFAULT_BUNDLE, CliError, no_bundle, require_bundle
 from lineguard.cli.output import write_json
 
 
 def cmd_bench_vision(args: argparse.Namespace) -> int:
+    require_bundle(args.bundle)
     if args.backend is not None:
         return _bench_backend(args)
     try:
@@ -56,6 +57,7 @@ def _bench_backend(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_line(args: argparse.Namespace) -> int:
+    require_bundle(args.bundle)
     from lineguard.bench.burst import describe
     from lineguard.bench.line import bench_line
 
@@ -88,6 +90,7 @@ def cmd_bench_line(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
+    require_bundle(args.bundle)
     from lineguard.soak import SoakPlan, soak_serve_process
 
     plan = SoakPlan(duration_s=args.seconds, cameras=args.cameras, fps=args.fps, warm_fraction=args.warm_fraction,
@@ -109,6 +112,7 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_llm(args: argparse.Namespace) -> int:
+    require_bundle(args.bundle)
     from lineguard.bench.llm import bench_llm
 
     try:

@@ -7,6 +7,7 @@ A :class:`CliError` (or one of :func:`user_errors`) is a mistake the user can fi
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -31,14 +32,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from lineguard.runtime.line.config import LineConfigError
     from lineguard.runtime.line.systemd_notify import SystemdNotifyError
     from lineguard.runtime.scoring.enroll import EnrollmentError
-    from lineguard.runtime.scoring.inspector import UnknownProductError
+    from lineguard.runtime.scoring.inspector import NonFiniteScoreError, UnknownProductError
     from lineguard.runtime.security.curve import CurveError
 
     # PermissionError and friends: a key, bundle or output path the user gave that cannot be used
     return (BackendUnavailableError, CliError, BundleError, EnrollmentError, ImageReadError, UnknownProductError, ImageFormatError,
             LineConfigError, ServerError, CameraError, FileExistsError, FileNotFoundError, PanelSettingsError,
             HttpServiceError, CurveError, SigningKeyError, SystemdNotifyError, PermissionError, IsADirectoryError,
-            NotADirectoryError)
+            NotADirectoryError, NonFiniteScoreError)
 
 
 def flag(dest: str) -> str:
@@ -81,15 +82,82 @@ def tiles_per_side(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r}: auto, or tiles per side 1..{MAX_TILES}") from None
 
 
-def positive_int(text: str) -> int:
-    """argparse type of counts that must be at least 1 (training steps, simulated images)."""
+def _number(text: str, kind: type[int] | type[float], *, low: float, low_inclusive: bool = True,
+            high: float | None = None, high_inclusive: bool = True) -> int | float:
+    """``text`` as a finite ``kind`` in the range, or the argparse error that says which range."""
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+    too_low = value < low if low_inclusive else value <= low
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    if not math.isfinite(value) or too_low or too_high:
+        lower = f"at least {low:g}" if low_inclusive else f"above {low:g}"
+        upper = "" if high is None else f" and {'at most' if high_inclusive else 'below'} {high:g}"
+        raise argparse.ArgumentTypeError(f"{text!r}: must be {lower}{upper}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts that must be at least 1 (shots, frames, rounds, batch sizes, steps)."""
+    return int(_number(text, int, low=1))
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of counts where 0 means none or all, as each option's help says."""
+    return int(_number(text, int, low=0))
+
+
+def positive_float(text: str) -> float:
+    """argparse type of durations and rates: finite and above 0."""
+    return float(_number(text, float, low=0.0, low_inclusive=False))
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type of rates where 0 means as fast as possible (camera --fps)."""
+    return float(_number(text, float, low=0.0))
+
+
+def fraction(text: str) -> float:
+    """argparse type of a share of something: 0 up to (not including) 1."""
+    return float(_number(text, float, low=0.0, high=1.0, high_inclusive=False))
+
+
+def tcp_port(text: str) -> int:
+    """argparse type of a TCP port to bind or reach: 1..65535."""
+    return int(_number(text, int, low=1, high=65535))
+
+
+def zmq_endpoint(text: str) -> str:
+    """argparse type of a ZeroMQ endpoint to connect to: the line config's schemes, and for tcp:// a host
+    and a port (``tcp://host:5555``), so a typo is one line here rather than a ZMQError traceback."""
+    from lineguard.runtime.line.config import ENDPOINT_SCHEMES
+
+    if not text.startswith(ENDPOINT_SCHEMES):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ZeroMQ endpoint: {', '.join(ENDPOINT_SCHEMES)}, "
+                                         "e.g. tcp://localhost:5555")
+    if text.startswith("tcp://"):
+        host, sep, port = text.removeprefix("tcp://").rpartition(":")
+        if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+            raise argparse.ArgumentTypeError(f"{text!r}: a tcp endpoint is tcp://HOST:PORT, e.g. tcp://localhost:5555")
+    import zmq
+
+    probe = zmq.Context.instance().socket(zmq.PUSH)
+    try:  # ZeroMQ's own parser has the last word (a host with spaces); a host name resolves later, not here
+        probe.connect(text)
+    except zmq.ZMQError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: ZeroMQ cannot connect to it ({zmq.strerror(exc.errno)})") from None
+    finally:
+        probe.close(linger=0)
+    return text
+
+
+def output_file(text: str) -> str:
+    """argparse type of ``--json OUT``: a file to write (its folders are made), refused now if it is a folder
+    rather than after a run of minutes."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder: name the JSON file to write, e.g. {Path(text) / 'out.json'}")
+    return text
 
 
 def budget(text: str) -> float:
@@ -116,11 +184,22 @@ def passphrase(args: argparse.Namespace) -> bytes | None:
     if not args.passphrase_env:
         return None
     value = os.environ.get(args.passphrase_env)
-    if not value:
+    if value is None:
         raise CliError(f"environment variable {args.passphrase_env} (the key's passphrase) is not set")
+    if not value:
+        raise CliError(f"environment variable {args.passphrase_env} (the key's passphrase) is empty")
     return value.encode()
 
 
 def no_bundle(bundle: Path) -> CliError:
     """The error for a bundle folder that holds no manifest (other than the default, which gets exported)."""
     return CliError(f"no bundle in {bundle}: export one with `lineguard export vision --out {bundle}`")
+
+
+def require_bundle(bundle: str | Path) -> None:
+    """A bundle the benchmarks can load, or the bundle's own readable error (not a bare errno) before they start."""
+    from lineguard.runtime.bundle import Bundle
+
+    if not Path(bundle).exists():
+        raise no_bundle(Path(bundle))
+    Bundle.open(bundle, verify=False)  # the manifest alone; each benchmark verifies what it loads

@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 
 from lineguard.cli.common import CliError
-from lineguard.cli.output import print_calibration
+from lineguard.cli.output import print_calibration, warn_signature_stale
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -35,6 +35,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     print(f"enrolled {args.product!r}: memory from {len(shots)} shot(s){asked}, {result.views_per_shot} views each{turned}{tiled}; "
           f"{len(result.calibration_scores)} held-out calibration image(s); {decoder}")
     print_calibration(result, args.budget)
+    warn_signature_stale(args.bundle)
     return 0
 
 
@@ -63,6 +64,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
           f"anomalies simulated over {len(a.shot_images)} shot(s), final loss {a.final_loss:.3f}, ONNX parity "
           f"{a.parity_max_abs_diff:.2g}; enrolled with it, {result.calibration_images} held-out calibration image(s)")
     print_calibration(result.calibration, args.budget)
+    warn_signature_stale(args.bundle)
     return 0
 
 
@@ -76,6 +78,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"calibrated {args.product!r}: {added} new image(s) of {len(paths)} ({len(paths) - added} already counted or shots); "
           f"{len(result.calibration_scores)} in all; memory unchanged")
     print_calibration(result, args.budget)
+    warn_signature_stale(args.bundle)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from lineguard.cli.common import CliError
+from lineguard.cli.output import warn_signature_stale
 
 
 def cmd_export_vision(args: argparse.Namespace) -> int:
@@ -50,6 +51,7 @@ def cmd_export_llm(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     print(f"LLM {spec.name!r} ({spec.architecture}, {spec.quantization}, context {spec.context_length}) "
           f"added to {args.bundle} as {spec.file}")
+    warn_signature_stale(args.bundle)
     return 0
 
 
@@ -76,6 +78,7 @@ def cmd_export_prompt_learner(args: argparse.Namespace) -> int:
     print(f"{spec.file}: {spec.n_tokens} soft tokens of {spec.n_embd} for the bundle's LLM, {spec.steps} steps on "
           f"{spec.samples} examples (final loss {spec.final_loss:.3f}), held-out yes/no {accuracy}, ONNX parity "
           f"{spec.parity_max_abs_diff:.1e}; lines use it with llm.grounding: soft or both")
+    warn_signature_stale(args.bundle)
     return 0
 
 
@@ -97,6 +100,7 @@ def cmd_export_trt(args: argparse.Namespace) -> int:
         print(f"{r.model} {r.precision} batch 1..{r.max_batch} -> {r.file} on {r.gpu_name} (sm {r.compute_capability}, "
               f"TensorRT {r.tensorrt_version}, CUDA {r.cuda_version}); vs ONNX Runtime: max abs diff "
               f"{r.parity_max_abs_diff:.3g}, relative {r.parity_relative_diff:.3g} (tolerance {r.parity_tolerance:g}) {state}")
+    warn_signature_stale(args.bundle)
     return 0
 
 
@@ -115,6 +119,7 @@ def cmd_export_int8(args: argparse.Namespace) -> int:
           f"{record.feature_relative_diff:.3g} (relative) of FP32; on {check.n_images} test images of {args.product}: "
           f"verdicts {check.verdict_agreement:.0%} equal to FP32, AUROC {check.image_auroc} vs FP32 "
           f"{check.image_auroc_fp32}, accuracy {check.accuracy:.3f} vs {check.accuracy_fp32:.3f}: {state}")
+    warn_signature_stale(args.bundle)
     return 0
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from lineguard.cli.common import passphrase
+from lineguard.cli.common import CliError, passphrase
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
+    if args.passphrase_env and not args.signing:
+        raise CliError("--passphrase-env encrypts a signing key: add --signing (a CURVE secret key is protected by "
+                       "its file's permissions, not a passphrase)")
     if args.signing:
         from lineguard.runtime.bundle.signature import create_signing_key
 

@@ -35,3 +35,14 @@ def print_calibration(calibration: ProductCalibration, budget: float) -> None:
 
     print(f"calibration at a {budget:g} false-reject budget: "
           f"{ProductJudge.from_calibration(calibration).describe(budget)}")
+
+
+def warn_signature_stale(bundle: str | Path) -> None:
+    """After a command rewrote a signed bundle's manifest: the signature no longer matches, and a line that
+    checks signatures (security.bundle_public_key) refuses the bundle until it is signed again."""
+    from lineguard.runtime.bundle.signature import SIGNATURE_NAME
+
+    if (Path(bundle) / SIGNATURE_NAME).is_file():
+        print(f"note: {Path(bundle) / SIGNATURE_NAME} no longer matches the changed manifest; a line that checks "
+              f"signatures refuses this bundle until it is signed again: lineguard bundle sign {bundle} --key "
+              "PRIVATE.pem", file=sys.stderr)

@@ -26,9 +26,16 @@ from lineguard.cli.common import (
     DEFAULT_BUNDLE,
     budget,
     category_kind,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    output_file,
+    positive_float,
     positive_int,
     stage_list,
+    tcp_port,
     tiles_per_side,
+    zmq_endpoint,
 )
 from lineguard.runtime.llm.grounding import GROUNDINGS
 
@@ -66,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     vision.add_argument("--weights", help="local weights: a Hugging Face CLIP folder for --encoder clip")
     vision.add_argument("--normals", action="append", metavar="DIR",
                         help="folder of normal images to simulate anomalies from (repeatable); default: generated")
-    vision.add_argument("--input-size", type=int, help="square input size (default: the encoder's own)")
+    vision.add_argument("--input-size", type=positive_int, help="square input size (default: the encoder's own)")
     vision.add_argument("--statistics-stages", type=stage_list, default=None, metavar="S,S",
                         help="encoder stages the statistics family scores, comma-separated (default s3; "
                              "README: Statistics stages)")
@@ -95,11 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     learner.add_argument("bundle")
     learner.add_argument("--normals", metavar="DIR", action="append", required=True,
                          help="normal images of one product (a folder, or an MVTec-style category); repeatable")
-    learner.add_argument("--frames", type=int, default=48, help="simulated frames per product (default %(default)s)")
-    learner.add_argument("--shots", type=int, default=4, help="normals enrolled per product (default %(default)s)")
-    learner.add_argument("--steps", type=int, default=80, help="training steps (default %(default)s)")
-    learner.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default %(default)s)")
-    learner.add_argument("--batch", type=int, default=8, help="examples per step (default %(default)s)")
+    learner.add_argument("--frames", type=positive_int, default=48, help="simulated frames per product (default %(default)s)")
+    learner.add_argument("--shots", type=positive_int, default=4, help="normals enrolled per product (default %(default)s)")
+    learner.add_argument("--steps", type=positive_int, default=80, help="training steps (default %(default)s)")
+    learner.add_argument("--lr", type=positive_float, default=1e-2, help="AdamW learning rate (default %(default)s)")
+    learner.add_argument("--batch", type=positive_int, default=8, help="examples per step (default %(default)s)")
     learner.add_argument("--seed", type=int, default=0)
     learner.set_defaults(func=export_cmd.cmd_export_prompt_learner)
 
@@ -108,10 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     trt.add_argument("--fp16", action="store_true", help="also build FP16 engines")
     trt.add_argument("--int8", action="store_true", help="also build INT8 engines (entropy calibration, --calib)")
     trt.add_argument("--calib", metavar="DIR", help="normal images of the product for INT8 calibration")
-    trt.add_argument("--max-batch", type=int, default=8, help="optimisation profile batch 1..N (default %(default)s)")
-    trt.add_argument("--profiles", type=int, default=1,
+    trt.add_argument("--max-batch", type=positive_int, default=8, help="optimisation profile batch 1..N (default %(default)s)")
+    trt.add_argument("--profiles", type=positive_int, default=1,
                      help="identical profiles, one per concurrent inference worker (default %(default)s)")
-    trt.add_argument("--workspace", type=int, default=2048, metavar="MB", help="builder workspace (default %(default)s)")
+    trt.add_argument("--workspace", type=positive_int, default=2048, metavar="MB", help="builder workspace (default %(default)s)")
     trt.set_defaults(func=export_cmd.cmd_export_trt)
 
     int8 = export_sub.add_parser("int8", help="an INT8 encoder for the CPU, calibrated on a product's normals and "
@@ -131,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--python-path", action="append", metavar="DIR",
                         help="--format python: a folder put in front of the models' sys.path (numpy, onnxruntime)")
     triton.add_argument("--precision", choices=get_args(Precision), default="fp16", help="engines for --format plan")
-    triton.add_argument("--max-batch", type=int, default=8)
-    triton.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batching delay")
-    triton.add_argument("--instances", type=int, default=1, help="model instances per GPU (or CPU)")
+    triton.add_argument("--max-batch", type=positive_int, default=8)
+    triton.add_argument("--max-queue-delay-us", type=non_negative_int, default=2000, help="dynamic batching delay")
+    triton.add_argument("--instances", type=positive_int, default=1, help="model instances per GPU (or CPU)")
     triton.add_argument("--kind", choices=["gpu", "cpu"], default="gpu")
     triton.add_argument("--trt-accelerator", choices=["fp16", "fp32"], help="ONNX on GPU via the TensorRT accelerator")
     triton.add_argument("--name", help="ensemble name (default lineguard_<bundle_id>)")
@@ -144,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("bundle")
     enroll.add_argument("--product", required=True)
     enroll.add_argument("--normals", required=True, metavar="DIR")
-    enroll.add_argument("--shots", type=int, default=4,
+    enroll.add_argument("--shots", type=positive_int, default=4,
                         help="K images drawn from DIR build the memory; every other image in DIR calibrates "
                              "(default %(default)s)")
     enroll.add_argument("--seed", type=int, default=0)
@@ -164,9 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--normals", required=True, metavar="DIR",
                        help="the product's normal images: K of them (drawn as enroll draws them) train the decoder and "
                             "build the memory, the others calibrate")
-    adapt.add_argument("--shots", type=int, default=4, help="K (default %(default)s)")
+    adapt.add_argument("--shots", type=positive_int, default=4, help="K (default %(default)s)")
     adapt.add_argument("--seed", type=int, default=0)
-    adapt.add_argument("--calib", type=int, metavar="N", help="calibrate on N of the other images (default: all)")
+    adapt.add_argument("--calib", type=non_negative_int, metavar="N", help="calibrate on N of the other images (default: all)")
     adapt.add_argument("--steps", type=positive_int, default=80, help="fine-tuning steps (default %(default)s)")
     adapt.add_argument("--samples", type=positive_int, default=192, help="simulated anomalous images (default %(default)s)")
     adapt.add_argument("--budget", type=budget, default=DEFAULT_FALSE_REJECT_BUDGET,
@@ -197,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("bundle")
     ev.add_argument("--data", help="dataset root holding CATEGORY/ (needed without --all)")
     ev.add_argument("--category", help="needed without --all")
-    ev.add_argument("--shots", type=int, default=4)
+    ev.add_argument("--shots", type=positive_int, default=4)
     ev.add_argument("--seed", type=int, help="draw of the shots (default 0)")
     ev.add_argument("--all", action="store_true", help="every category of ../shared/realdev (or --realdev) plus "
                     "the scikit-image texture set (unless --no-texture-set), over --seeds draws; writes OUT/eval.json "
@@ -216,10 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "kinds.json, the built-in table, or 'unlisted')")
     ev.add_argument("--no-texture-set", action="store_true",
                     help="--all: leave the scikit-image texture set out (evaluate the --realdev root alone)")
-    ev.add_argument("--calib", type=int, metavar="N",
+    ev.add_argument("--calib", type=non_negative_int, metavar="N",
                     help="calibrate on N of the other train/good images (default: all of them)")
     ev.add_argument("--budget", type=budget, default=DEFAULT_FALSE_REJECT_BUDGET, help="false-reject budget (default %(default)s)")
-    ev.add_argument("--json", metavar="OUT")
+    ev.add_argument("--json", type=output_file, metavar="OUT")
     ev.add_argument("--without", action="append", choices=FAMILIES, metavar="FAMILY",
                     help="enrol without this score family (decoder, memory, statistics; repeatable): the ablation. "
                          "With --all --update-readme it fills the README's eval-table-without-FAMILY table")
@@ -243,22 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     ee.add_argument("--data", help="MVTec-AD-style root with masks (default: the scikit-image texture set, built "
                     "under artifacts/eval-data/skimage)")
     ee.add_argument("--category", default="brick")
-    ee.add_argument("--shots", type=int, default=4)
-    ee.add_argument("--per-type", type=int, default=2, help="defect images per type (0: all)")
-    ee.add_argument("--max-tokens", type=int, default=96)
+    ee.add_argument("--shots", type=positive_int, default=4)
+    ee.add_argument("--per-type", type=non_negative_int, default=2, help="defect images per type (0: all)")
+    ee.add_argument("--max-tokens", type=positive_int, default=96)
     ee.add_argument("--grounding", choices=GROUNDINGS, default="text",
                     help="text evidence, the prompt learner's soft prompt, or both (default %(default)s)")
-    ee.add_argument("--json", metavar="OUT")
+    ee.add_argument("--json", type=output_file, metavar="OUT")
     ee.set_defaults(func=eval_cmd.cmd_eval_explanations)
 
     bench = sub.add_parser("bench", help="benchmarks written as JSON")
     bench_sub = bench.add_subparsers(dest="what", required=True)
     bv = bench_sub.add_parser("vision", help="ONNX Runtime chain vs PyTorch eager, batch 1 and 8")
     bv.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
-    bv.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    bv.add_argument("--rounds", type=int, default=7, help="interleaved rounds after a warm-up (median and min-max "
+    bv.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8])
+    bv.add_argument("--rounds", type=positive_int, default=7, help="interleaved rounds after a warm-up (median and min-max "
                     "reported; 5 or more for a comparison, fewer only to test the plumbing)")
-    bv.add_argument("--json", metavar="OUT", default="artifacts/bench-vision.json")
+    bv.add_argument("--json", type=output_file, metavar="OUT", default="artifacts/bench-vision.json")
     bv.add_argument("--tiles", type=tiles_per_side, default=1, metavar="N",
                     help="inspect the bench product as NxN tiles (enroll --tiles): what a tiled frame costs "
                          "(default %(default)s)")
@@ -284,11 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     panel = sub.add_parser("panel", help="the technicians' touch panel (web page) for a running line")
     panel.add_argument("--runtime", default="127.0.0.1", metavar="HOST", help="where `lineguard serve` runs")
     panel.add_argument("--host", default="127.0.0.1", help="interface to bind (beyond loopback needs a token)")
-    panel.add_argument("--port", type=int, default=8080)
+    panel.add_argument("--port", type=tcp_port, default=8080)
     panel.add_argument("--token-file", metavar="FILE", help="operator token for \"Why?\" (or $LINEGUARD_PANEL_TOKEN)")
-    panel.add_argument("--verdicts-port", type=int, default=5556)
-    panel.add_argument("--explanations-port", type=int, default=5557)
-    panel.add_argument("--runtime-http-port", type=int, default=8081, help="the runtime's health/archive port")
+    panel.add_argument("--verdicts-port", type=tcp_port, default=5556)
+    panel.add_argument("--explanations-port", type=tcp_port, default=5557)
+    panel.add_argument("--runtime-http-port", type=tcp_port, default=8081, help="the runtime's health/archive port")
     panel.add_argument("--curve-client-key", metavar="NAME.key_secret", help="the panel's CURVE key pair "
                        "(a line with security.curve on)")
     panel.add_argument("--curve-server-key", metavar="SERVER.key", help="the runtime's public CURVE key")
@@ -297,68 +304,70 @@ def build_parser() -> argparse.ArgumentParser:
     panel.set_defaults(func=panel_cmd.cmd_panel)
 
     camera = sub.add_parser("camera", help="push frames from a folder, video or device to a line")
-    camera.add_argument("--connect", default="tcp://localhost:5555")
+    camera.add_argument("--connect", type=zmq_endpoint, default="tcp://localhost:5555")
     camera.add_argument("--source", required=True, help="image folder, video file or device index")
     camera.add_argument("--camera-id", required=True)
     camera.add_argument("--product")
-    camera.add_argument("--fps", type=float, default=5.0)
+    camera.add_argument("--fps", type=non_negative_float, default=5.0,
+                        help="frames per second; 0: as fast as the line takes them (default %(default)s)")
     camera.add_argument("--encoding", choices=["raw", "jpeg", "png"], default="raw")
-    camera.add_argument("--count", type=int, help="stop after N frames")
+    camera.add_argument("--count", type=positive_int, help="stop after N frames")
     camera.add_argument("--loop", action="store_true", help="start a folder or video over at its end")
     curve_client_flags(camera)
     camera.set_defaults(func=camera_cmd.cmd_camera)
 
     watch = sub.add_parser("watch", help="subscribe to verdicts; reports seq gaps and missed heartbeats")
-    watch.add_argument("--connect", default="tcp://localhost:5556")
+    watch.add_argument("--connect", type=zmq_endpoint, default="tcp://localhost:5556")
     watch.add_argument("--topic", default="verdict.", help="topic prefix, e.g. verdict.press3.cam0. (the trailing "
                        "dot ends the camera id: cam1 never matches cam10)")
-    watch.add_argument("--json", action="store_true", help="verdicts as JSON lines")
+    watch.add_argument("--json", action="store_true", help="verdicts (and --heartbeats) as JSON lines on "
+                       "stdout; gaps and alarms go to stderr")
     watch.add_argument("--heartbeats", action="store_true", help="print heartbeats too")
-    watch.add_argument("--duration", type=float, help="stop after S seconds")
+    watch.add_argument("--duration", type=positive_float, help="stop after S seconds")
     curve_client_flags(watch)
     watch.set_defaults(func=watch_cmd.cmd_watch)
 
     bl = bench_sub.add_parser("line", help="line service over loopback ZeroMQ vs direct calls, batch 1 and 8")
     bl.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
-    bl.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    bl.add_argument("--frames", type=int, default=120)
+    bl.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8])
+    bl.add_argument("--frames", type=positive_int, default=120)
     bl.add_argument("--with-explanations", action="store_true",
                     help="also measure verdict latency while explanations stream continuously")
     bl.add_argument("--curve", action="store_true", help="also run with CURVE on every endpoint (its cost)")
-    bl.add_argument("--burst", type=int, default=60, help="frames pushed at once in the burst scenario (with and "
+    bl.add_argument("--burst", type=non_negative_int, default=60, help="frames pushed at once in the burst scenario (with and "
                     "without deadline-aware batching; 0: no burst or overload scenarios)")
-    bl.add_argument("--overload", type=float, nargs="*", default=[2.0, 5.0], metavar="X",
+    bl.add_argument("--overload", type=positive_float, nargs="*", default=[2.0, 5.0], metavar="X",
                     help="sustained overload scenarios at X times the measured capacity (none: skip)")
-    bl.add_argument("--rounds", type=int, default=5, help="interleaved rounds of direct vs ZeroMQ (medians, min-max)")
-    bl.add_argument("--json", metavar="OUT", default="artifacts/bench-line.json")
+    bl.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds of direct vs ZeroMQ (medians, min-max)")
+    bl.add_argument("--json", type=output_file, metavar="OUT", default="artifacts/bench-line.json")
     bl.set_defaults(func=bench_cmd.cmd_bench_line)
 
     explain = sub.add_parser("explain", help="ask the line's LLM about an archived frame; streams the answer")
     explain.add_argument("frame_id")
-    explain.add_argument("--connect", default="tcp://localhost:5557")
+    explain.add_argument("--connect", type=zmq_endpoint, default="tcp://localhost:5557")
     explain.add_argument("--question")
     explain.add_argument("--follow-up", action="store_true", help="continue this frame's conversation (the "
                          "earlier questions and answers go with this one) instead of starting a new one")
-    explain.add_argument("--timeout", type=float, default=120.0, help="give up after S silent seconds")
+    explain.add_argument("--timeout", type=positive_float, default=120.0, help="give up after S silent seconds")
     curve_client_flags(explain)
     explain.set_defaults(func=explain_cmd.cmd_explain)
 
     bso = bench_sub.add_parser("soak", help="a `lineguard serve` process under a mixed stream (+ explanation "
                                "requests): one verdict per frame, RSS and open-file slopes once warm; exit 1 on a leak")
     bso.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
-    bso.add_argument("--seconds", type=float, default=600.0, help="stream length (the slope needs minutes)")
-    bso.add_argument("--cameras", type=int, default=3)
-    bso.add_argument("--fps", type=float, default=3.0, help="frames/s per camera")
-    bso.add_argument("--warm-fraction", type=float, default=0.3, help="share of the run before the slopes start")
+    bso.add_argument("--seconds", type=positive_float, default=600.0, help="stream length (the slope needs minutes)")
+    bso.add_argument("--cameras", type=positive_int, default=3)
+    bso.add_argument("--fps", type=positive_float, default=3.0, help="frames/s per camera")
+    bso.add_argument("--warm-fraction", type=fraction, default=0.3, help="share of the run before the slopes start")
     bso.add_argument("--no-explanations", action="store_true", help="frames only, even with an LLM in the bundle")
-    bso.add_argument("--json", metavar="OUT", default="artifacts/bench-soak.json")
+    bso.add_argument("--json", type=output_file, metavar="OUT", default="artifacts/bench-soak.json")
     bso.set_defaults(func=bench_cmd.cmd_bench_soak)
 
     bm = bench_sub.add_parser("llm", help="time to first token and tokens/s of the bundle's LLM")
     bm.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
-    bm.add_argument("--rounds", type=int, default=3)
-    bm.add_argument("--threads", type=int, default=2)
-    bm.add_argument("--json", metavar="OUT", default="artifacts/bench-llm.json")
+    bm.add_argument("--rounds", type=positive_int, default=3)
+    bm.add_argument("--threads", type=positive_int, default=2)
+    bm.add_argument("--json", type=output_file, metavar="OUT", default="artifacts/bench-llm.json")
     bm.set_defaults(func=bench_cmd.cmd_bench_llm)
 
     ba = bench_sub.add_parser("all", help="every benchmark in one run: report.json, report.md and PNG plots")

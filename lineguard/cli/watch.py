@@ -1,8 +1,12 @@
-"""``lineguard watch``: subscribe to a line's verdicts; reports sequence gaps and missed heartbeats."""
+"""``lineguard watch``: subscribe to a line's verdicts; reports sequence gaps and missed heartbeats.
+
+With ``--json`` stdout carries only JSON lines (Verdicts, and Heartbeats with ``--heartbeats``); the alarms
+(gaps, silence, drift) go to stderr as text."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from lineguard.cli.common import curve_client
 
@@ -14,8 +18,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
         for event in watcher.events(duration_s=args.duration):
             if event.kind == "heartbeat" and not args.heartbeats:
                 continue
-            if args.json and event.kind == "verdict" and event.verdict is not None:
-                print(event.verdict.model_dump_json(), flush=True)
-            else:
+            if not args.json:
                 print(format_event(event), flush=True)
+            elif (message := event.verdict or event.heartbeat) is not None:  # stdout stays JSON lines
+                print(message.model_dump_json(), flush=True)
+            else:  # gaps, silence, drift alarms: for the person watching, not the JSON reader
+                print(format_event(event), file=sys.stderr, flush=True)
     return 0

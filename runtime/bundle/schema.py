@@ -7,9 +7,9 @@ between the export side and the edge. Files and checksums are handled by :mod:`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -43,13 +43,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+InputSide = Annotated[int, Field(ge=32, le=4096)]  # the encoders' coarsest stage has stride 32
+ChannelStd = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]  # 0 would make every pixel inf or NaN
+
+
 class Preprocessing(_Strict):
     """How a camera image becomes the encoder's input tensor. Read by the runtime, never guessed."""
 
-    input_size: tuple[int, int] = Field(description="(height, width) of the encoder input")
+    input_size: tuple[InputSide, InputSide] = Field(description="(height, width) of the encoder input")
     color_order: Literal["RGB", "BGR"] = "RGB"
-    mean: tuple[float, float, float] = Field(description="subtracted per channel, in 0..255 units")
-    std: tuple[float, float, float] = Field(description="divided per channel, in 0..255 units")
+    mean: tuple[FiniteFloat, FiniteFloat, FiniteFloat] = Field(description="subtracted per channel, in 0..255 units")
+    std: tuple[ChannelStd, ChannelStd, ChannelStd] = Field(description="divided per channel, in 0..255 units")
     resize: Literal["stretch"] = "stretch"
 
 
@@ -120,8 +124,8 @@ MAX_TILES = 4  # per side: 16 encoder passes a frame
 
 class ProductEntry(_Strict):
     name: str
-    shots: int
-    views: int
+    shots: int = Field(ge=1)
+    views: int = Field(ge=1)
     orientation: MemoryOrientation = Field(
         "fixed", description="any: the memory also holds each shot turned and mirrored (the 7 other orientations of "
         "a square), for parts that reach the camera in any orientation; fixed: only the shots' light views")
@@ -254,6 +258,19 @@ class BundleManifest(_Strict):
         if v != SCHEMA_VERSION:
             raise ValueError(f"schema_version {v} is not supported by this runtime (expects {SCHEMA_VERSION})")
         return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BundleManifest:
+        for key, product in self.products.items():
+            if product.name != key:
+                raise ValueError(f"products.{key} is named {product.name!r}: an entry's name is its key")
+        height, width = self.preprocessing.input_size
+        for stage in self.encoder.stages:  # the export measured each grid at its input size, stride = size // grid
+            if (height // stage.grid[0], width // stage.grid[1]) != (stage.stride, stage.stride):
+                raise ValueError(f"preprocessing.input_size {height}x{width} does not give encoder stage "
+                                 f"{stage.name}'s {stage.grid[0]}x{stage.grid[1]} grid at stride {stage.stride}: "
+                                 "the encoder was exported at another size")
+        return self
 
 
 class ComponentNorm(_Strict):

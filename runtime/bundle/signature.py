@@ -25,7 +25,6 @@ import base64
 import binascii
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lineguard.runtime.bundle import MANIFEST_NAME, BundleError, utc_now
+from lineguard.runtime.bundle.store import replace_file_atomically
+from lineguard.runtime.contract.validation import describe_validation_error
 from lineguard.runtime.security.key_files import new_key_paths
 
 SIGNATURE_NAME = "manifest.sig"
@@ -125,11 +126,7 @@ def sign_bundle(bundle_dir: str | os.PathLike[str], private_key_path: str | os.P
     if (root / MANIFEST_NAME).read_bytes() != manifest:
         raise BundleError(f"{root / MANIFEST_NAME} changed while it was being signed; sign again")
     signature = sign_manifest(manifest, key)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest.", suffix=".sig")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(signature.model_dump_json(indent=2) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, root / SIGNATURE_NAME)
+    replace_file_atomically(root / SIGNATURE_NAME, signature.model_dump_json(indent=2) + "\n")
     return root / SIGNATURE_NAME
 
 
@@ -147,7 +144,10 @@ def verify_manifest(bundle_dir: str | os.PathLike[str], manifest: bytes,
     try:
         signature = ManifestSignature.model_validate_json(path.read_bytes())
         raw = base64.b64decode(signature.signature, validate=True)
-    except (ValidationError, binascii.Error, ValueError) as exc:
+    except ValidationError as exc:
+        raise BundleSignatureError(f"{path} is not a lineguard manifest signature: "
+                                   f"{describe_validation_error(exc, whole='signature')}") from None
+    except (binascii.Error, ValueError) as exc:
         raise BundleSignatureError(f"{path} is not a lineguard manifest signature: {exc}") from None
     if signature.key_id != key_id(public_key):
         raise BundleSignatureError(f"the bundle is signed by key {signature.key_id}, this line trusts only key "

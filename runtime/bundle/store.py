@@ -46,6 +46,7 @@ from lineguard.runtime.bundle.schema import (
     FileEntry,
     ProductCalibration,
 )
+from lineguard.runtime.contract.validation import describe_validation_error
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -72,6 +73,21 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def replace_file_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so a crash never leaves half of it.
+    The file is world-readable (0644) like the bundle's other files: mkstemp's 0600 would lock out a
+    service user other than the one who enrolled or signed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class Bundle:
     """A verified bundle on disk. Open with :meth:`open`; write with :meth:`write_manifest`."""
 
@@ -89,7 +105,7 @@ class Bundle:
         root = Path(root).resolve()
         manifest_path = root / MANIFEST_NAME
         if not root.is_dir():
-            raise BundleNotFoundError(f"bundle folder {root} does not exist")
+            raise BundleNotFoundError(f"bundle folder {root} " + ("is a file, not a folder" if root.exists() else "does not exist"))
         if not manifest_path.is_file():
             if (root / PARITY_FAILED_NAME).is_file():
                 raise BundleIncompatibleError(f"{root} is an export that failed its parity check "
@@ -107,7 +123,8 @@ class Bundle:
         try:
             manifest = BundleManifest.model_validate(raw)
         except ValidationError as exc:
-            raise BundleIncompatibleError(f"{manifest_path} does not validate:\n{exc}") from exc
+            raise BundleIncompatibleError(f"{manifest_path} does not validate: "
+                                          f"{describe_validation_error(exc, whole='manifest')}") from exc
         if not manifest.parity.passed:  # an export that failed its parity check is never served
             raise BundleIncompatibleError(
                 f"{root} failed its parity check at export (ONNX vs PyTorch max abs diff {manifest.parity.max_abs_diff}, "
@@ -186,8 +203,4 @@ class Bundle:
 
     def write_manifest(self) -> None:
         """Atomically replace manifest.json, so a crash never leaves half a manifest."""
-        text = self.manifest.model_dump_json(indent=2)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".manifest.", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, self.root / MANIFEST_NAME)
+        replace_file_atomically(self.root / MANIFEST_NAME, self.manifest.model_dump_json(indent=2))

@@ -32,8 +32,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import zmq
+from pydantic import ValidationError
 
 from lineguard.runtime.contract import Encoding, encode_frame, new_header
+from lineguard.runtime.contract.validation import describe_validation_error
 from lineguard.runtime.image_io import ImageReadError, image_paths, read_image
 from lineguard.runtime.security.curve import CurveClientConfig
 
@@ -68,6 +70,11 @@ class CameraPusher:
         ``curve``: this camera's key pair and the server's public key, for a line with CURVE on."""
         if fps < 0:
             raise ValueError(f"fps must be >= 0, got {fps}")
+        try:  # what every frame's header will carry, checked once here rather than at the first push
+            new_header(camera_id, f"{camera_id}-probe", product, encoding)
+        except ValidationError as exc:
+            raise CameraError(f"camera id {camera_id!r} or product {product!r} cannot go in a frame header: "
+                              f"{describe_validation_error(exc, whole='header')}") from None
         self.endpoint = endpoint
         self.camera_id = camera_id
         self.source = source

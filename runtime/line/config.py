@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lineguard.runtime.bundle import CpuPrecision, Precision, RequestedBackend
 from lineguard.runtime.contract import QUESTION_CHARS_CAP, FrameLimits
+from lineguard.runtime.contract.validation import describe_validation_error
 from lineguard.runtime.inference.ort_threading import OrtThreading, choose_threading, usable_cores
 from lineguard.runtime.line.drift_monitor import DriftSettings
 from lineguard.runtime.llm.grounding import Grounding
@@ -85,6 +86,22 @@ class Endpoints(_Section):
         if not value.startswith(ENDPOINT_SCHEMES):
             raise ValueError(f"{value!r} is not a ZeroMQ endpoint ({', '.join(ENDPOINT_SCHEMES)})")
         return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Endpoints:
+        """Two sockets cannot bind one address: caught here, naming both, rather than at the second bind."""
+        seen: dict[str, str] = {}
+        for name in ("frames", "verdicts", "inspect", "explanations"):
+            endpoint: str = getattr(self, name)
+            # tcp: one port cannot be bound twice on overlapping interfaces (*, 0.0.0.0 and an address overlap)
+            port = endpoint.rsplit(":", 1)[-1]
+            if endpoint.startswith("tcp://") and port in ("*", "0"):
+                continue  # a free port of the system's choosing: never two the same
+            key = f"tcp port {port}" if endpoint.startswith("tcp://") else endpoint
+            if key in seen:
+                raise ValueError(f"endpoints.{seen[key]} and endpoints.{name} both bind {key}")
+            seen[key] = name
+        return self
 
 
 class Batching(_Section):
@@ -237,7 +254,7 @@ class LineConfig(_Section):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise LineConfigError(describe(exc), exc) from None
+            raise LineConfigError(describe_validation_error(exc), exc) from None
 
     @field_validator("security", mode="before")
     @classmethod
@@ -306,7 +323,7 @@ def layer_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[
     try:  # LineConfig(**data) is model_validate(data) plus this class's readable error (pydantic runs a custom
         return LineConfig(**{str(k): v for k, v in data.items()})  # __init__ inside model_validate too)
     except LineConfigError as exc:
-        detail = describe(exc.validation, origins) if exc.validation is not None else str(exc)
+        detail = describe_validation_error(exc.validation, origins) if exc.validation is not None else str(exc)
         raise LineConfigError(prefix + detail, exc.validation) from None
 
 
@@ -320,32 +337,6 @@ def _read_yaml(path: Path) -> dict[Any, Any]:
     if not isinstance(data, dict):
         raise LineConfigError(f"{path}: expected a mapping of fields at the top level")
     return data
-
-
-def describe(error: ValidationError, origins: Mapping[str, str] | None = None) -> str:
-    """One line per problem, each led by the dotted field path (``batching.max_batch: ...``) and, where
-    ``origins`` names where a field's value came from, that (``batching.max_batch (--max-batch): ...``)."""
-    lines = []
-    for e in error.errors():
-        where = ".".join(str(x) for x in e["loc"]) or "config"
-        value = e.get("input")
-        by = _origins_of(where, origins) if e["loc"] else ""
-        if not e["loc"]:  # a check across fields: its message names them
-            lines.append(e["msg"].removeprefix("Value error, "))
-        elif e["type"] == "extra_forbidden":
-            lines.append(f"{where}{by}: unknown field")
-        elif e["type"] != "missing" and isinstance(value, str | int | float | bool | None):
-            lines.append(f"{where}{by}: {e['msg'].removeprefix('Value error, ')} (got {value!r})")
-        else:
-            lines.append(f"{where}{by}: {e['msg'].removeprefix('Value error, ')}")
-    return "; ".join(lines)
-
-
-def _origins_of(where: str, origins: Mapping[str, str] | None) -> str:
-    """`` (--flag)`` for the overridden fields at, inside or above the failing one; '' for the file's own."""
-    found = [origin for path, origin in (origins or {}).items()
-             if path == where or where.startswith(path + ".") or path.startswith(where + ".")]
-    return f" ({', '.join(dict.fromkeys(found))})" if found else ""
 
 
 def threading_for_line(config: LineConfig, has_llm: bool) -> OrtThreading:

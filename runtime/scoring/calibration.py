@@ -52,7 +52,7 @@ from lineguard.runtime.scoring.gumbel_tail import PredictiveGumbelTail
 # owns a line's value (``false_reject_budget``) and hands it to the Inspector; the CLI's --budget and the
 # tooling take this default and this range.
 DEFAULT_FALSE_REJECT_BUDGET = 0.01
-FalseRejectBudget = Annotated[float, Field(gt=0.0, lt=0.5)]
+FalseRejectBudget = Annotated[float, Field(gt=0.0, lt=0.5, allow_inf_nan=False)]
 MIN_TAIL_IMAGES = 8  # fewer calibration images fit no tail: verdicts stay provisional
 TAIL_DECADES = 2.0  # the tail extrapolates at most 100x below the rank test's resolution 1/(n+1)
 

@@ -60,6 +60,11 @@ ZERO_SHOT_DECISION = 0.5  # abnormal probability beats normal probability: the d
 class UnknownProductError(KeyError):
     """The product has not been enrolled in this bundle."""
 
+
+class NonFiniteScoreError(ArithmeticError):
+    """The chain gave an image a NaN or infinite anomaly score: its models or their inputs are broken. Such an
+    image gets no verdict from the inspector (NaN compares as "not above the budget": it would pass as OK)."""
+
     def __str__(self) -> str:
         return str(self.args[0])
 
@@ -268,6 +273,10 @@ class Inspector:
             # pixels above the level at which a map maximum would already be NG
             region_level = model.judge.decision_level(budget)
             status = model.judge.status(budget)
+        broken = [i for i, s in enumerate(scores) if not np.isfinite(s)]
+        if broken:
+            raise NonFiniteScoreError(f"the chain gave {len(broken)} of {len(images)} images a non-finite anomaly "
+                                      f"score (NaN or inf): the bundle's models or preprocessing are broken")
         t3 = time.perf_counter()
         per_image = 1e3 / len(images)
         latency = LatencyBreakdown(

@@ -163,6 +163,9 @@ def init_line_keys(folder: str | os.PathLike[str], clients: tuple[str, ...] = IN
 
     root = Path(folder)
     allowed = root / CLIENTS_DIR
+    for path in (root, allowed):
+        if path.exists() and not path.is_dir():
+            raise CurveError(f"{path} is a file: the line's keys need a folder there")
     allowed.mkdir(parents=True, exist_ok=True)
     created: list[Path] = []
     for name in ("server", *clients):

@@ -22,6 +22,8 @@ def new_key_paths(out_dir: str | os.PathLike[str], name: str, suffixes: Sequence
     if not name or Path(name).name != name or name.startswith("."):
         raise error(f"key name {name!r} must be a plain file name")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise error(f"{out} is a file: keys go into a folder (--out DIR)")
     paths = [out / f"{name}{suffix}" for suffix in suffixes]
     for path in paths:
         if path.exists():
