@@ -71,6 +71,9 @@ def test_sigterm_drains_in_flight_frames(enrolled_dir: Path, weave_parts) -> Non
             got = _verdicts(watcher, 6, 10)
         assert sorted(v.frame_id for v in got) == [f"f{i}" for i in range(6)]
         assert all(v.verdict in ("OK", "NG") for v in got)
+        said = server.proc.stdout.read()  # "serving" only once bound, naming the bound addresses
+        assert said.index("starting line 'p' from bundle") < said.index(f"serving line 'p': frames {server.frames}, "
+                                                                         f"verdicts {server.verdicts}"), said
     finally:
         server.kill()
 

@@ -100,9 +100,8 @@ def _serve_until_stopped(server: LineServer, config: LineConfig) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.request_stop())
-    print(f"serving line {config.line!r} from bundle {server.bundle_id}: frames {config.endpoints.frames}, "
-          f"verdicts {config.endpoints.verdicts}, inspect {config.endpoints.inspect} (Ctrl-C or SIGTERM drains and stops)",
-          file=sys.stderr)
+    print(f"starting line {config.line!r} from bundle {server.bundle_id}: warming up, then binding", file=sys.stderr)
+    _announce_when_serving(server)
     from lineguard.runtime.line.systemd_notify import SystemdNotifier, WatchdogLoop
 
     watchdog = WatchdogLoop(SystemdNotifier.from_environment(), healthy=lambda: server.ready and server.loop_turning(),
@@ -112,3 +111,18 @@ def _serve_until_stopped(server: LineServer, config: LineConfig) -> int:
     finally:
         watchdog.stop()
     return 0
+
+
+def _announce_when_serving(server: LineServer) -> None:
+    """Say where the line serves once its sockets are bound (the addresses they got: ``*`` ports resolved),
+    not before: a warm-up or a bind that fails must not follow a "serving" line."""
+    import threading
+
+    def announce() -> None:
+        server.life.started.wait()
+        e = server.endpoints
+        print(f"serving line {server.config.line!r}: frames {e.frames}, verdicts {e.verdicts}, inspect {e.inspect}"
+              f"{f', explanations {e.explanations}' if server.explanations is not None else ''} "
+              "(Ctrl-C or SIGTERM drains and stops)", file=sys.stderr, flush=True)
+
+    threading.Thread(target=announce, name="announce-serving", daemon=True).start()
