@@ -39,6 +39,7 @@ from lineguard.runtime.bundle import (
     DecoderSpec,
     EncoderSpec,
     ParitySummary,
+    Preprocessing,
     ScoringSpec,
     new_bundle_id,
     utc_now,
@@ -101,7 +102,8 @@ def export_vision(
     encoder = build_encoder(encoder_family, weights)
     preprocessing = encoder.preprocessing
     if input_size is not None:
-        preprocessing = preprocessing.model_copy(update={"input_size": (input_size, input_size)})
+        # validated (model_copy would not be): a size the manifest refuses fails here, not at the first open
+        preprocessing = Preprocessing.model_validate({**preprocessing.model_dump(), "input_size": (input_size, input_size)})
     size = preprocessing.input_size
     stages = encoder.stage_specs(size)
     if encoder_family == "clip":

@@ -24,7 +24,8 @@ from lineguard.runtime.line.config import is_loopback_host
 from lineguard.runtime.security.curve import CurveClientConfig, client_config
 
 TOKEN_ENV = "LINEGUARD_PANEL_TOKEN"
-_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")  # RFC 1123 labels
+# RFC 1123 labels, plus "_" (Docker Compose's container names; resolvers and ZeroMQ take it)
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
 
 
 def is_host(text: str) -> bool:

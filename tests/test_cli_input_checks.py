@@ -18,11 +18,11 @@ RANGES = [
     (["bench", "vision"], "--batch", "4", [("0", "must be at least 1"), ("-4", "must be at least 1")]),
     (["bench", "line"], "--frames", "10", [("0", "must be at least 1")]),
     (["bench", "line"], "--burst", "0", [("-1", "must be at least 0")]),
-    (["bench", "line"], "--overload", "2.5", [("0", "must be above 0"), ("nan", "must be above 0")]),
+    (["bench", "line"], "--overload", "2.5", [("0", "must be above 0"), ("nan", "is not a finite number")]),
     (["bench", "soak"], "--warm-fraction", "0.3", [("1", "must be at least 0 and below 1"), ("-0.1", "at least 0")]),
     (["bench", "llm"], "--threads", "2", [("0", "must be at least 1")]),
     (["camera", "--source", "d", "--camera-id", "c"], "--fps", "0",
-     [("-3", "must be at least 0"), ("inf", "must be at least 0"), ("x", "is not a number")]),
+     [("-3", "must be at least 0"), ("inf", "is not a finite number"), ("x", "is not a number")]),
     (["camera", "--source", "d", "--camera-id", "c"], "--count", "5", [("0", "must be at least 1"), ("-1", "at least 1")]),
     (["watch"], "--duration", "1.5", [("-1", "must be above 0")]),
     (["explain", "f1"], "--timeout", "30", [("0", "must be above 0")]),
@@ -145,5 +145,60 @@ def test_enrolling_a_signed_bundle_says_its_signature_is_stale(bundle_copy: Path
     capsys.readouterr()
     assert main(["enroll", str(bundle_copy), "--product", "weave", "--normals", str(normals), "--shots", "2"]) == 0
     assert "manifest.sig no longer matches the changed manifest" in capsys.readouterr().err
-    # written for every service user to read, as the bundle's other files are
-    assert stat.S_IMODE(os.stat(bundle_copy / "manifest.json").st_mode) == 0o644
+    # with the mode of the bundle's other files (mkstemp's 0600 locked out other service users)
+    mode = stat.S_IMODE(os.stat(bundle_copy / "manifest.json").st_mode)
+    assert mode == stat.S_IMODE(os.stat(bundle_copy / "products" / "weave" / "calibration.json").st_mode)
+
+
+def test_inspect_answers_a_nan_score_internal_and_exits_1(enrolled_dir: Path, weave_parts, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import cv2
+    import numpy as np
+
+    import lineguard.runtime.scoring.inspector as module
+
+    part = tmp_path / "part.png"
+    cv2.imwrite(str(part), weave_parts[12])
+    monkeypatch.setattr(module, "image_scores", lambda maps: np.full(len(maps), np.nan))
+    assert main(["inspect", str(enrolled_dir), str(part), "--product", "weave"]) == 1
+    out = capsys.readouterr()
+    assert "ERROR INTERNAL: the chain gave 1 of 1 images a non-finite anomaly score" in out.out
+    assert "1 of 1 images could not be inspected" in out.err
+
+
+@pytest.mark.parametrize("heartbeats", [False, True])
+def test_watch_json_keeps_stdout_to_json_and_alarms_on_stderr(heartbeats: bool, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """restart and drift events carry the heartbeat that raised them: they are alarms, not heartbeat lines."""
+    import json
+
+    import lineguard.runtime.clients.watch as watch_module
+    from lineguard.runtime.clients.watch import WatchEvent
+    from lineguard.runtime.contract import Heartbeat
+
+    beat = Heartbeat(line="p", boot_id="b2", seq=1, timestamp_ns=0, interval_ms=1000, uptime_s=1, ready=True)
+    events = [WatchEvent("heartbeat", heartbeat=beat), WatchEvent("restart", heartbeat=beat, message="new boot b2"),
+              WatchEvent("gap", missing=3, message="3 verdicts missed")]
+
+    class FakeWatcher:
+        def __init__(self, *args: object, **kwargs: object) -> None: ...
+        def __enter__(self) -> FakeWatcher: return self  # noqa: E704
+        def __exit__(self, *exc: object) -> None: ...
+        def events(self, duration_s: float | None = None) -> list[WatchEvent]: return events  # noqa: E704
+
+    monkeypatch.setattr(watch_module, "VerdictWatcher", FakeWatcher)
+    assert main(["watch", "--json", *(["--heartbeats"] if heartbeats else [])]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == (1 if heartbeats else 0) and all(json.loads(line)["boot_id"] == "b2" for line in lines)
+    assert "!! RESTART: new boot b2" in err and "!! GAP: 3 verdicts missed" in err
+
+
+def test_an_input_size_the_manifest_refuses_is_refused_before_training(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["export", "vision", "--input-size", "320"]).input_size == 320
+    for bad in ("16", "5000"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["export", "vision", "--input-size", bad])
+        assert "argument --input-size" in capsys.readouterr().err

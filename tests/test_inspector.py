@@ -11,7 +11,12 @@ import pytest
 from lineguard.export.synthesis import cut_paste_poisson
 from lineguard.export.textures import texture_variants
 from lineguard.runtime.contract import LatencyBreakdown, Region, RegionEvidence
-from lineguard.runtime.scoring.inspector import Inspection, Inspector, NonFiniteScoreError
+from lineguard.runtime.scoring.inspector import (
+    Inspection,
+    Inspector,
+    NonFiniteScoreError,
+    UnknownProductError,
+)
 from lineguard.runtime.scoring.location import GRID_WORDS
 
 
@@ -60,6 +65,13 @@ def test_zero_shot_without_a_product(inspector: Inspector, weave_parts) -> None:
     verdict = inspector.inspect(weave_parts[4], None)
     assert verdict.decided_by == "zero-shot" and verdict.p_value is None
     assert 0.0 <= verdict.score <= 1.0
+
+
+def test_an_unknown_product_says_so_unquoted(inspector: Inspector, weave_parts) -> None:
+    """The message reaches the CLI and the wire as is (KeyError's own str would wrap it in quotes)."""
+    with pytest.raises(UnknownProductError) as refused:
+        inspector.inspect(weave_parts[4], "gear")
+    assert str(refused.value).startswith("product 'gear' is not enrolled in bundle ")
 
 
 @pytest.mark.parametrize("product", ["weave", None])

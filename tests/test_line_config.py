@@ -176,14 +176,20 @@ def test_the_file_own_errors_stay_named_under_overrides(tmp_path: Path) -> None:
     ({"frames": "tcp://127.0.0.1:5555", "verdicts": "tcp://127.0.0.1:5555"},
      "endpoints.frames and endpoints.verdicts both bind tcp port 5555"),
     ({"inspect": "tcp://127.0.0.1:5557"}, "endpoints.inspect and endpoints.explanations both bind tcp port 5557"),
+    ({"frames": "tcp://*:6000", "inspect": "tcp://10.0.0.1:6000"}, "endpoints.frames and endpoints.inspect both bind tcp port 6000"),
     ({"frames": "ipc:///run/lg/a", "inspect": "ipc:///run/lg/a"}, "endpoints.frames and endpoints.inspect both bind ipc:///run/lg/a"),
 ])
 def test_two_endpoints_on_one_address_are_refused_by_name(endpoints: dict[str, str], says: str) -> None:
     with pytest.raises(LineConfigError, match=re.escape(says)):
-        LineConfig(line="press3", endpoints=endpoints)
+        LineConfig(line="press3", endpoints=endpoints, security="insecure")
 
 
-def test_free_ports_and_distinct_ports_are_fine() -> None:
-    free = dict.fromkeys(("frames", "verdicts", "inspect", "explanations"), "tcp://127.0.0.1:*")
-    assert LineConfig(line="press3", endpoints=free).endpoints.frames == "tcp://127.0.0.1:*"
-    assert LineConfig(line="press3", endpoints={"frames": "ipc:///run/lg/frames"}).endpoints.verdicts.endswith(":5556")
+@pytest.mark.parametrize(("endpoints", "explanations"), [
+    (dict.fromkeys(("frames", "verdicts", "inspect", "explanations"), "tcp://127.0.0.1:*"), True),  # free ports
+    ({"frames": "ipc:///run/lg/frames"}, True),
+    ({"frames": "tcp://10.0.0.1:5555", "inspect": "tcp://10.0.0.2:5555"}, True),  # one port, two interfaces
+    ({"frames": "tcp://127.0.0.1:5557"}, False),  # the explanation port is not opened
+])
+def test_endpoints_that_can_all_bind_are_fine(endpoints: dict[str, str], explanations: bool) -> None:
+    config = LineConfig(line="press3", endpoints=endpoints, explanations={"enabled": explanations}, security="insecure")
+    assert config.endpoints.frames == endpoints.get("frames", "tcp://127.0.0.1:5555")

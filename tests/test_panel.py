@@ -96,7 +96,8 @@ def test_settings_carry_the_runtimes_http_token(tmp_path: Path) -> None:
         PanelSettings.for_runtime("10.1.2.3", runtime_token_file=tmp_path / "missing")
 
 
-@pytest.mark.parametrize("runtime", ["127.0.0.1", "::1", "[fe80::1]", "runtime", "press3-runtime.plant.local", "10.1.2.3"])
+@pytest.mark.parametrize("runtime", ["127.0.0.1", "::1", "[fe80::1]", "runtime", "press3-runtime.plant.local", "10.1.2.3",
+                                     "deploy_runtime_1"])
 def test_settings_take_a_runtime_host_name_or_address(runtime: str) -> None:
     assert PanelSettings.for_runtime(runtime).verdicts.endswith(":5556")
 

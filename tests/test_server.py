@@ -335,3 +335,34 @@ def test_a_server_releases_the_backends_it_opened_and_leaves_a_passed_inspector_
     with LineServer(inspector, LineConfig(line="lent", endpoints=LOOPBACK)):
         pass
     assert inspector.chain.encoder.run(probe)  # the caller's inspector still runs
+
+
+def test_a_line_on_ipv6_loopback_serves_the_runtime_clients(serve, weave_parts) -> None:
+    """The camera and the watcher reach a line bound at [::1] (libzmq sockets are IPv4-only unless told)."""
+    from lineguard.runtime.clients.camera import CameraPusher
+
+    server = serve(endpoints=dict.fromkeys(("frames", "verdicts", "inspect"), "tcp://[::1]:*"))
+    assert server.endpoints.frames.startswith("tcp://[::1]:")
+    watcher = watch(server)
+    with CameraPusher(server.endpoints.frames, "cam6", [], product="weave") as camera:
+        assert camera.push(weave_parts[4], frame_id="over-ipv6")
+    got = verdicts_of(until(watcher, lambda ev: len(verdicts_of(ev)) >= 1))
+    assert [(v.frame_id, v.verdict) for v in got] == [("over-ipv6", "OK")]
+    watcher.close()
+
+
+def test_a_frame_whose_score_is_nan_is_answered_internal_not_ok(serve, weave_parts,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken chain's NaN score would compare as "not NG" and pass as OK: the line answers ERROR INTERNAL."""
+    import lineguard.runtime.scoring.inspector as module
+
+    server = serve()
+    watcher = watch(server)
+    monkeypatch.setattr(module, "image_scores", lambda maps: np.full(len(maps), np.nan))
+    req = socket(serve, zmq.REQ, server.endpoints.inspect)
+    req.send_multipart(frame("plc", "nan-1", weave_parts[4]))
+    assert req.poll(30_000)
+    reply = Verdict.model_validate_json(req.recv())
+    assert (reply.verdict, reply.error.code, reply.frame_id) == ("ERROR", "INTERNAL", "nan-1")
+    assert "non-finite anomaly score" in reply.error.message
+    assert verdicts_of(until(watcher, lambda ev: len(verdicts_of(ev)) >= 1))[0].frame_id == "nan-1"

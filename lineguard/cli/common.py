@@ -89,9 +89,11 @@ def _number(text: str, kind: type[int] | type[float], *, low: float, low_inclusi
         value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     too_low = value < low if low_inclusive else value <= low
     too_high = high is not None and (value > high if high_inclusive else value >= high)
-    if not math.isfinite(value) or too_low or too_high:
+    if too_low or too_high:
         lower = f"at least {low:g}" if low_inclusive else f"above {low:g}"
         upper = "" if high is None else f" and {'at most' if high_inclusive else 'below'} {high:g}"
         raise argparse.ArgumentTypeError(f"{text!r}: must be {lower}{upper}")
@@ -158,6 +160,19 @@ def output_file(text: str) -> str:
     if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder: name the JSON file to write, e.g. {Path(text) / 'out.json'}")
     return text
+
+
+def input_side(text: str) -> int:
+    """argparse type of ``export vision --input-size``: the manifest's range for a side (its one owner), checked
+    before minutes of training rather than at the bundle's first open."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from lineguard.runtime.bundle.schema import InputSide
+
+    try:
+        return TypeAdapter(InputSide).validate_python(int(_number(text, int, low=1)))
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: " + "; ".join(e["msg"] for e in exc.errors())) from None
 
 
 def budget(text: str) -> float:

@@ -27,8 +27,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         try:
             verdict = inspector.inspect(read_image(path), args.product).model_copy(update={"frame_id": name})
         except (ImageReadError, ImageFormatError, NonFiniteScoreError) as exc:
-            code = {ImageFormatError: ErrorCode.BAD_SHAPE, NonFiniteScoreError: ErrorCode.INTERNAL}.get(
-                type(exc), ErrorCode.BAD_PAYLOAD)
+            code = (ErrorCode.BAD_SHAPE if isinstance(exc, ImageFormatError) else
+                    ErrorCode.INTERNAL if isinstance(exc, NonFiniteScoreError) else ErrorCode.BAD_PAYLOAD)
             verdict = error_verdict(FrameIds(frame_id=name, product=args.product or ""), code, str(exc),
                                     inspector.bundle.manifest.bundle_id)
             failed += 1

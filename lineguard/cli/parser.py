@@ -27,6 +27,7 @@ from lineguard.cli.common import (
     budget,
     category_kind,
     fraction,
+    input_side,
     non_negative_float,
     non_negative_int,
     output_file,
@@ -73,13 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     vision.add_argument("--weights", help="local weights: a Hugging Face CLIP folder for --encoder clip")
     vision.add_argument("--normals", action="append", metavar="DIR",
                         help="folder of normal images to simulate anomalies from (repeatable); default: generated")
-    vision.add_argument("--input-size", type=positive_int, help="square input size (default: the encoder's own)")
+    vision.add_argument("--input-size", type=input_side, help="square input size (default: the encoder's own)")
     vision.add_argument("--statistics-stages", type=stage_list, default=None, metavar="S,S",
                         help="encoder stages the statistics family scores, comma-separated (default s3; "
                              "README: Statistics stages)")
     vision.add_argument("--steps", type=positive_int, default=400, help="decoder training steps (default %(default)s)")
     vision.add_argument("--samples", type=positive_int, default=320, help="simulated training images (default %(default)s)")
-    vision.add_argument("--seed", type=int, default=0)
+    vision.add_argument("--seed", type=non_negative_int, default=0)
     vision.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     vision.set_defaults(func=export_cmd.cmd_export_vision)
 
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     learner.add_argument("--steps", type=positive_int, default=80, help="training steps (default %(default)s)")
     learner.add_argument("--lr", type=positive_float, default=1e-2, help="AdamW learning rate (default %(default)s)")
     learner.add_argument("--batch", type=positive_int, default=8, help="examples per step (default %(default)s)")
-    learner.add_argument("--seed", type=int, default=0)
+    learner.add_argument("--seed", type=non_negative_int, default=0)
     learner.set_defaults(func=export_cmd.cmd_export_prompt_learner)
 
     trt = export_sub.add_parser("trt", help="TensorRT engines for this GPU from the bundle's ONNX (FP32 always)")
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--shots", type=positive_int, default=4,
                         help="K images drawn from DIR build the memory; every other image in DIR calibrates "
                              "(default %(default)s)")
-    enroll.add_argument("--seed", type=int, default=0)
+    enroll.add_argument("--seed", type=non_negative_int, default=0)
     enroll.add_argument("--budget", type=budget, default=DEFAULT_FALSE_REJECT_BUDGET,
                         help="the line's false-reject budget, to say whether calibration resolves it (default %(default)s)")
     enroll.add_argument("--shared-decoder", action="store_true",
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the product's normal images: K of them (drawn as enroll draws them) train the decoder and "
                             "build the memory, the others calibrate")
     adapt.add_argument("--shots", type=positive_int, default=4, help="K (default %(default)s)")
-    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--seed", type=non_negative_int, default=0)
     adapt.add_argument("--calib", type=non_negative_int, metavar="N", help="calibrate on N of the other images (default: all)")
     adapt.add_argument("--steps", type=positive_int, default=80, help="fine-tuning steps (default %(default)s)")
     adapt.add_argument("--samples", type=positive_int, default=192, help="simulated anomalous images (default %(default)s)")
@@ -205,12 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="dataset root holding CATEGORY/ (needed without --all)")
     ev.add_argument("--category", help="needed without --all")
     ev.add_argument("--shots", type=positive_int, default=4)
-    ev.add_argument("--seed", type=int, help="draw of the shots (default 0)")
+    ev.add_argument("--seed", type=non_negative_int, help="draw of the shots (default 0)")
     ev.add_argument("--all", action="store_true", help="every category of ../shared/realdev (or --realdev) plus "
                     "the scikit-image texture set (unless --no-texture-set), over --seeds draws; writes OUT/eval.json "
                     "and OUT/eval.md")
     ev.add_argument("--out", metavar="DIR", help="--all: folder for eval.json and eval.md (default artifacts/eval)")
-    ev.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="--all: draws of the shots (default 0 1)")
+    ev.add_argument("--seeds", type=non_negative_int, nargs="+", metavar="SEED", help="--all: draws of the shots (default 0 1)")
     ev.add_argument("--update-readme", action="store_true",
                     help="--all: replace the table between the README's eval-table markers")
     ev.add_argument("--readme", metavar="PATH", help="--all: the README to update (default: the repository's)")
@@ -320,8 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--connect", type=zmq_endpoint, default="tcp://localhost:5556")
     watch.add_argument("--topic", default="verdict.", help="topic prefix, e.g. verdict.press3.cam0. (the trailing "
                        "dot ends the camera id: cam1 never matches cam10)")
-    watch.add_argument("--json", action="store_true", help="verdicts (and --heartbeats) as JSON lines on "
-                       "stdout; gaps and alarms go to stderr")
+    watch.add_argument("--json", action="store_true", help="JSON lines on stdout; alarms on stderr")
     watch.add_argument("--heartbeats", action="store_true", help="print heartbeats too")
     watch.add_argument("--duration", type=positive_float, help="stop after S seconds")
     curve_client_flags(watch)

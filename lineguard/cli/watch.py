@@ -20,8 +20,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 continue
             if not args.json:
                 print(format_event(event), flush=True)
-            elif (message := event.verdict or event.heartbeat) is not None:  # stdout stays JSON lines
-                print(message.model_dump_json(), flush=True)
-            else:  # gaps, silence, drift alarms: for the person watching, not the JSON reader
+            elif event.kind == "verdict" and event.verdict is not None:  # stdout stays JSON lines
+                print(event.verdict.model_dump_json(), flush=True)
+            elif event.kind == "heartbeat" and event.heartbeat is not None:
+                print(event.heartbeat.model_dump_json(), flush=True)
+            else:  # gaps, silence, restarts, drift alarms (some carry a heartbeat): for the person watching
                 print(format_event(event), file=sys.stderr, flush=True)
     return 0

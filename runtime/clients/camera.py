@@ -35,6 +35,7 @@ import zmq
 from pydantic import ValidationError
 
 from lineguard.runtime.contract import Encoding, encode_frame, new_header
+from lineguard.runtime.contract.addresses import is_ipv6_endpoint
 from lineguard.runtime.contract.validation import describe_validation_error
 from lineguard.runtime.image_io import ImageReadError, image_paths, read_image
 from lineguard.runtime.security.curve import CurveClientConfig
@@ -94,6 +95,7 @@ class CameraPusher:
         self.socket.setsockopt(zmq.SNDTIMEO, send_timeout_ms)
         if curve is not None:
             curve.secure(self.socket)
+        self.socket.setsockopt(zmq.IPV6, is_ipv6_endpoint(endpoint))
         self.socket.connect(endpoint)
 
     def frames(self) -> Iterator[np.ndarray]:

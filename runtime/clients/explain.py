@@ -29,6 +29,7 @@ import zmq
 import zmq.asyncio
 
 from lineguard.runtime.contract import ErrorCode, ErrorInfo, ExplainReply, ExplainRequest
+from lineguard.runtime.contract.addresses import is_ipv6_endpoint
 from lineguard.runtime.security.curve import CurveClientConfig
 
 CANCEL_LINGER_MS = 500  # once a cancel is sent: long enough for it to leave after the socket closes
@@ -137,6 +138,7 @@ class ExplainClient:
         sock.setsockopt(zmq.LINGER, 0)
         if self.curve is not None:
             self.curve.secure(sock)
+        sock.setsockopt(zmq.IPV6, is_ipv6_endpoint(self.endpoint))
         sock.connect(self.endpoint)
         self._sock = sock
         return sock

@@ -41,6 +41,7 @@ import zmq
 from pydantic import ValidationError
 
 from lineguard.runtime.contract import HEARTBEAT_TOPIC, DriftAlarm, Heartbeat, Verdict, describe_alarm
+from lineguard.runtime.contract.addresses import is_ipv6_endpoint
 from lineguard.runtime.security.curve import CurveClientConfig
 
 EventKind = Literal["verdict", "heartbeat", "gap", "restart", "heartbeat_missed", "bad_message", "drift",
@@ -95,6 +96,7 @@ class VerdictWatcher:
         sock.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
         if self.curve is not None:
             self.curve.secure(sock)
+        sock.setsockopt(zmq.IPV6, is_ipv6_endpoint(self.endpoint))
         sock.connect(self.endpoint)
         return sock
 

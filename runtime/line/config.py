@@ -64,6 +64,21 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+WILDCARD_HOSTS = ("*", "0.0.0.0", "::", "[::]")
+
+
+def bind_clash(first: str, second: str) -> str | None:
+    """What two endpoints one process binds would both take (``tcp port 5555``, the ipc path), or None. A tcp
+    port clashes on the same host or where either binds every interface; ``*`` or 0 asks for a free port."""
+    if not (first.startswith("tcp://") and second.startswith("tcp://")):
+        return first if first == second else None
+    (host_a, _, port_a), (host_b, _, port_b) = (e.removeprefix("tcp://").rpartition(":") for e in (first, second))
+    if port_a != port_b or port_a in ("*", "0"):
+        return None
+    hosts = {host_a.split(";")[-1], host_b.split(";")[-1]}  # "source;destination": the bound part is last
+    return f"tcp port {port_a}" if len(hosts) == 1 or hosts & set(WILDCARD_HOSTS) else None
+
+
 def is_local_endpoint(endpoint: str) -> bool:
     """A ZeroMQ endpoint only this machine can reach: ipc://, inproc://, or tcp:// on a loopback address."""
     if not endpoint.startswith("tcp://"):
@@ -86,22 +101,6 @@ class Endpoints(_Section):
         if not value.startswith(ENDPOINT_SCHEMES):
             raise ValueError(f"{value!r} is not a ZeroMQ endpoint ({', '.join(ENDPOINT_SCHEMES)})")
         return value
-
-    @model_validator(mode="after")
-    def _distinct(self) -> Endpoints:
-        """Two sockets cannot bind one address: caught here, naming both, rather than at the second bind."""
-        seen: dict[str, str] = {}
-        for name in ("frames", "verdicts", "inspect", "explanations"):
-            endpoint: str = getattr(self, name)
-            # tcp: one port cannot be bound twice on overlapping interfaces (*, 0.0.0.0 and an address overlap)
-            port = endpoint.rsplit(":", 1)[-1]
-            if endpoint.startswith("tcp://") and port in ("*", "0"):
-                continue  # a free port of the system's choosing: never two the same
-            key = f"tcp port {port}" if endpoint.startswith("tcp://") else endpoint
-            if key in seen:
-                raise ValueError(f"endpoints.{seen[key]} and endpoints.{name} both bind {key}")
-            seen[key] = name
-        return self
 
 
 class Batching(_Section):
@@ -260,6 +259,17 @@ class LineConfig(_Section):
     @classmethod
     def _insecure_shorthand(cls, value: Any) -> Any:
         return {"insecure": True} if value == "insecure" else value
+
+    @model_validator(mode="after")
+    def _endpoints_distinct(self) -> LineConfig:
+        """Two sockets cannot bind one address: caught here, naming both, rather than at the second bind."""
+        names = ["frames", "verdicts", "inspect"] + (["explanations"] if self.explanations.enabled else [])
+        for i, first in enumerate(names):
+            for second in names[i + 1:]:
+                clash = bind_clash(getattr(self.endpoints, first), getattr(self.endpoints, second))
+                if clash is not None:
+                    raise ValueError(f"endpoints.{first} and endpoints.{second} both bind {clash}")
+        return self
 
     @model_validator(mode="after")
     def _secure_by_default(self) -> LineConfig:

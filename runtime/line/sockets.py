@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import zmq
 
+from lineguard.runtime.contract.addresses import is_ipv6_endpoint
 from lineguard.runtime.line.assembly import ServerError
 from lineguard.runtime.line.config import Endpoints, LineConfig
 from lineguard.runtime.security.curve_auth import CurveAuthority
@@ -68,6 +69,7 @@ def bind_line_sockets(context: zmq.Context, config: LineConfig, curve: CurveAuth
             endpoint = getattr(config.endpoints, name)
             if curve is not None:
                 curve.secure(sock, name)
+            sock.setsockopt(zmq.IPV6, is_ipv6_endpoint(endpoint))
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
@@ -77,4 +79,4 @@ def bind_line_sockets(context: zmq.Context, config: LineConfig, curve: CurveAuth
         for s in (frames, inspect, verdicts):
             s.close(linger=0)
         raise
-    return frames, inspect, verdicts, Endpoints(**bound)
+    return frames, inspect, verdicts, config.endpoints.model_copy(update=bound)

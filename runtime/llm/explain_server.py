@@ -40,6 +40,7 @@ import zmq
 from pydantic import ValidationError
 
 from lineguard.runtime.contract import ErrorCode, ErrorInfo, ExplainReply, ExplainRequest, Verdict
+from lineguard.runtime.contract.addresses import is_ipv6_endpoint
 from lineguard.runtime.llm.events import Chunk, Final, JobHandle
 from lineguard.runtime.llm.grounding import Grounder
 from lineguard.runtime.llm.prompts import DEFAULT_QUESTION, explanation_messages
@@ -117,6 +118,7 @@ class ExplanationServer:
         router.setsockopt(zmq.MAXMSGSIZE, self.max_request_bytes)
         if self.secure is not None:
             self.secure(router, "explanations")
+        router.setsockopt(zmq.IPV6, is_ipv6_endpoint(self.endpoint))
         router.bind(self.endpoint)
         self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._bound.set()

@@ -60,13 +60,13 @@ ZERO_SHOT_DECISION = 0.5  # abnormal probability beats normal probability: the d
 class UnknownProductError(KeyError):
     """The product has not been enrolled in this bundle."""
 
+    def __str__(self) -> str:  # KeyError's own would quote the message
+        return str(self.args[0])
+
 
 class NonFiniteScoreError(ArithmeticError):
     """The chain gave an image a NaN or infinite anomaly score: its models or their inputs are broken. Such an
     image gets no verdict from the inspector (NaN compares as "not above the budget": it would pass as OK)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)
