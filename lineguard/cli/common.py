@@ -10,6 +10,7 @@ import argparse
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 DEFAULT_BUNDLE = Path("bundles/default")
 
@@ -162,29 +163,30 @@ def output_file(text: str) -> str:
     return text
 
 
+def _validated(annotation: Any, value: object, text: str) -> Any:
+    """``value`` checked against a pydantic annotation owned elsewhere (the manifest, the line config), or the
+    argparse error carrying pydantic's reasons."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(annotation).validate_python(value)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: " + "; ".join(e["msg"] for e in exc.errors())) from None
+
+
 def input_side(text: str) -> int:
     """argparse type of ``export vision --input-size``: the manifest's range for a side (its one owner), checked
     before minutes of training rather than at the bundle's first open."""
-    from pydantic import TypeAdapter, ValidationError
-
     from lineguard.runtime.bundle.schema import InputSide
 
-    try:
-        return TypeAdapter(InputSide).validate_python(int(_number(text, int, low=1)))
-    except ValidationError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: " + "; ".join(e["msg"] for e in exc.errors())) from None
+    return int(_validated(InputSide, int(_number(text, int, low=1)), text))
 
 
 def budget(text: str) -> float:
     """argparse type of ``--budget``: a false-reject budget in the line config's range (its one owner)."""
-    from pydantic import TypeAdapter, ValidationError
-
     from lineguard.runtime.scoring.calibration import FalseRejectBudget
 
-    try:
-        return TypeAdapter(FalseRejectBudget).validate_python(text)
-    except ValidationError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: " + "; ".join(e["msg"] for e in exc.errors())) from None
+    return float(_validated(FalseRejectBudget, text, text))
 
 
 def curve_client(args: argparse.Namespace):
