@@ -3,6 +3,7 @@ thread: bounded, in order, calls back after each write."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +45,35 @@ def test_ring_evicts_oldest_and_stays_under_cap(tmp_path: Path) -> None:
     assert len(list(tmp_path.iterdir())) == len(archive)
     # a restart rebuilds the ring from disk
     assert len(FrameArchive(tmp_path, max_bytes=60_000)) == len(archive)
+
+
+@pytest.mark.parametrize("damage", ["empty image", "no map", "torn verdict", "evicted"])
+def test_a_damaged_entry_loads_as_none_not_an_exception(tmp_path: Path, damage: str) -> None:
+    """An entry evicted while read, or damaged on disk, is "not there" for the HTTP API and the explanation
+    port (it used to raise cv2.error out of load and find)."""
+    archive = FrameArchive(tmp_path, max_bytes=10 << 20)
+    folder = _store(archive, "f1")
+    _store(archive, "f2")
+    if damage == "empty image":
+        (folder / "image.png").write_bytes(b"")
+    elif damage == "no map":
+        (folder / "map.npy").unlink()
+    elif damage == "torn verdict":
+        (folder / "verdict.json").write_text('{"frame_id": "f1", "camera')
+    else:
+        shutil.rmtree(folder)
+    assert archive.load("cam0", "f1") is None and archive.find("f1") is None
+    assert archive.load("cam0", "f2") is not None  # its neighbours are untouched
+
+
+def test_storing_a_frame_again_replaces_each_file_whole(tmp_path: Path) -> None:
+    archive = FrameArchive(tmp_path, max_bytes=10 << 20)
+    folder = _store(archive, "f1")
+    again = _verdict("f1").model_copy(update={"score": 3.0})
+    assert archive.store(again, np.ones((32, 32), np.float32), np.zeros((32, 32, 3), np.uint8)) == folder
+    frame = archive.load("cam0", "f1")
+    assert frame.verdict.score == 3.0 and frame.image_rgb.shape == (32, 32, 3) and frame.anomaly_map.shape == (32, 32)
+    assert sorted(p.name for p in folder.iterdir()) == ["image.png", "map.npy", "verdict.json"]  # no temporaries
 
 
 def test_ids_never_become_paths(tmp_path: Path) -> None:

@@ -63,6 +63,18 @@ def said(endpoint: str, frame_id: str, question: str | None = None, follow_up: b
     return "".join(r.text for r in replies if r.type == "chunk")
 
 
+def test_a_request_that_breaks_is_answered_and_the_port_serves_on(port, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception in one request (here the archive's disk) used to end the port's thread: "Why?" was gone
+    for the rest of the process while /readyz still said ready."""
+    server, _, archive = port
+    real_find = archive.find
+    monkeypatch.setattr(archive, "find", lambda frame_id: 1 / 0 if frame_id == "a" else real_find(frame_id))
+    replies = list(ask(server.endpoint, "a", idle_timeout_s=10))
+    assert replies[-1].type == "error" and replies[-1].error.code == "INTERNAL"
+    assert "ZeroDivisionError" in replies[-1].error.message
+    assert said(server.endpoint, "b") == "Answer 1."
+
+
 def test_follow_ups_carry_the_conversation(port) -> None:
     server, worker, _ = port
     assert said(server.endpoint, "a") == "Answer 1."
@@ -139,3 +151,15 @@ def test_a_killed_model_fails_the_answer_and_the_next_one_works(shared) -> None:
     assert replies[-1].type == "error" and replies[-1].error.code == "LLM_FAILED", replies[-1]
     assert said(server.endpoint, "a", "echo again") == "You said again. Done."
     assert server.worker.restarts == 1 and server.pending == 0
+
+
+def test_readiness_fails_once_the_ports_thread_is_gone(port) -> None:
+    from types import SimpleNamespace
+
+    from lineguard.runtime.line.readiness import Lifecycle, readiness_checks
+
+    server, _, _ = port
+    life, batcher = Lifecycle(heartbeat_interval_ms=1000), SimpleNamespace(workers_alive=1)
+    assert server.serving and readiness_checks(life, batcher, 1, explanations=server)["explanations"]
+    server.stop()
+    assert not server.serving and not readiness_checks(life, batcher, 1, explanations=server)["explanations"]

@@ -28,6 +28,7 @@ Folder names are hashes of (camera_id, frame_id): ids from the wire never become
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import shutil
 import threading
@@ -108,9 +109,13 @@ class FrameArchive:
             ok, png = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
             if not ok:
                 raise OSError("PNG encoding failed")
-            (folder / "image.png").write_bytes(png.tobytes())
-            np.save(folder / "map.npy", anomaly_map.astype(np.float16), allow_pickle=False)
-            (folder / "verdict.json").write_text(verdict.model_dump_json())
+            saved_map = io.BytesIO()
+            np.save(saved_map, anomaly_map.astype(np.float16), allow_pickle=False)
+            # each file whole or not at all (a reader of a frame stored again sees the old or the new one),
+            # verdict.json last: an entry is listed only once its image and map are there
+            _replace(folder / "image.png", png.tobytes())
+            _replace(folder / "map.npy", saved_map.getvalue())
+            _replace(folder / "verdict.json", verdict.model_dump_json().encode())
         except OSError as exc:  # disk full, read-only, ...: verdicts go on, the alarm goes up
             with self._counting:
                 self.failures += 1
@@ -137,15 +142,21 @@ class FrameArchive:
         return folder
 
     def load(self, camera_id: str, frame_id: str) -> ArchivedFrame | None:
+        """The archived frame, or None where there is none whole: never stored, evicted (perhaps while being
+        read) or damaged on disk."""
         folder = self.root / entry_key(camera_id, frame_id)
-        if not (folder / "verdict.json").is_file():
+        try:
+            verdict = Verdict.model_validate_json((folder / "verdict.json").read_bytes())
+            image = cv2.imread(str(folder / "image.png"), cv2.IMREAD_COLOR)
+            anomaly_map = np.load(folder / "map.npy", allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError) as exc:  # ValueError: pydantic's and numpy's "not what was written"
+            if (folder / "verdict.json").exists():
+                log.warning("archive %s: entry of %s/%s unreadable (%s)", self.root, camera_id, frame_id, exc)
             return None
-        image = cv2.imread(str(folder / "image.png"), cv2.IMREAD_COLOR)
-        return ArchivedFrame(
-            verdict=Verdict.model_validate_json((folder / "verdict.json").read_text()),
-            image_rgb=cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
-            anomaly_map=np.load(folder / "map.npy", allow_pickle=False).astype(np.float32),
-        )
+        if image is None:
+            log.warning("archive %s: image of %s/%s unreadable", self.root, camera_id, frame_id)
+            return None
+        return ArchivedFrame(verdict=verdict, image_rgb=cv2.cvtColor(image, cv2.COLOR_BGR2RGB), anomaly_map=anomaly_map)
 
     def recent(self, limit: int = 24, verdict: str | None = "NG") -> list[tuple[Verdict, float]]:
         """The newest archived verdicts first, each with when it was stored (Unix seconds); only those
@@ -178,6 +189,13 @@ class FrameArchive:
             if verdict.frame_id == frame_id:
                 return self.load(verdict.camera_id, frame_id)
         return None
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 Stored = Callable[[Path | None], None]  # called after a write: its folder, None when it failed

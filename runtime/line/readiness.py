@@ -36,6 +36,13 @@ class _HasWorker(Protocol):
     def worker(self) -> _Alive: ...
 
 
+class _Port(_HasWorker, Protocol):
+    """The explanation server: ready while its model process and its own thread live."""
+
+    @property
+    def serving(self) -> bool: ...
+
+
 class Lifecycle:
     def __init__(self, heartbeat_interval_ms: float) -> None:
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -73,7 +80,7 @@ class Lifecycle:
 
 
 def readiness_checks(life: Lifecycle, batcher: _Workers, workers: int, judge: _HasWorker | None = None,
-                     explanations: _HasWorker | None = None) -> dict[str, bool]:
+                     explanations: _Port | None = None) -> dict[str, bool]:
     """What ``/readyz`` checks, each by name: ready only when every one is True."""
     checks = {
         "bundle_loaded": True,  # the service exists only once the inspector has opened the bundle
@@ -84,5 +91,5 @@ def readiness_checks(life: Lifecycle, batcher: _Workers, workers: int, judge: _H
     if judge is not None:
         checks["llm_judge"] = judge.worker.alive
     if explanations is not None:
-        checks["explanations"] = explanations.worker.alive
+        checks["explanations"] = explanations.worker.alive and explanations.serving
     return checks

@@ -96,6 +96,11 @@ class ExplanationServer:
         """Requests accepted and not yet answered in full (at most ``max_pending``)."""
         return len(self._jobs)
 
+    @property
+    def serving(self) -> bool:
+        """The port's thread runs (readiness: it ends only on stop() or a failure of the port itself)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self, timeout_s: float = 10.0) -> ExplanationServer:
         self._thread = threading.Thread(target=self.run, name="explanations", daemon=True)
         self._thread.start()
@@ -125,7 +130,12 @@ class ExplanationServer:
         try:
             while not self._stop.is_set():
                 if router.poll(20):
-                    self._on_request(router, router.recv_multipart())
+                    parts = router.recv_multipart()
+                    try:
+                        self._on_request(router, parts)
+                    except Exception as exc:  # one request that breaks (a bug, a disk error) is answered, the
+                        log.exception("explanation request failed")  # port goes on serving the others
+                        self._error(router, parts[0], "", ErrorCode.INTERNAL, f"the request failed: {exc!r}")
                 self._forward(router)
         finally:
             router.close()
