@@ -25,7 +25,6 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import zmq.asyncio
@@ -46,6 +45,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies and the browser from timing the stream out
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+MAX_ASK_BYTES = 16 * 1024  # an ExplainAsk (a 500-character question, a 256-character id) with room to spare
 
 
 def sse(data: str, event: str | None = None) -> bytes:
@@ -123,8 +123,10 @@ class PanelService:
         return Response(answer.content, answer.status_code, media_type="application/json")
 
     async def overlay(self, request: Request) -> Response:
-        camera, frame = request.path_params["camera_id"], request.path_params["frame_id"]
-        answer = await self._runtime(f"/api/frames/{quote(camera, safe='')}/{quote(frame, safe='')}/overlay.jpg")
+        ids = request.path_params or request.query_params
+        # relayed as query parameters: ids with "/" or ".." would not survive as path segments
+        answer = await self._runtime("/api/overlay.jpg", camera_id=ids.get("camera_id", ""),
+                                     frame_id=ids.get("frame_id", ""))
         if isinstance(answer, Response):
             return answer
         return Response(answer.content, answer.status_code, media_type=answer.headers.get("content-type"),
@@ -135,16 +137,21 @@ class PanelService:
     def _authorised(self, request: Request) -> bool:
         if self.settings.token is None:
             return True
-        given = request.headers.get("authorization", "")
-        expected = f"Bearer {self.settings.token.get_secret_value()}"
-        return secrets.compare_digest(given.encode(), expected.encode())
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")  # as the runtime reads it
+        return scheme.lower() == "bearer" and secrets.compare_digest(
+            given.strip().encode(), self.settings.token.get_secret_value().encode())
 
     async def explain(self, request: Request) -> Response:
         if not self._authorised(request):
             return JSONResponse({"error": "operator token required"}, 401,
                                 headers={"WWW-Authenticate": 'Bearer realm="lineguard panel"'})
+        body = bytearray()
+        async for chunk in request.stream():  # bounded: a question is a few hundred bytes
+            body += chunk
+            if len(body) > MAX_ASK_BYTES:
+                return JSONResponse({"error": f"request body over {MAX_ASK_BYTES} bytes"}, 413)
         try:
-            ask = ExplainAsk.model_validate_json(await request.body())
+            ask = ExplainAsk.model_validate_json(bytes(body))
         except ValidationError as exc:
             return JSONResponse({"error": f"bad request: {exc.errors()[0]['msg']}"}, 400)
         return StreamingResponse(self._relay(ask), media_type="text/event-stream", headers=SSE_HEADERS)
@@ -174,6 +181,7 @@ def create_app(settings: PanelSettings) -> Starlette:
             Route("/api/state", service.state),
             Route("/api/events", service.events),
             Route("/api/gallery", service.gallery),
+            Route("/api/overlay.jpg", service.overlay),
             Route("/api/frames/{camera_id}/{frame_id}/overlay.jpg", service.overlay),
             Route("/api/explain", service.explain, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -38,6 +38,10 @@ from lineguard.runtime.contract import (
 
 MAX_ALARMS = 50
 MAX_RECENT = 30
+MAX_CAMERAS = 64  # tiles kept, least recently heard from dropped first: a stream of made-up camera ids
+# (a frames client may claim any on an open line) must not grow the panel's memory and every snapshot
+
+
 @dataclass
 class LineBoard:
     burst_errors: int = 5
@@ -77,7 +81,10 @@ class LineBoard:
             grid=[r.grid for r in verdict.regions], decided_by=verdict.decided_by, error=verdict.error,
             latency_ms=round(verdict.latency_ms.total, 1), time=now,
         )
-        camera = self.cameras.setdefault(verdict.camera_id, CameraView(camera_id=verdict.camera_id))
+        camera = self.cameras.pop(verdict.camera_id, None) or CameraView(camera_id=verdict.camera_id)
+        self.cameras[verdict.camera_id] = camera  # now the most recently heard from
+        while len(self.cameras) > MAX_CAMERAS:
+            del self.cameras[next(iter(self.cameras))]
         camera.last = item
         messages: list[PanelMessage] = []
         if verdict.verdict == "OK":

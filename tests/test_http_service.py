@@ -103,6 +103,11 @@ def test_ready_metrics_and_gallery_follow_the_traffic(http: RuntimeHttpService, 
     assert image is not None and image.shape == (448, 448, 3)
     assert httpx.get(f"{http.url}/api/frames/cam0/ok-1/overlay.jpg").status_code == 404  # OK frames not kept
     assert httpx.get(f"{http.url}/api/frames/..%2F..%2Fetc/passwd/overlay.jpg").status_code == 404
+    # by query, any id reaches the archive, which hashes it: a path in an id is only a name that was never stored
+    traversal = httpx.get(f"{http.url}/api/overlay.jpg", params={"camera_id": "../..", "frame_id": "etc/passwd"})
+    assert traversal.status_code == 404 and traversal.json() == {"error": "no such archived frame"}
+    assert httpx.get(f"{http.url}/api/overlay.jpg", params={"camera_id": "cam0", "frame_id": "ng-1"}).status_code == 200
+    assert httpx.get(f"{http.url}/api/overlay.jpg", params={"frame_id": "ng-1"}).status_code == 400
     assert httpx.get(f"{http.url}/api/frames", params={"limit": "100000"}).status_code == 400
     assert httpx.get(f"{http.url}/api/frames", params={"verdict": "MAYBE"}).status_code == 400
 

@@ -67,6 +67,24 @@ def test_board_counts_rejects_and_raises_alarms() -> None:
     assert StateMessage.model_validate_json(state.model_dump_json()) == state  # what the page receives
 
 
+def test_the_board_keeps_the_cameras_heard_from_last() -> None:
+    """A flood of made-up camera ids (ERROR verdicts for garbage frames are published too) is bounded; a camera
+    that keeps speaking keeps its tile and its counts."""
+    from lineguard.panel.board import MAX_CAMERAS
+
+    board = LineBoard()
+    flood = 3 * MAX_CAMERAS
+    board.apply(WatchEvent("verdict", verdict=verdict("OK", "f0", camera="cam0")), now=1.0)
+    for i in range(flood):
+        board.apply(WatchEvent("verdict", verdict=verdict("ERROR", f"x{i}", camera=f"bogus-{i}",
+                                                          code=ErrorCode.BAD_HEADER)), now=2.0 + i)
+        if i % 10 == 0:  # the real camera goes on inspecting parts amid the flood
+            board.apply(WatchEvent("verdict", verdict=verdict("NG", f"f{i}", camera="cam0")), now=2.5 + i)
+    cameras = {c.camera_id: c for c in board.snapshot().cameras}
+    assert len(cameras) == MAX_CAMERAS and "bogus-0" not in cameras and f"bogus-{flood - 1}" in cameras
+    assert (cameras["cam0"].ok, cameras["cam0"].ng) == (1, len(range(0, flood, 10)))
+
+
 def test_settings_refuse_an_open_panel_beyond_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LINEGUARD_PANEL_TOKEN", raising=False)
     with pytest.raises(PanelSettingsError, match="operator token"):
@@ -278,7 +296,20 @@ def test_gallery_and_overlay_come_through_the_panel(station: Station, ng_weave: 
     assert gallery[0]["frame_id"] == "gallery-ng" and gallery[0]["regions"]
     overlay = httpx.get(f"{station.panel.url}/api/frames/cam1/gallery-ng/overlay.jpg")
     assert overlay.status_code == 200 and overlay.content[:2] == b"\xff\xd8"  # JPEG
+    assert overlay.headers["cache-control"] == "private, no-cache"  # ids can come again (a counter reset)
     assert httpx.get(f"{station.panel.url}/api/frames/cam1/nope/overlay.jpg").status_code == 404
+
+
+@pytest.mark.parametrize(("camera", "frame_id"), [("line1/cam1", "2024/05/01-0001"), ("cam1", ".."), ("cam1", "50%")])
+def test_any_archived_id_has_its_overlay(station: Station, ng_weave: np.ndarray, camera: str, frame_id: str) -> None:
+    """The page asks by query (/api/overlay.jpg?camera_id=&frame_id=): ids with "/" never matched the path
+    route, and ".." was folded away by the relay."""
+    assert station.inspect(camera, frame_id, ng_weave).verdict == "NG"
+    for url in (station.panel.url, station.http.url):
+        overlay = httpx.get(f"{url}/api/overlay.jpg", params={"camera_id": camera, "frame_id": frame_id})
+        assert overlay.status_code == 200 and overlay.content[:2] == b"\xff\xd8", (url, overlay.text)
+    missing = httpx.get(f"{station.panel.url}/api/overlay.jpg", params={"camera_id": camera})
+    assert missing.status_code == 400 and "frame_id" in missing.json()["error"]
 
 
 def explain(url: str, frame_id: str, question: str | None = None, headers: dict | None = None,
@@ -334,8 +365,10 @@ def test_operator_token_guards_why_but_not_viewing(station: Station, ng_weave: n
         ask = {"frame_id": "token-ng", "question": "Where?"}
         assert client.post("/api/explain", json=ask).status_code == 401
         assert client.post("/api/explain", json=ask, headers={"Authorization": "Bearer wrong"}).status_code == 401
-        with client.stream("POST", "/api/explain", json=ask,
-                           headers={"Authorization": "Bearer correct-horse-battery"}) as response:
+        huge = client.post("/api/explain", content=b"x" * 20_000, headers={"Authorization": "Bearer correct-horse-battery"})
+        assert huge.status_code == 413  # read no further than a question needs
+        with client.stream("POST", "/api/explain", json=ask,  # the scheme in any case, as the runtime reads it
+                           headers={"Authorization": "bearer  correct-horse-battery"}) as response:
             assert response.status_code == 200
             assert [m for _, m in sse_messages(response)][-1]["type"] == "final"
 

@@ -175,7 +175,7 @@ function connectFeed() {
 // -- gallery -----------------------------------------------------------------------------------------
 
 function overlayUrl(v) {
-  return `/api/frames/${encodeURIComponent(v.camera_id)}/${encodeURIComponent(v.frame_id)}/overlay.jpg`;
+  return `/api/overlay.jpg?camera_id=${encodeURIComponent(v.camera_id)}&frame_id=${encodeURIComponent(v.frame_id)}`;
 }
 
 function scheduleGallery() {

@@ -145,7 +145,8 @@ class RuntimeHttpService:
             Route("/readyz", self.readyz),
             Route("/metrics", self.metrics),
             Route("/api/frames", self.frames),
-            Route("/api/frames/{camera_id}/{frame_id}/overlay.jpg", self.overlay),
+            Route("/api/overlay.jpg", self.overlay),  # ?camera_id=&frame_id=: any ids, "/" and ".." included
+            Route("/api/frames/{camera_id}/{frame_id}/overlay.jpg", self.overlay),  # ids without "/"
         ])
         self._server: UvicornThread | None = None
 
@@ -231,8 +232,13 @@ class RuntimeHttpService:
         archive = self.server.archive if self.server is not None else None
         if archive is None:
             return JSONResponse({"error": "this line keeps no archive"}, 404)
-        frame = await run_in_threadpool(archive.load, request.path_params["camera_id"], request.path_params["frame_id"])
+        ids = request.path_params or request.query_params
+        camera_id, frame_id = ids.get("camera_id"), ids.get("frame_id")
+        if not camera_id or not frame_id:
+            return JSONResponse({"error": "name the frame: ?camera_id=CAMERA&frame_id=FRAME"}, 400)
+        frame = await run_in_threadpool(archive.load, camera_id, frame_id)
         if frame is None:
             return JSONResponse({"error": "no such archived frame"}, 404)
         jpeg = await run_in_threadpool(overlay_jpeg, frame)
-        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+        # not cached: a camera that restarts its frame counter archives new parts under old ids
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, no-cache"})
