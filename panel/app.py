@@ -83,7 +83,8 @@ class PanelService:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"alive": True})
+        alive = self.feed.alive
+        return JSONResponse({"alive": alive, "feed_restarts": self.feed.failures}, 200 if alive else 503)
 
     async def session(self, request: Request) -> Response:
         return JSONResponse({"token_required": self.settings.token is not None})

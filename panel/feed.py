@@ -42,6 +42,7 @@ class FeedBridge:
         self._pages: dict[asyncio.Queue[PanelMessage], asyncio.AbstractEventLoop] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.failures = 0  # relays that ended on an error and were started over
 
     def start(self) -> FeedBridge:
         self._thread = threading.Thread(target=self._run, name="panel-feed", daemon=True)
@@ -68,7 +69,24 @@ class FeedBridge:
         with self._lock:
             self._pages.pop(queue, None)
 
+    @property
+    def alive(self) -> bool:
+        """The feed's thread runs (the panel's /healthz)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self) -> None:
+        """Relay until stopped; a failure (a socket error, a bug on one event) is logged and the feed starts over
+        on a fresh subscription, rather than leaving the pages frozen behind a panel that still answers."""
+        while not self._stop.is_set():
+            try:
+                self._relay()
+            except Exception:
+                self.failures += 1
+                log.exception("panel feed from %s failed (%d so far); subscribing again in 1 s", self.verdicts,
+                              self.failures)
+                self._stop.wait(1.0)
+
+    def _relay(self) -> None:
         with VerdictWatcher(self.verdicts, prefix="verdict.", context=self.context, curve=self.curve) as watcher:
             while not self._stop.is_set():
                 for event in watcher.poll(0.2):

@@ -297,6 +297,7 @@ def test_gallery_and_overlay_come_through_the_panel(station: Station, ng_weave: 
     overlay = httpx.get(f"{station.panel.url}/api/frames/cam1/gallery-ng/overlay.jpg")
     assert overlay.status_code == 200 and overlay.content[:2] == b"\xff\xd8"  # JPEG
     assert overlay.headers["cache-control"] == "private, no-cache"  # ids can come again (a counter reset)
+    assert httpx.get(f"{station.panel.url}/healthz").json() == {"alive": True, "feed_restarts": 0}
     assert httpx.get(f"{station.panel.url}/api/frames/cam1/nope/overlay.jpg").status_code == 404
 
 
@@ -444,3 +445,35 @@ def test_panel_command_serves_the_page_and_refuses_an_open_bind() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_feed_starts_over_after_a_failure_and_reports_it() -> None:
+    """An exception on one event used to end the feed's thread: pages froze while /healthz still said alive."""
+    from lineguard.panel.feed import FeedBridge
+    from lineguard.runtime.contract.heartbeat import HEARTBEAT_TOPIC, Heartbeat
+
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    board = LineBoard()
+    real_apply, seen = board.apply, []
+
+    def flaky(event: WatchEvent, now: float | None = None) -> list:
+        seen.append(event.kind)
+        if len(seen) == 1:
+            raise RuntimeError("a bug on one event")
+        return real_apply(event, now)
+
+    board.apply = flaky  # type: ignore[method-assign]
+    bridge = FeedBridge(f"tcp://127.0.0.1:{port}", board).start()
+    try:
+        beat = Heartbeat(line="p", boot_id="b1", seq=0, timestamp_ns=0, interval_ms=100, uptime_s=1, ready=True)
+        end = time.monotonic() + 20
+        while board.heartbeat is None and time.monotonic() < end:
+            beat = beat.model_copy(update={"seq": beat.seq + 1})
+            pub.send_multipart([HEARTBEAT_TOPIC, beat.model_dump_json().encode()])
+            time.sleep(0.1)
+        assert board.heartbeat is not None and bridge.alive and bridge.failures == 1
+    finally:
+        bridge.stop()
+        pub.close(linger=0)
+    assert not bridge.alive
