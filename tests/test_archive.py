@@ -76,6 +76,19 @@ def test_storing_a_frame_again_replaces_each_file_whole(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["image.png", "map.npy", "verdict.json"]  # no temporaries
 
 
+def test_a_restarted_archive_lists_and_finds_from_its_index(tmp_path: Path) -> None:
+    archive = FrameArchive(tmp_path, max_bytes=10 << 20)
+    _store(archive, "f1")
+    archive.store(_verdict("o1", "OK"), np.zeros((8, 8), np.float32), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "half-written").mkdir()  # a crash between mkdir and the verdict: counted, never listed
+    (tmp_path / "half-written" / "image.png").write_bytes(b"x" * 100)
+    again = FrameArchive(tmp_path, max_bytes=10 << 20)
+    assert len(again) == 3 and again.size_bytes == archive.size_bytes + 100
+    assert [v.frame_id for v, _ in again.recent(verdict="OK")] == ["o1"]
+    assert [v.frame_id for v, _ in again.recent(verdict=None)] == ["o1", "f1"]
+    assert again.find("f1").verdict.verdict == "NG" and again.find("half-written") is None
+
+
 def test_ids_never_become_paths(tmp_path: Path) -> None:
     archive = FrameArchive(tmp_path / "ring", max_bytes=10 << 20)
     _store(archive, "../../etc/passwd")

@@ -52,6 +52,25 @@ class ArchivedFrame:
     anomaly_map: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """One kept frame in the ring's index: what listing and lookup need without reading the disk."""
+
+    folder: Path
+    size: int
+    verdict: str = ""  # OK / NG ...; "" for a folder whose verdict.json could not be read at start
+    camera_id: str = ""
+    frame_id: str = ""
+
+
+def _indexed(folder: Path) -> _Entry:
+    try:
+        verdict = Verdict.model_validate_json((folder / "verdict.json").read_bytes())
+    except (OSError, ValueError):  # half-written before a crash: kept for eviction, never listed
+        return _Entry(folder, _folder_size(folder))
+    return _Entry(folder, _folder_size(folder), verdict.verdict, verdict.camera_id, verdict.frame_id)
+
+
 def entry_key(camera_id: str, frame_id: str) -> str:
     return hashlib.sha256(f"{camera_id}\x00{frame_id}".encode()).hexdigest()[:32]
 
@@ -72,8 +91,8 @@ class FrameArchive:
         self._counting = threading.Lock()  # failures/skips come from the writer and from inference threads
         # oldest first; rebuilt from disk so a restart keeps the ring
         entries = sorted((p for p in self.root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-        self._entries: list[tuple[Path, int]] = [(p, _folder_size(p)) for p in entries]
-        self._bytes = sum(size for _, size in self._entries)
+        self._entries: list[_Entry] = [_indexed(p) for p in entries]
+        self._bytes = sum(e.size for e in self._entries)
 
     @property
     def size_bytes(self) -> int:
@@ -131,14 +150,14 @@ class FrameArchive:
             self.failing = False
             log.warning("archive %s: writes work again (%d failed in all)", self.root, self.failures)
         with self._lock:
-            self._entries = [(p, s) for p, s in self._entries if p != folder]
-            size = _folder_size(folder)
-            self._entries.append((folder, size))
-            self._bytes = sum(s for _, s in self._entries)
+            self._entries = [e for e in self._entries if e.folder != folder]
+            self._entries.append(_Entry(folder, _folder_size(folder), verdict.verdict, verdict.camera_id,
+                                        verdict.frame_id))
+            self._bytes = sum(e.size for e in self._entries)
             while self._bytes > self.max_bytes and len(self._entries) > 1:
-                oldest, oldest_size = self._entries.pop(0)
-                shutil.rmtree(oldest, ignore_errors=True)
-                self._bytes -= oldest_size
+                oldest = self._entries.pop(0)
+                shutil.rmtree(oldest.folder, ignore_errors=True)
+                self._bytes -= oldest.size
         return folder
 
     def load(self, camera_id: str, frame_id: str) -> ArchivedFrame | None:
@@ -160,34 +179,27 @@ class FrameArchive:
 
     def recent(self, limit: int = 24, verdict: str | None = "NG") -> list[tuple[Verdict, float]]:
         """The newest archived verdicts first, each with when it was stored (Unix seconds); only those
-        of one class unless ``verdict`` is None."""
+        of one class unless ``verdict`` is None. Chosen from the index: only the listed ones are read."""
         with self._lock:
-            folders = [p for p, _ in reversed(self._entries)]
+            entries = [e for e in reversed(self._entries) if e.verdict and (verdict is None or e.verdict == verdict)]
         found: list[tuple[Verdict, float]] = []
-        for folder in folders:
+        for entry in entries:
             if len(found) >= limit:
                 break
             try:
-                path = folder / "verdict.json"
-                archived = Verdict.model_validate_json(path.read_text())
-                stored_at = path.stat().st_mtime
-            except (OSError, ValueError):  # evicted meanwhile, or half-written: skip it
+                path = entry.folder / "verdict.json"
+                found.append((Verdict.model_validate_json(path.read_bytes()), path.stat().st_mtime))
+            except (OSError, ValueError):  # evicted meanwhile, or damaged: skip it
                 continue
-            if verdict is None or archived.verdict == verdict:
-                found.append((archived, stored_at))
         return found
 
     def find(self, frame_id: str) -> ArchivedFrame | None:
-        """Look a frame up by frame_id alone (newest first), as technicians know it."""
+        """Look a frame up by frame_id alone (newest first), as technicians know it; from the index."""
         with self._lock:
-            folders = [p for p, _ in reversed(self._entries)]
-        for folder in folders:
-            try:
-                verdict = Verdict.model_validate_json((folder / "verdict.json").read_text())
-            except (OSError, ValueError):
-                continue
-            if verdict.frame_id == frame_id:
-                return self.load(verdict.camera_id, frame_id)
+            cameras = [e.camera_id for e in reversed(self._entries) if e.verdict and e.frame_id == frame_id]
+        for camera_id in cameras:
+            if (frame := self.load(camera_id, frame_id)) is not None:
+                return frame
         return None
 
 
