@@ -11,9 +11,12 @@ Routes:
 * ``GET /api/events``           Server-Sent Events: ``state`` first, then ``verdict``, ``heartbeat``, ``alarm``
 * ``GET /api/state``            the same state as JSON
 * ``GET /api/gallery``          the newest NG frames (from the runtime's archive)
-* ``GET /api/frames/{camera}/{frame}/overlay.jpg``   the frame with its heatmap (rendered by the runtime)
+* ``GET /api/overlay.jpg?camera_id=&frame_id=``   the frame with its heatmap (rendered by the runtime); also
+  as ``/api/frames/{camera}/{frame}/overlay.jpg`` for ids without "/"
 * ``POST /api/explain``         ``{"frame_id", "question"}`` -> SSE stream of ``ExplainReply``; closing the
-  stream cancels the answer on the runtime. Needs ``Authorization: Bearer TOKEN`` when a token is set.
+  stream cancels the answer on the runtime. Needs ``Authorization: Bearer TOKEN`` when a token is set; a
+  browser POST from another origin is refused (403), and a loopback panel answers only its loopback names
+  (:mod:`.request_guards`).
 * ``GET /api/session``          whether "Why?" needs the token; ``GET /healthz`` the panel's own liveness
 """
 
@@ -34,11 +37,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from lineguard.panel.feed import FeedBridge
+from lineguard.panel.request_guards import LoopbackHostOnly, cross_origin
 from lineguard.panel.settings import PanelSettings
 from lineguard.runtime.clients.explain import ExplainClient
 from lineguard.runtime.contract import ExplainAsk
+from lineguard.runtime.line.config import is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +149,8 @@ class PanelService:
             given.strip().encode(), self.settings.token.get_secret_value().encode())
 
     async def explain(self, request: Request) -> Response:
+        if cross_origin(request):  # another site's page, through the technician's browser
+            return JSONResponse({"error": "cross-origin request refused"}, 403)
         if not self._authorised(request):
             return JSONResponse({"error": "operator token required"}, 401,
                                 headers={"WWW-Authenticate": 'Bearer realm="lineguard panel"'})
@@ -171,8 +179,9 @@ class PanelService:
                 log.info("explanation of %s cancelled by the page", ask.frame_id)
 
 
-def create_app(settings: PanelSettings) -> Starlette:
-    """The panel's Starlette app for ``settings`` (its ``PanelService`` as ``app.state.panel``)."""
+def create_app(settings: PanelSettings) -> ASGIApp:
+    """The panel's app for ``settings``: Starlette (its ``PanelService`` as ``app.state.panel``), behind
+    :class:`LoopbackHostOnly` where it binds loopback."""
     service = PanelService(settings)
     app = Starlette(
         routes=[
@@ -190,4 +199,5 @@ def create_app(settings: PanelSettings) -> Starlette:
         lifespan=service.lifespan,
     )
     app.state.panel = service
-    return app
+    # a loopback panel (it may run without a token) answers only its own host names: no DNS rebinding
+    return LoopbackHostOnly(app) if is_loopback_host(settings.host) else app

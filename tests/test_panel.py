@@ -360,7 +360,7 @@ def test_unknown_frame_and_bad_request(station: Station) -> None:
 def test_operator_token_guards_why_but_not_viewing(station: Station, ng_weave: np.ndarray) -> None:
     assert station.inspect("cam1", "token-ng", ng_weave).verdict == "NG"
     settings = PanelSettings(**{**station.settings.model_dump(), "token": "correct-horse-battery"})
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost:8080") as client:
         assert client.get("/api/session").json() == {"token_required": True}
         assert client.get("/api/gallery").status_code == 200  # viewing needs no token
         ask = {"frame_id": "token-ng", "question": "Where?"}
@@ -404,7 +404,7 @@ def test_panel_on_a_curve_line_needs_an_allowed_key(llm_bundle: Path, tmp_path: 
 
         stranger = PanelSettings(**{**station.settings.model_dump(), "curve": curve("stranger"),
                                     "explain_idle_timeout_s": 2.0})
-        with TestClient(create_app(stranger)) as client:
+        with TestClient(create_app(stranger), base_url="http://localhost:8080") as client:
             time.sleep(1.5)  # several heartbeats went out meanwhile
             assert client.get("/api/state").json()["connected"] is False
             with client.stream("POST", "/api/explain", json={"frame_id": "never-seen"}) as response:
@@ -477,3 +477,30 @@ def test_the_feed_starts_over_after_a_failure_and_reports_it() -> None:
         bridge.stop()
         pub.close(linger=0)
     assert not bridge.alive
+
+
+def test_a_loopback_panel_refuses_other_host_names_and_cross_origin_posts() -> None:
+    """DNS rebinding (another site's name resolving to 127.0.0.1) and cross-site POSTs cannot reach a tokenless
+    loopback panel's "Why?" through the technician's browser. No runtime is needed: refusals come first."""
+    settings = PanelSettings.for_runtime("127.0.0.1", port=8080)
+    for base in ("http://localhost:8080", "http://127.0.0.1:8080", "http://[::1]:8080"):
+        with TestClient(create_app(settings), base_url=base) as client:
+            assert client.get("/api/session").status_code == 200, base
+    with TestClient(create_app(settings), base_url="http://attacker.example:8080") as client:
+        refused = client.get("/api/session")
+        assert refused.status_code == 421 and "bound to loopback" in refused.text
+    with TestClient(create_app(settings), base_url="http://localhost:8080") as client:
+        for origin in ("http://attacker.example", "http://localhost:9999", "null"):
+            post = client.post("/api/explain", json={"frame_id": "f1"}, headers={"Origin": origin})
+            assert post.status_code == 403, origin
+        # the panel's own page posts with its own origin: it passes the guard (and fails later, on the body)
+        own = client.post("/api/explain", content=b"{}", headers={"Origin": "http://localhost:8080"})
+        assert own.status_code == 400
+
+
+def test_a_panel_bound_beyond_loopback_takes_any_host_name(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("operator-token-123456\n")
+    settings = PanelSettings.for_runtime("10.1.2.3", host="0.0.0.0", token_file=token)
+    with TestClient(create_app(settings), base_url="http://panel.press3.plant:8080") as client:
+        assert client.get("/api/session").json() == {"token_required": True}
