@@ -14,9 +14,9 @@ Routes:
 * ``GET /api/overlay.jpg?camera_id=&frame_id=``   the frame with its heatmap (rendered by the runtime); also
   as ``/api/frames/{camera}/{frame}/overlay.jpg`` for ids without "/"
 * ``POST /api/explain``         ``{"frame_id", "question"}`` -> SSE stream of ``ExplainReply``; closing the
-  stream cancels the answer on the runtime. Needs ``Authorization: Bearer TOKEN`` when a token is set; a
-  browser POST from another origin is refused (403), and a loopback panel answers only its loopback names
-  (:mod:`.request_guards`).
+  stream cancels the answer on the runtime. Needs ``Authorization: Bearer TOKEN`` when a token is set;
+  without one (a loopback panel) a browser POST from another origin is refused (403) and only the loopback
+  host names are answered (:mod:`.request_guards`).
 * ``GET /api/session``          whether "Why?" needs the token; ``GET /healthz`` the panel's own liveness
 """
 
@@ -44,7 +44,6 @@ from lineguard.panel.request_guards import LoopbackHostOnly, cross_origin
 from lineguard.panel.settings import PanelSettings
 from lineguard.runtime.clients.explain import ExplainClient
 from lineguard.runtime.contract import ExplainAsk
-from lineguard.runtime.line.config import is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class PanelService:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def healthz(self, request: Request) -> Response:
-        alive = self.feed.alive
+        alive = self.feed.healthy
         return JSONResponse({"alive": alive, "feed_restarts": self.feed.failures}, 200 if alive else 503)
 
     async def session(self, request: Request) -> Response:
@@ -149,7 +148,9 @@ class PanelService:
             given.strip().encode(), self.settings.token.get_secret_value().encode())
 
     async def explain(self, request: Request) -> Response:
-        if cross_origin(request):  # another site's page, through the technician's browser
+        # a tokenless panel: another site's page could post through the technician's browser (a token stops that:
+        # a browser never adds it by itself, so a panel with one may sit behind a proxy that rewrites Host)
+        if self.settings.token is None and cross_origin(request):
             return JSONResponse({"error": "cross-origin request refused"}, 403)
         if not self._authorised(request):
             return JSONResponse({"error": "operator token required"}, 401,
@@ -181,7 +182,7 @@ class PanelService:
 
 def create_app(settings: PanelSettings) -> ASGIApp:
     """The panel's app for ``settings``: Starlette (its ``PanelService`` as ``app.state.panel``), behind
-    :class:`LoopbackHostOnly` where it binds loopback."""
+    :class:`LoopbackHostOnly` where it runs without an operator token."""
     service = PanelService(settings)
     app = Starlette(
         routes=[
@@ -199,5 +200,5 @@ def create_app(settings: PanelSettings) -> ASGIApp:
         lifespan=service.lifespan,
     )
     app.state.panel = service
-    # a loopback panel (it may run without a token) answers only its own host names: no DNS rebinding
-    return LoopbackHostOnly(app) if is_loopback_host(settings.host) else app
+    # a tokenless panel (loopback only) answers only its own host names: no DNS rebinding into it
+    return LoopbackHostOnly(app) if settings.token is None else app

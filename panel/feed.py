@@ -29,6 +29,8 @@ from lineguard.runtime.security.curve import CurveClientConfig
 log = logging.getLogger(__name__)
 
 PAGE_QUEUE = 256  # messages waiting for one page before it is resynchronised with a snapshot
+UNHEALTHY_AFTER = 3  # relays failed in a row before /healthz says 503
+MAX_RESTART_PAUSE_S = 30.0
 
 
 class FeedBridge:
@@ -43,6 +45,7 @@ class FeedBridge:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failures = 0  # relays that ended on an error and were started over
+        self.consecutive_failures = 0  # of them since the last events relayed
 
     def start(self) -> FeedBridge:
         self._thread = threading.Thread(target=self._run, name="panel-feed", daemon=True)
@@ -71,34 +74,52 @@ class FeedBridge:
 
     @property
     def alive(self) -> bool:
-        """The feed's thread runs (the panel's /healthz)."""
+        """The feed's thread runs."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def healthy(self) -> bool:
+        """The thread runs and is relaying (the panel's /healthz): not failing over and over."""
+        return self.alive and self.consecutive_failures < UNHEALTHY_AFTER
 
     def _run(self) -> None:
         """Relay until stopped; a failure (a socket error, a bug on one event) is logged and the feed starts over
-        on a fresh subscription, rather than leaving the pages frozen behind a panel that still answers."""
+        on a fresh subscription after a growing pause, rather than leaving the pages frozen behind a panel that
+        still answers."""
         while not self._stop.is_set():
             try:
                 self._relay()
             except Exception:
                 self.failures += 1
-                log.exception("panel feed from %s failed (%d so far); subscribing again in 1 s", self.verdicts,
-                              self.failures)
-                self._stop.wait(1.0)
+                self.consecutive_failures += 1
+                pause = min(MAX_RESTART_PAUSE_S, 2.0 ** (self.consecutive_failures - 1))
+                if self.consecutive_failures == 1:
+                    log.exception("panel feed from %s failed; subscribing again in %.0f s", self.verdicts, pause)
+                else:  # the traceback once, not every pause
+                    log.warning("panel feed from %s failed again (%d in a row); next try in %.0f s", self.verdicts,
+                                self.consecutive_failures, pause)
+                self._stop.wait(pause)
 
     def _relay(self) -> None:
         with VerdictWatcher(self.verdicts, prefix="verdict.", context=self.context, curve=self.curve) as watcher:
+            if self.failures:  # pages missed what came while the feed was down: a fresh state for each
+                self._publish([self.snapshot()])
             while not self._stop.is_set():
                 for event in watcher.poll(0.2):
                     with self._lock:
                         messages = self.board.apply(event)
-                        pages = list(self._pages.items())
-                    for message in messages:
-                        for queue, loop in pages:
-                            try:
-                                loop.call_soon_threadsafe(self._offer, queue, message)
-                            except RuntimeError:  # that page's loop has closed
-                                self.unsubscribe(queue)
+                    self._publish(messages)
+                self.consecutive_failures = 0
+
+    def _publish(self, messages: list[PanelMessage]) -> None:
+        with self._lock:
+            pages = list(self._pages.items())
+        for message in messages:
+            for queue, loop in pages:
+                try:
+                    loop.call_soon_threadsafe(self._offer, queue, message)
+                except RuntimeError:  # that page's loop has closed
+                    self.unsubscribe(queue)
 
     def _offer(self, queue: asyncio.Queue[PanelMessage], message: PanelMessage) -> None:
         """On the page's loop: queue a message, or resynchronise a page that fell behind."""

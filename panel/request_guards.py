@@ -3,8 +3,11 @@ technician's box is open to, refused at the door.
 
 Usage::
 
-    app = LoopbackHostOnly(app)            # a panel bound to loopback answers only Host: localhost/127.0.0.1/[::1]
+    app = LoopbackHostOnly(app)            # a tokenless panel answers only Host: localhost/127.0.0.1/[::1]
     if cross_origin(request): ...          # a POST another site's page made the browser send
+
+Both guard a panel without an operator token (which may only bind loopback). A panel with a token needs
+neither: a browser never adds the token by itself, and such a panel may sit behind a proxy that rewrites Host.
 
 A panel bound to 127.0.0.1 without an operator token runs the LLM for anyone who can reach it, and the
 browser on that box can be made to reach it: a page of another site whose name resolves to 127.0.0.1 (DNS
@@ -40,7 +43,7 @@ class LoopbackHostOnly:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not is_loopback_host(host_name(Headers(scope=scope).get("host", ""))):
+        if scope["type"] in ("http", "websocket") and not is_loopback_host(host_name(Headers(scope=scope).get("host", ""))):
             refusal = PlainTextResponse("this panel is bound to loopback: open it as http://localhost:PORT", 421)
             await refusal(scope, receive, send)
             return

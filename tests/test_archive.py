@@ -47,7 +47,7 @@ def test_ring_evicts_oldest_and_stays_under_cap(tmp_path: Path) -> None:
     assert len(FrameArchive(tmp_path, max_bytes=60_000)) == len(archive)
 
 
-@pytest.mark.parametrize("damage", ["empty image", "no map", "torn verdict", "evicted"])
+@pytest.mark.parametrize("damage", ["empty image", "no map", "empty map", "torn verdict", "evicted"])
 def test_a_damaged_entry_loads_as_none_not_an_exception(tmp_path: Path, damage: str) -> None:
     """An entry evicted while read, or damaged on disk, is "not there" for the HTTP API and the explanation
     port (it used to raise cv2.error out of load and find)."""
@@ -58,6 +58,8 @@ def test_a_damaged_entry_loads_as_none_not_an_exception(tmp_path: Path, damage: 
         (folder / "image.png").write_bytes(b"")
     elif damage == "no map":
         (folder / "map.npy").unlink()
+    elif damage == "empty map":  # what a power cut can leave of a file renamed before its data reached the disk
+        (folder / "map.npy").write_bytes(b"")
     elif damage == "torn verdict":
         (folder / "verdict.json").write_text('{"frame_id": "f1", "camera')
     else:
@@ -66,7 +68,7 @@ def test_a_damaged_entry_loads_as_none_not_an_exception(tmp_path: Path, damage: 
     assert archive.load("cam0", "f2") is not None  # its neighbours are untouched
 
 
-def test_storing_a_frame_again_replaces_each_file_whole(tmp_path: Path) -> None:
+def test_storing_a_frame_again_never_pairs_the_old_verdict_with_the_new_files(tmp_path: Path) -> None:
     archive = FrameArchive(tmp_path, max_bytes=10 << 20)
     folder = _store(archive, "f1")
     again = _verdict("f1").model_copy(update={"score": 3.0})
@@ -74,19 +76,52 @@ def test_storing_a_frame_again_replaces_each_file_whole(tmp_path: Path) -> None:
     frame = archive.load("cam0", "f1")
     assert frame.verdict.score == 3.0 and frame.image_rgb.shape == (32, 32, 3) and frame.anomaly_map.shape == (32, 32)
     assert sorted(p.name for p in folder.iterdir()) == ["image.png", "map.npy", "verdict.json"]  # no temporaries
+    assert len(archive) == 1
+
+
+def test_a_store_again_that_fails_midway_leaves_no_entry_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old verdict must not stand beside the new image, and the index must not keep a folder that is gone."""
+    import lineguard.runtime.line.archive as archive_module
+
+    archive = FrameArchive(tmp_path, max_bytes=10 << 20)
+    _store(archive, "f1")
+    _store(archive, "f2")
+    real_replace = archive_module._replace
+
+    def disk_full_at_the_map(path: Path, data: bytes) -> None:
+        if path.name == "map.npy":
+            raise OSError(28, "No space left on device")
+        real_replace(path, data)
+
+    monkeypatch.setattr(archive_module, "_replace", disk_full_at_the_map)
+    assert archive.store(_verdict("f1"), np.ones((8, 8), np.float32), np.zeros((8, 8, 3), np.uint8)) is None
+    assert archive.load("cam0", "f1") is None and archive.find("f1") is None
+    assert [v.frame_id for v, _ in archive.recent()] == ["f2"] and len(archive) == 1
+    assert archive.size_bytes == sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file())
+
+
+def test_folders_that_are_not_the_rings_own_are_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "lost+found").mkdir()
+    (tmp_path / "lost+found" / "x").write_bytes(b"x" * 50_000)
+    archive = FrameArchive(tmp_path, max_bytes=20_000)
+    for i in range(5):
+        _store(archive, f"f{i}")
+    assert (tmp_path / "lost+found" / "x").is_file()  # never listed, counted or evicted
+    assert all(len(p.name) == 32 for p in tmp_path.iterdir() if p.name != "lost+found")
 
 
 def test_a_restarted_archive_lists_and_finds_from_its_index(tmp_path: Path) -> None:
     archive = FrameArchive(tmp_path, max_bytes=10 << 20)
     _store(archive, "f1")
     archive.store(_verdict("o1", "OK"), np.zeros((8, 8), np.float32), np.zeros((8, 8, 3), np.uint8))
-    (tmp_path / "half-written").mkdir()  # a crash between mkdir and the verdict: counted, never listed
-    (tmp_path / "half-written" / "image.png").write_bytes(b"x" * 100)
+    half = tmp_path / ("0" * 32)  # a crash between mkdir and the verdict: counted (and evictable), never listed
+    half.mkdir()
+    (half / "image.png").write_bytes(b"x" * 100)
     again = FrameArchive(tmp_path, max_bytes=10 << 20)
     assert len(again) == 3 and again.size_bytes == archive.size_bytes + 100
     assert [v.frame_id for v, _ in again.recent(verdict="OK")] == ["o1"]
     assert [v.frame_id for v, _ in again.recent(verdict=None)] == ["o1", "f1"]
-    assert again.find("f1").verdict.verdict == "NG" and again.find("half-written") is None
+    assert again.find("f1").verdict.verdict == "NG"
 
 
 def test_ids_never_become_paths(tmp_path: Path) -> None:

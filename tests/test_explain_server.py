@@ -71,7 +71,7 @@ def test_a_request_that_breaks_is_answered_and_the_port_serves_on(port, monkeypa
     monkeypatch.setattr(archive, "find", lambda frame_id: 1 / 0 if frame_id == "a" else real_find(frame_id))
     replies = list(ask(server.endpoint, "a", idle_timeout_s=10))
     assert replies[-1].type == "error" and replies[-1].error.code == "INTERNAL"
-    assert "ZeroDivisionError" in replies[-1].error.message
+    assert "ZeroDivisionError" not in replies[-1].error.message  # the cause goes to the runtime's log, not the page
     assert said(server.endpoint, "b") == "Answer 1."
 
 

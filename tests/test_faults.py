@@ -26,7 +26,7 @@ from line_helpers import LOOPBACK, frame, until, verdicts_of, wait_for, watch
 
 from lineguard.runtime.clients.camera import CameraPusher
 from lineguard.runtime.contract import Verdict
-from lineguard.runtime.line.archive import entry_key
+from lineguard.runtime.line.archive import entry_key, temporary_path
 from lineguard.runtime.line.assembly import ServerError
 from lineguard.runtime.line.config import LineConfig
 from lineguard.runtime.line.server import LineServer
@@ -129,11 +129,12 @@ def test_worker_killed_mid_batch_answers_its_frames_and_the_pool_recovers(inspec
 # -- archive disk full --------------------------------------------------------------------------------
 
 def fill_disk_for(archive_dir: Path, camera: str, frame_ids: Sequence[str]) -> None:
-    """Writes of these frames' images go to /dev/full, where the kernel answers ENOSPC: a full disk."""
+    """Writes of these frames' images go to /dev/full, where the kernel answers ENOSPC: a full disk (the archive
+    writes each file to its temporary path, then renames it into place)."""
     for frame_id in frame_ids:
         folder = archive_dir / entry_key(camera, frame_id)
         folder.mkdir(parents=True)
-        (folder / "image.png").symlink_to("/dev/full")
+        temporary_path(folder / "image.png").symlink_to("/dev/full")
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")

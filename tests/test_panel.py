@@ -472,11 +472,29 @@ def test_the_feed_starts_over_after_a_failure_and_reports_it() -> None:
             beat = beat.model_copy(update={"seq": beat.seq + 1})
             pub.send_multipart([HEARTBEAT_TOPIC, beat.model_dump_json().encode()])
             time.sleep(0.1)
-        assert board.heartbeat is not None and bridge.alive and bridge.failures == 1
+        assert board.heartbeat is not None and bridge.healthy and bridge.failures == 1
+
+        board.apply = lambda event, now=None: 1 / 0  # type: ignore[method-assign]  # fails on every event now
+        end = time.monotonic() + 30
+        while bridge.healthy and time.monotonic() < end:
+            beat = beat.model_copy(update={"seq": beat.seq + 1})
+            pub.send_multipart([HEARTBEAT_TOPIC, beat.model_dump_json().encode()])
+            time.sleep(0.1)
+        assert bridge.alive and not bridge.healthy  # still trying, and /healthz says 503
     finally:
         bridge.stop()
         pub.close(linger=0)
     assert not bridge.alive
+
+
+def test_the_page_caps_its_camera_tiles_as_the_board_does() -> None:
+    import re
+
+    from lineguard.panel.app import STATIC
+    from lineguard.panel.board import MAX_CAMERAS
+
+    script = (STATIC / "panel.js").read_text()
+    assert re.search(r"const MAX_CAMERAS = (\d+);", script).group(1) == str(MAX_CAMERAS)
 
 
 def test_a_loopback_panel_refuses_other_host_names_and_cross_origin_posts() -> None:
@@ -498,9 +516,14 @@ def test_a_loopback_panel_refuses_other_host_names_and_cross_origin_posts() -> N
         assert own.status_code == 400
 
 
-def test_a_panel_bound_beyond_loopback_takes_any_host_name(tmp_path: Path) -> None:
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_a_panel_with_a_token_takes_any_host_name_and_origin(tmp_path: Path, host: str) -> None:
+    """Behind a reverse proxy (Host and Origin rewritten) the token is the guard: a forged request lacks it."""
     token = tmp_path / "token"
     token.write_text("operator-token-123456\n")
-    settings = PanelSettings.for_runtime("10.1.2.3", host="0.0.0.0", token_file=token)
+    settings = PanelSettings.for_runtime("10.1.2.3", host=host, token_file=token)
     with TestClient(create_app(settings), base_url="http://panel.press3.plant:8080") as client:
         assert client.get("/api/session").json() == {"token_required": True}
+        proxied = {"Origin": "https://panel.plant:8443", "Authorization": "Bearer operator-token-123456"}
+        assert client.post("/api/explain", content=b"{}", headers=proxied).status_code == 400  # past both guards
+        assert client.post("/api/explain", content=b"{}", headers={"Origin": "https://evil.example"}).status_code == 401

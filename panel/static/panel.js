@@ -5,6 +5,7 @@
 
 const $ = (id) => document.getElementById(id);
 const FEED_MAX = 60;
+const MAX_CAMERAS = 64;  // tiles kept, least recently heard from dropped first: panel/board.py's MAX_CAMERAS
 const state = { cameras: new Map(), alarms: [], heartbeat: null, heartbeatAt: null, tokenRequired: false,
   connected: false, current: null, asking: null, galleryTimer: null, turns: 0, reply: null };
 
@@ -50,8 +51,15 @@ function evidenceText(e) {
 
 // -- live feed ---------------------------------------------------------------------------------------
 
+function dropCamera(cameraId) {
+  state.cameras.delete(cameraId);
+  $("cameras").querySelector(`[data-camera="${CSS.escape(cameraId)}"]`)?.remove();
+}
+
 function renderCamera(camera) {
+  state.cameras.delete(camera.camera_id);  // re-inserted: the Map's order is least recently heard from first
   state.cameras.set(camera.camera_id, camera);
+  while (state.cameras.size > MAX_CAMERAS) dropCamera(state.cameras.keys().next().value);
   const box = $("cameras");
   box.querySelector(".empty")?.remove();
   let tile = box.querySelector(`[data-camera="${CSS.escape(camera.camera_id)}"]`);
@@ -140,6 +148,8 @@ function onState(s) {
   state.connected = true;
   state.heartbeat = s.heartbeat;
   state.heartbeatAt = s.heartbeat_at;
+  const current = new Set(s.cameras.map((c) => c.camera_id));
+  [...state.cameras.keys()].filter((id) => !current.has(id)).forEach(dropCamera);  // the board dropped them
   s.cameras.forEach(renderCamera);
   $("feed").replaceChildren();
   s.recent.forEach((v) => addToFeed(v, false));

@@ -18,12 +18,14 @@ Routes (Triton-style: health and metrics are first-class, not an afterthought):
 * ``GET /metrics``  Prometheus text format (``prometheus-client``), see ``runtime/line/metrics.py``.
 * ``GET /api/frames?verdict=NG&limit=24``  the newest archived verdicts, each with ``archived_at`` (Unix s):
   the panel's NG gallery.
-* ``GET /api/frames/{camera_id}/{frame_id}/overlay.jpg``  the frame with its anomaly heatmap (OpenCV).
+* ``GET /api/overlay.jpg?camera_id=&frame_id=``  the frame with its anomaly heatmap (OpenCV), for any ids;
+  ``GET /api/frames/{camera_id}/{frame_id}/overlay.jpg`` the same for ids without "/". Not cached: a
+  camera that restarts its counter archives new parts under old ids.
 
 Everything here only reads; ids from the URL are looked up through the archive's hashed index, never
 used as paths. The server binds its socket in ``start()`` so a port in use fails there, loudly.
 
-``/api/frames*`` shows archived part images: with ``http.token_file`` set those routes need
+``/api/frames*`` and ``/api/overlay.jpg`` show archived part images: with ``http.token_file`` set they need
 ``Authorization: Bearer TOKEN`` (health, readiness and metrics stay open for probes and scrapers), and a
 bind beyond loopback without a token is refused at start (unless the line says ``security: insecure``).
 """

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import re
 import shutil
 import threading
 from collections import deque
@@ -71,6 +72,9 @@ def _indexed(folder: Path) -> _Entry:
     return _Entry(folder, _folder_size(folder), verdict.verdict, verdict.camera_id, verdict.frame_id)
 
 
+ENTRY_NAME = re.compile(r"[0-9a-f]{32}")  # what entry_key names a folder
+
+
 def entry_key(camera_id: str, frame_id: str) -> str:
     return hashlib.sha256(f"{camera_id}\x00{frame_id}".encode()).hexdigest()[:32]
 
@@ -90,7 +94,10 @@ class FrameArchive:
         self._lock = threading.Lock()
         self._counting = threading.Lock()  # failures/skips come from the writer and from inference threads
         # oldest first; rebuilt from disk so a restart keeps the ring
-        entries = sorted((p for p in self.root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        # only the ring's own folders (named by entry_key): never lost+found or another tool's, which are not ours
+        # to list or evict
+        entries = sorted((p for p in self.root.iterdir() if ENTRY_NAME.fullmatch(p.name) and p.is_dir()),
+                         key=lambda p: p.stat().st_mtime)
         self._entries: list[_Entry] = [_indexed(p) for p in entries]
         self._bytes = sum(e.size for e in self._entries)
 
@@ -125,6 +132,9 @@ class FrameArchive:
         folder = self.root / entry_key(verdict.camera_id, verdict.frame_id)
         try:
             folder.mkdir(exist_ok=True)
+            # stored again (a camera that restarted its counter): not there until the new verdict.json lands,
+            # rather than the old verdict beside the new image
+            (folder / "verdict.json").unlink(missing_ok=True)
             ok, png = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
             if not ok:
                 raise OSError("PNG encoding failed")
@@ -145,6 +155,9 @@ class FrameArchive:
                 log.debug("archive write failed for frame %s: %s", verdict.frame_id, exc)
             self.failing = True
             shutil.rmtree(folder, ignore_errors=True)
+            with self._lock:  # an entry stored before under these ids went with the folder
+                self._entries = [e for e in self._entries if e.folder != folder]
+                self._bytes = sum(e.size for e in self._entries)
             return None
         if self.failing:
             self.failing = False
@@ -168,7 +181,7 @@ class FrameArchive:
             verdict = Verdict.model_validate_json((folder / "verdict.json").read_bytes())
             image = cv2.imread(str(folder / "image.png"), cv2.IMREAD_COLOR)
             anomaly_map = np.load(folder / "map.npy", allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError) as exc:  # ValueError: pydantic's and numpy's "not what was written"
+        except (OSError, ValueError, EOFError) as exc:  # ValueError, EOFError: pydantic's and numpy's "torn"
             if (folder / "verdict.json").exists():
                 log.warning("archive %s: entry of %s/%s unreadable (%s)", self.root, camera_id, frame_id, exc)
             return None
@@ -203,9 +216,14 @@ class FrameArchive:
         return None
 
 
+def temporary_path(path: Path) -> Path:
+    """Where a file of an entry is written before it is renamed into place."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def _replace(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file beside it and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_path(path)
     tmp.write_bytes(data)
     tmp.replace(path)
 
@@ -303,4 +321,7 @@ class ArchiveWriter:
 
 
 def _folder_size(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    try:
+        return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    except OSError:  # evicted or unreadable meanwhile: it holds nothing the ring can count
+        return 0

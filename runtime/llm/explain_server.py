@@ -133,9 +133,10 @@ class ExplanationServer:
                     parts = router.recv_multipart()
                     try:
                         self._on_request(router, parts)
-                    except Exception as exc:  # one request that breaks (a bug, a disk error) is answered, the
-                        log.exception("explanation request failed")  # port goes on serving the others
-                        self._error(router, parts[0], "", ErrorCode.INTERNAL, f"the request failed: {exc!r}")
+                    except Exception:  # one request that breaks (a bug, a disk error) is answered, the port
+                        log.exception("explanation request failed")  # goes on serving the others
+                        self._error(router, parts[0], "", ErrorCode.INTERNAL,
+                                    "the request failed on the runtime (its log says why)")
                 self._forward(router)
         finally:
             router.close()
@@ -205,8 +206,12 @@ class ExplanationServer:
             self._asked.pop(job, None)
             self._error(router, identity, request.frame_id, ErrorCode.LLM_FAILED, f"soft prompt failed: {exc}")
             return
-        handle = self.worker.submit(job, explanation_messages(frame.verdict, question, history, self.grounder.mode),
-                                    self.max_tokens, whole_sentences=True, soft_prompt=vectors)
+        try:
+            handle = self.worker.submit(job, explanation_messages(frame.verdict, question, history, self.grounder.mode),
+                                        self.max_tokens, whole_sentences=True, soft_prompt=vectors)
+        except Exception:
+            self._asked.pop(job, None)  # never answered: nothing to remember
+            raise
         self._jobs[job] = (identity, request.frame_id, handle)
 
     def _remember(self, job: str, frame_id: str, finish_reason: str | None) -> None:
