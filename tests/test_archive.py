@@ -248,3 +248,12 @@ def test_a_write_that_raises_still_calls_back(tmp_path: Path) -> None:
     assert folders == [None] and archive.failures == 1
     assert writer.submit(*_frame("y"), then=lambda _: None)  # the writer lives on
     writer.close()
+
+
+def test_an_archive_folder_that_cannot_be_one_says_so(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(NotADirectoryError, match=f"archive.dir {afile} is a file, not a folder"):
+        FrameArchive(afile, max_bytes=1000)
+    with pytest.raises(NotADirectoryError, match="cannot make the folder"):
+        FrameArchive(afile / "ring", max_bytes=1000)

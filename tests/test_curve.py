@@ -178,6 +178,8 @@ def test_bad_key_files_stop_start_up_with_the_field_named(inspector: Inspector, 
     allowed = keys.parent / "allowed"
     with pytest.raises(ServerError, match="security.curve: .*does not exist"):
         LineServer(inspector, line(keys / "nope.key_secret", allowed))
+    with pytest.raises(ServerError, match="security.curve: CURVE key file .* is a folder: name the key file in it"):
+        LineServer(inspector, line(keys, allowed))
     with pytest.raises(ServerError, match="holds no secret key"):
         LineServer(inspector, line(keys / "server.key", allowed))
     with pytest.raises(ServerError, match="allowed_clients_dir .* is not a folder"):

@@ -163,3 +163,18 @@ def test_readiness_fails_once_the_ports_thread_is_gone(port) -> None:
     assert server.serving and readiness_checks(life, batcher, 1, explanations=server)["explanations"]
     server.stop()
     assert not server.serving and not readiness_checks(life, batcher, 1, explanations=server)["explanations"]
+
+
+def test_a_taken_explanation_port_is_a_readable_start_error(tmp_path: Path) -> None:
+    """It used to die in its thread with a ZMQError traceback and `serve` exited 1 on a RuntimeError."""
+    from lineguard.runtime.llm.explain_server import ExplanationPortError
+
+    holder = zmq.Context.instance().socket(zmq.ROUTER)
+    port = holder.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        archive = FrameArchive(tmp_path / "archive", max_bytes=1_000_000)
+        with pytest.raises(ExplanationPortError, match=f"cannot bind explanations to tcp://127.0.0.1:{port}: "
+                                                       "Address already in use"):
+            ExplanationServer(f"tcp://127.0.0.1:{port}", archive, ScriptedWorker()).start()  # type: ignore[arg-type]
+    finally:
+        holder.close(linger=0)

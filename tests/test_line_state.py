@@ -31,3 +31,14 @@ def test_another_lines_file_is_refused(tmp_path: Path) -> None:
     LineStateFile(tmp_path / "x.json", "press1").save(LineState(line="press1"))
     with pytest.raises(LineStateError, match="press1"):
         LineStateFile(tmp_path / "x.json", "press2").load()
+
+
+def test_a_path_no_state_can_be_saved_at_is_refused_at_once(tmp_path: Path) -> None:
+    """A folder, or a path under a file: the service used to start and keep no lifetime counts."""
+    with pytest.raises(LineStateError, match=f"state_file {tmp_path} is a folder: name a file"):
+        LineStateFile(tmp_path, line="press3")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(LineStateError, match=f"{afile} is a file, not a folder"):
+        LineStateFile(afile / "sub" / "press3.state.json", line="press3")
+    assert LineStateFile(tmp_path / "new" / "press3.state.json", line="press3").load().line == "press3"

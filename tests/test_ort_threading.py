@@ -38,7 +38,10 @@ def test_pinned_threads_use_onnxruntime_affinity_format() -> None:
     assert "on cores [2, 3, 5]" in pinned.summary()
 
 
-def test_serve_threading_follows_the_line_config() -> None:
+def test_serve_threading_follows_the_line_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lineguard.runtime.line.config as config_module
+
+    monkeypatch.setattr(config_module, "usable_cores", lambda: [0, 1, 2, 3])  # a 4-core box
     config = LineConfig(line="t", explanations={"threads": 1}, batching={"workers": 2},
                         inference={"cpu_cores": [0, 1, 2]})
     with_llm = threading_for_line(config, has_llm=True)
@@ -48,6 +51,9 @@ def test_serve_threading_follows_the_line_config() -> None:
     assert "LLM" not in threading_for_line(off, has_llm=True).reason
     with pytest.raises(LineConfigError, match="inference.intra_op_threads"):
         LineConfig(line="t", inference={"intra_op_threads": 0})
+    with pytest.raises(LineConfigError, match=r"inference.cpu_cores: CPUs \[7, 9\] are not available to this "
+                                              r"process \(available: \[0, 1, 2, 3\]\)"):
+        threading_for_line(LineConfig(line="t", inference={"cpu_cores": [1, 7, 9]}), has_llm=False)
 
 
 def test_sessions_get_the_chosen_options(bundle_dir: Path) -> None:

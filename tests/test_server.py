@@ -268,6 +268,9 @@ def test_ready_only_while_serving_and_heartbeat_stops(inspector) -> None:
 def test_start_fails_clearly(serve, inspector) -> None:
     with pytest.raises(ServerError, match="gear"):
         LineServer(inspector, LineConfig(line="l1", endpoints=LOOPBACK, products=["gear"])).start(timeout_s=30)
+    with pytest.raises(ServerError, match=r"cameras.cam0.product: 'gear' is not served \(enrolled and served here"):
+        LineServer(inspector, LineConfig(line="l1", endpoints=LOOPBACK,
+                                         cameras={"cam0": {"product": "gear"}})).start(timeout_s=30)
     first = serve()
     taken = {**LOOPBACK, "frames": first.endpoints.frames}
     with pytest.raises(ServerError, match="cannot bind frames"):

@@ -84,7 +84,12 @@ class FrameArchive:
         if max_bytes <= 0:
             raise ValueError("archive max_bytes must be positive")
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADirectoryError(f"archive.dir {self.root} is a file, not a folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NotADirectoryError(f"archive.dir {self.root}: cannot make the folder ({exc.strerror})") from None
         self.max_bytes = max_bytes
         self.ok_sample_every = ok_sample_every
         self.failures = 0  # writes that failed, and frames the writer had no room for

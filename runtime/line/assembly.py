@@ -30,7 +30,7 @@ from lineguard.runtime.inference.ort_threading import OrtThreading
 from lineguard.runtime.line.analyze import JudgePolicy
 from lineguard.runtime.line.archive import FrameArchive
 from lineguard.runtime.line.config import Archive, LineConfig, threading_for_line
-from lineguard.runtime.llm.explain_server import ExplanationServer
+from lineguard.runtime.llm.explain_server import ExplanationPortError, ExplanationServer
 from lineguard.runtime.llm.grounding import Grounder, GroundingError
 from lineguard.runtime.llm.judge import LlmJudge
 from lineguard.runtime.llm.worker import LlmSettings, LlmWorker, LlmWorkerError
@@ -124,7 +124,10 @@ def explanation_server(config: LineConfig, inspector: Inspector, archive: FrameA
         worker = LlmWorker(inspector.bundle.path(llm.file), settings).start()
     except LlmWorkerError as exc:
         raise ServerError(f"line {config.line}: {exc}") from None
-    return ExplanationServer(config.endpoints.explanations, archive, worker, cfg.max_pending, cfg.max_tokens, context,
-                             on_reply=on_reply, max_question_chars=cfg.max_question_chars,
-                             max_request_bytes=cfg.max_request_bytes,
-                             secure=curve.secure if curve is not None else None, grounder=grounder).start()
+    try:
+        return ExplanationServer(config.endpoints.explanations, archive, worker, cfg.max_pending, cfg.max_tokens,
+                                 context, on_reply=on_reply, max_question_chars=cfg.max_question_chars,
+                                 max_request_bytes=cfg.max_request_bytes,
+                                 secure=curve.secure if curve is not None else None, grounder=grounder).start()
+    except ExplanationPortError as exc:
+        raise ServerError(f"line {config.line}: {exc}") from None

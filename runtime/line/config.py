@@ -353,6 +353,10 @@ def threading_for_line(config: LineConfig, has_llm: bool) -> OrtThreading:
     """What ``lineguard serve`` runs ONNX Runtime with for this line config and bundle."""
     inference = config.inference
     pinned = list(inference.cpu_cores) if inference.cpu_cores else None
+    missing = sorted(set(pinned or ()) - set(usable_cores()))
+    if missing:  # pinning to them would fail in ONNX Runtime, or be claimed and not happen
+        raise LineConfigError(f"inference.cpu_cores: CPUs {missing} are not available to this process "
+                              f"(available: {usable_cores()})")
     explains = has_llm and (config.explanations.enabled or bool(config.llm_verdict))
     return choose_threading(pinned or usable_cores(), llm_threads=config.explanations.threads if explains else 0,
                             workers=config.batching.workers, intra_op_threads=inference.intra_op_threads,

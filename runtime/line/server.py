@@ -250,6 +250,10 @@ class LineServer:
         """Load every served product and run it at batch 1 and at max_batch, so neither the first frame
         nor the first full batch pays for lazy set-up (allocations, an execution provider's engine build);
         the batcher times a few batch sizes too (the latency its deadline-aware batches are planned with)."""
+        for camera_id, camera in sorted(self.config.cameras.items()):  # each of its frames would be refused
+            if camera.product is not None and camera.product not in self.served:
+                raise ServerError(f"line {self.config.line}: cameras.{camera_id}.product: {camera.product!r} is not "
+                                  f"served (enrolled and served here: {sorted(self.served) or 'none'})")
         h, w = self.inspector.input_size
         for product in sorted(self.served) or [None]:
             try:

@@ -63,8 +63,15 @@ class LineStateFile:
     """Load and atomically replace one line's state file."""
 
     def __init__(self, path: str | os.PathLike[str], line: str) -> None:
+        """LineStateError for a path no file can be saved at (a folder, or under a file): a config mistake
+        that start-up reports, rather than counts the service would silently not keep."""
         self.path = Path(path)
         self.line = line
+        if self.path.is_dir():
+            raise LineStateError(f"state_file {self.path} is a folder: name a file, e.g. {self.path / f'{line}.state.json'}")
+        blocking = next((p for p in self.path.parents if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise LineStateError(f"state_file {self.path}: {blocking} is a file, not a folder")
 
     def load(self) -> LineState:
         """The saved state; a fresh one when there is no file or it cannot be read (that one is set aside)."""

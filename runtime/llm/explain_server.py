@@ -63,6 +63,10 @@ MAX_TURNS = 4  # earlier (question, answer) turns a follow-up carries; the conte
 MAX_CONVERSATIONS = 64  # frames whose conversation is kept
 
 
+class ExplanationPortError(RuntimeError):
+    """The explanation port could not be opened (its address is taken or invalid)."""
+
+
 class ExplanationServer:
     def __init__(self, endpoint: str, archive: ArchivedVerdicts, worker: LlmWorker, max_pending: int = 4,
                  max_tokens: int = 160, context: zmq.Context | None = None,
@@ -90,6 +94,7 @@ class ExplanationServer:
         self._stop = threading.Event()
         self._bound = threading.Event()
         self._thread: threading.Thread | None = None
+        self.bind_error: str | None = None
 
     @property
     def pending(self) -> int:
@@ -105,7 +110,10 @@ class ExplanationServer:
         self._thread = threading.Thread(target=self.run, name="explanations", daemon=True)
         self._thread.start()
         if not self._bound.wait(timeout_s):
-            raise RuntimeError(f"explanation port {self.endpoint} did not bind")
+            raise ExplanationPortError(f"explanation port {self.endpoint} did not bind within {timeout_s:g} s")
+        if self.bind_error is not None:
+            self.worker.close()
+            raise ExplanationPortError(self.bind_error)
         return self
 
     def stop(self) -> None:
@@ -124,7 +132,13 @@ class ExplanationServer:
         if self.secure is not None:
             self.secure(router, "explanations")
         router.setsockopt(zmq.IPV6, is_ipv6_endpoint(self.endpoint))
-        router.bind(self.endpoint)
+        try:
+            router.bind(self.endpoint)
+        except zmq.ZMQError as exc:  # start() reports it, as the line reports its other ports
+            self.bind_error = f"cannot bind explanations to {self.endpoint}: {exc.strerror}"
+            router.close()
+            self._bound.set()
+            return
         self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._bound.set()
         try:

@@ -187,6 +187,8 @@ def init_line_keys(folder: str | os.PathLike[str], clients: tuple[str, ...] = IN
 
 
 def _load(path: Path) -> tuple[bytes, bytes | None]:
+    if path.is_dir():
+        raise CurveError(f"CURVE key file {path} is a folder: name the key file in it (NAME.key_secret or NAME.key)")
     if not path.is_file():
         raise CurveError(f"CURVE key file {path} does not exist (lineguard keys create NAME --out DIR)")
     try:
