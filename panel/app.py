@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from lineguard.panel.request_guards import LoopbackHostOnly, cross_origin
 from lineguard.panel.settings import PanelSettings
 from lineguard.runtime.clients.explain import ExplainClient
 from lineguard.runtime.contract import ExplainAsk
+from lineguard.runtime.http.bearer import bearer_matches
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +143,7 @@ class PanelService:
     def _authorised(self, request: Request) -> bool:
         if self.settings.token is None:
             return True
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")  # as the runtime reads it
-        return scheme.lower() == "bearer" and secrets.compare_digest(
-            given.strip().encode(), self.settings.token.get_secret_value().encode())
+        return bearer_matches(request.headers.get("authorization", ""), self.settings.token.get_secret_value())
 
     async def explain(self, request: Request) -> Response:
         # a tokenless panel: another site's page could post through the technician's browser (a token stops that:

@@ -139,9 +139,11 @@ def zmq_endpoint(text: str) -> str:
     if not text.startswith(ENDPOINT_SCHEMES):
         raise argparse.ArgumentTypeError(f"{text!r} is not a ZeroMQ endpoint: {', '.join(ENDPOINT_SCHEMES)}, "
                                          "e.g. tcp://localhost:5555")
-    if text.startswith("tcp://"):
-        host, sep, port = text.removeprefix("tcp://").rpartition(":")
-        if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+    from lineguard.runtime.contract.addresses import tcp_address
+
+    if (address := tcp_address(text)) is not None:
+        host, port = address
+        if not (host and port.isdigit() and 1 <= int(port) <= 65535):
             raise argparse.ArgumentTypeError(f"{text!r}: a tcp endpoint is tcp://HOST:PORT, e.g. tcp://localhost:5555")
     import zmq
 

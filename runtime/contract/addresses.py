@@ -10,9 +10,18 @@ line bound 127.0.0.1 never answers). So the option goes on only for an address w
 from __future__ import annotations
 
 
+def tcp_address(endpoint: str) -> tuple[str, str] | None:
+    """(host, port) of a ``tcp://`` endpoint, None for ipc:// and inproc://. The host is the bound part of a
+    "source;destination" connect; the port is "" where none is written (``tcp://host``)."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, sep, port = endpoint.removeprefix("tcp://").rpartition(":")
+    if not sep:
+        host, port = endpoint.removeprefix("tcp://"), ""
+    return host.split(";")[-1], port
+
+
 def is_ipv6_endpoint(endpoint: str) -> bool:
     """A ``tcp://`` endpoint whose (bound) host is a bracketed IPv6 address: ``tcp://[::1]:5555``."""
-    if not endpoint.startswith("tcp://"):
-        return False
-    host = endpoint.removeprefix("tcp://").rpartition(":")[0].split(";")[-1]  # "source;destination"
-    return host.startswith("[") and host.endswith("]")
+    address = tcp_address(endpoint)
+    return address is not None and address[0].startswith("[") and address[0].endswith("]")

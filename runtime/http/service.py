@@ -33,7 +33,6 @@ bind beyond loopback without a token is refused at start (unless the line says `
 from __future__ import annotations
 
 import logging
-import secrets
 import socket
 import threading
 import time
@@ -50,6 +49,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from lineguard.runtime.contract import ArchivedVerdict, Readiness
+from lineguard.runtime.http.bearer import bearer_matches
 from lineguard.runtime.http.overlay import overlay_jpeg
 from lineguard.runtime.line.config import HttpEndpoint, is_loopback_host
 
@@ -205,8 +205,7 @@ class RuntimeHttpService:
         """401 unless the request carries the token (when one is set)."""
         if self.token is None:
             return None
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), self.token.encode()):
+        if bearer_matches(request.headers.get("authorization", ""), self.token):
             return None
         return JSONResponse({"error": "the archive needs Authorization: Bearer TOKEN (http.token_file)"}, 401,
                             headers={"WWW-Authenticate": "Bearer"})

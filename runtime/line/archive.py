@@ -161,22 +161,26 @@ class FrameArchive:
             self.failing = True
             shutil.rmtree(folder, ignore_errors=True)
             with self._lock:  # an entry stored before under these ids went with the folder
-                self._entries = [e for e in self._entries if e.folder != folder]
-                self._bytes = sum(e.size for e in self._entries)
+                self._forget(folder)
             return None
         if self.failing:
             self.failing = False
             log.warning("archive %s: writes work again (%d failed in all)", self.root, self.failures)
         with self._lock:
-            self._entries = [e for e in self._entries if e.folder != folder]
-            self._entries.append(_Entry(folder, _folder_size(folder), verdict.verdict, verdict.camera_id,
-                                        verdict.frame_id))
-            self._bytes = sum(e.size for e in self._entries)
+            self._forget(folder)
+            entry = _Entry(folder, _folder_size(folder), verdict.verdict, verdict.camera_id, verdict.frame_id)
+            self._entries.append(entry)
+            self._bytes += entry.size
             while self._bytes > self.max_bytes and len(self._entries) > 1:
                 oldest = self._entries.pop(0)
                 shutil.rmtree(oldest.folder, ignore_errors=True)
                 self._bytes -= oldest.size
         return folder
+
+    def _forget(self, folder: Path) -> None:
+        """Drop a folder's entry from the index (with ``_lock`` held)."""
+        self._entries = [e for e in self._entries if e.folder != folder]
+        self._bytes = sum(e.size for e in self._entries)
 
     def load(self, camera_id: str, frame_id: str) -> ArchivedFrame | None:
         """The archived frame, or None where there is none whole: never stored, evicted (perhaps while being

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lineguard.runtime.bundle import CpuPrecision, Precision, RequestedBackend
 from lineguard.runtime.contract import QUESTION_CHARS_CAP, FrameLimits
+from lineguard.runtime.contract.addresses import tcp_address
 from lineguard.runtime.contract.validation import describe_validation_error
 from lineguard.runtime.inference.ort_threading import OrtThreading, choose_threading, usable_cores
 from lineguard.runtime.line.drift_monitor import DriftSettings
@@ -70,21 +71,20 @@ WILDCARD_HOSTS = ("*", "0.0.0.0", "::", "[::]")
 def bind_clash(first: str, second: str) -> str | None:
     """What two endpoints one process binds would both take (``tcp port 5555``, the ipc path), or None. A tcp
     port clashes on the same host or where either binds every interface; ``*`` or 0 asks for a free port."""
-    if not (first.startswith("tcp://") and second.startswith("tcp://")):
+    a, b = tcp_address(first), tcp_address(second)
+    if a is None or b is None:
         return first if first == second else None
-    (host_a, _, port_a), (host_b, _, port_b) = (e.removeprefix("tcp://").rpartition(":") for e in (first, second))
+    (host_a, port_a), (host_b, port_b) = a, b
     if port_a != port_b or port_a in ("*", "0"):
         return None
-    hosts = {host_a.split(";")[-1], host_b.split(";")[-1]}  # "source;destination": the bound part is last
+    hosts = {host_a, host_b}
     return f"tcp port {port_a}" if len(hosts) == 1 or hosts & set(WILDCARD_HOSTS) else None
 
 
 def is_local_endpoint(endpoint: str) -> bool:
     """A ZeroMQ endpoint only this machine can reach: ipc://, inproc://, or tcp:// on a loopback address."""
-    if not endpoint.startswith("tcp://"):
-        return True  # ipc (a socket file) and inproc (this process)
-    address = endpoint.removeprefix("tcp://").rsplit(":", 1)[0]
-    return is_loopback_host(address.split(";")[-1])  # "source;destination" connects: the bound part is last
+    address = tcp_address(endpoint)
+    return address is None or is_loopback_host(address[0])  # ipc (a socket file) and inproc (this process): local
 
 
 class Endpoints(_Section):
