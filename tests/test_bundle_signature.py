@@ -21,6 +21,7 @@ from lineguard.runtime.bundle.signature import (
     load_private_key,
     sign_bundle,
 )
+from lineguard.runtime.line.assembly import ServerError
 from lineguard.runtime.line.config import LineConfig
 from lineguard.runtime.line.server import LineServer
 
@@ -125,3 +126,16 @@ def test_line_with_a_trusted_key_refuses_an_unsigned_bundle(bundle_copy: Path, s
     sign_bundle(bundle_copy, private)
     server = LineServer.from_bundle(bundle_copy, config)
     assert server.bundle_id == Bundle.open(bundle_copy).manifest.bundle_id
+
+
+def test_a_bad_trusted_key_path_names_the_line_setting(bundle_copy: Path, tmp_path: Path) -> None:
+    """A missing or unreadable key is the line config's mistake: the error says which setting, not a traceback."""
+    (tmp_path / "folder.pem").mkdir()
+    for key, reason in ((tmp_path / "missing.pem", "does not exist"), (tmp_path / "folder.pem", "cannot read")):
+        config = LineConfig(line="signed", endpoints={"frames": "tcp://127.0.0.1:*", "verdicts": "tcp://127.0.0.1:*",
+                                                      "inspect": "tcp://127.0.0.1:*"},
+                            security={"bundle_public_key": str(key)})
+        with pytest.raises(ServerError, match=f"line signed: security.bundle_public_key: .*{reason}"):
+            LineServer.from_bundle(bundle_copy, config)
+    with pytest.raises(SigningKeyError, match="cannot read signing key"):
+        load_private_key(tmp_path / "folder.pem")

@@ -197,21 +197,26 @@ def test_key_files_are_private_and_never_overwritten(tmp_path: Path) -> None:
     assert main(["keys", "create", "cam1", "--out", str(tmp_path)]) == 2
 
 
-def test_allow_list_follows_its_folder(tmp_path: Path) -> None:
+def test_allow_list_follows_its_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     keys, allowed = tmp_path / "keys", tmp_path / "allowed"
     allowed.mkdir()
     a_public, _ = create_key_pair(keys, "a")
     b_public, _ = create_key_pair(keys, "b")
-    allow_list = ClientAllowList(allowed)
+    with caplog.at_level("WARNING", logger="lineguard.runtime.security.curve_auth"):
+        allow_list = ClientAllowList(allowed)
+    # an empty allow-list is legal (keys are picked up without a restart) but says that it refuses everyone
+    assert any("holds no client key" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
     a_key = a_public.read_text().split('public-key = "')[1][:40].encode()
     assert not allow_list.callback("*", a_key)
     shutil.copy(a_public, allowed)
+    caplog.clear()
     (allowed / "junk.key").write_text("not a certificate")  # ignored, does not hide the good keys
     assert allow_list.callback("*", a_key)
     shutil.copy(b_public, allowed)
     assert len(allow_list.keys) == 2
     (allowed / "a.key").unlink()  # revoked: refused on its next connection
     assert not allow_list.callback("*", a_key)
+    assert not any(r.levelname == "WARNING" and "holds no client key" in r.getMessage() for r in caplog.records)
 
 
 def test_one_authenticator_per_context(keys: Path) -> None:

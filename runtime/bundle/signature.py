@@ -89,6 +89,8 @@ def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = No
         key = serialization.load_pem_private_key(path.read_bytes(), password=passphrase)
     except FileNotFoundError:
         raise SigningKeyError(f"signing key {path} does not exist (lineguard keys create NAME --signing)") from None
+    except OSError as exc:  # a folder, no permission
+        raise SigningKeyError(f"cannot read signing key {path}: {exc.strerror or exc}") from None
     except (TypeError, ValueError, UnsupportedAlgorithm) as exc:
         raise SigningKeyError(f"{path} is not a usable PEM private key: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -102,6 +104,8 @@ def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
         key = serialization.load_pem_public_key(path.read_bytes())
     except FileNotFoundError:
         raise SigningKeyError(f"public key {path} does not exist") from None
+    except OSError as exc:  # a folder, no permission
+        raise SigningKeyError(f"cannot read public key {path}: {exc.strerror or exc}") from None
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise SigningKeyError(f"{path} is not a PEM public key: {exc}") from None
     if not isinstance(key, Ed25519PublicKey):

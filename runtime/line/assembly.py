@@ -24,6 +24,7 @@ from collections.abc import Callable
 import zmq
 
 from lineguard.runtime.bundle import Bundle
+from lineguard.runtime.bundle.signature import SigningKeyError, load_public_key
 from lineguard.runtime.contract import ExplainReply
 from lineguard.runtime.inference.chain import VisionChain
 from lineguard.runtime.inference.ort_threading import OrtThreading
@@ -49,7 +50,13 @@ def line_inspector(bundle: str | os.PathLike[str], config: LineConfig) -> tuple[
     """Open the bundle (its signature checked when the line names a ``security.bundle_public_key``) and run its
     models on the backend ``config.inference`` asks for, with the line's false-reject budget; the inspector,
     and the ONNX Runtime threading chosen for this line (used when that is the backend)."""
-    opened = Bundle.open(bundle, trusted_key=config.security.bundle_public_key)
+    trusted_key = config.security.bundle_public_key
+    if trusted_key is not None:  # a bad key path is the line config's fault: say which setting
+        try:
+            load_public_key(trusted_key)
+        except SigningKeyError as exc:
+            raise ServerError(f"line {config.line}: security.bundle_public_key: {exc}") from None
+    opened = Bundle.open(bundle, trusted_key=trusted_key)
     inference = config.inference
     threads = threading_for_line(config, has_llm=opened.manifest.llm is not None)
     chain = VisionChain(opened, backend=inference.backend, triton_url=inference.triton_url,

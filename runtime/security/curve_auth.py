@@ -118,7 +118,11 @@ class ClientAllowList:
                     continue
                 keys[public] = name
             self._keys, self._signature = keys, listing
-        log.info("CURVE allow-list %s: %d client key(s)", self.folder, len(keys))
+        if keys:
+            log.info("CURVE allow-list %s: %d client key(s)", self.folder, len(keys))
+        else:  # legal (keys may be copied in later, no restart needed), but every client is refused until then
+            log.warning("CURVE allow-list %s holds no client key (NAME%s): every camera, subscriber and panel is "
+                        "refused until one is copied there (`lineguard keys create NAME`)", self.folder, PUBLIC_SUFFIX)
 
     @property
     def keys(self) -> dict[bytes, str]:
