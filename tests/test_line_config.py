@@ -102,6 +102,20 @@ def test_unusable_file(tmp_path: Path, text: str, words: str) -> None:
         LineConfig.from_yaml(write(tmp_path, text))
 
 
+@pytest.mark.parametrize("text, where", [
+    ("line: l1\nproducts: [default\nfalse_reject_budget: 0.01\n",
+     "line 3, column 20: expected ',' or ']', but got ':' (while parsing a flow sequence at line 2, column 11)"),
+    ("line: l1\n  products: x\n", "line 2, column 11: mapping values are not allowed here"),
+    ("line: l1\n\tproducts: x\n", "line 2, column 1: found character '\\t' that cannot start any token"),
+])
+def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path: Path, text: str, where: str) -> None:
+    """What an operator who mistyped the file reads: where (1-based, as editors count) and what, on one line."""
+    path = write(tmp_path, text)
+    with pytest.raises(LineConfigError) as caught:
+        LineConfig.from_yaml(path)
+    assert str(caught.value) == f"{path}: not valid YAML: {where}"
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(LineConfigError, match="cannot read"):
         LineConfig.from_yaml(tmp_path / "nope.yaml")

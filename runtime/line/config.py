@@ -343,10 +343,22 @@ def _read_yaml(path: Path) -> dict[Any, Any]:
     except OSError as exc:
         raise LineConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise LineConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise LineConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise LineConfigError(f"{path}: expected a mapping of fields at the top level")
     return data
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error, with 1-based line and column (PyYAML's own text spans several lines
+    and quotes the parser's '<unicode string>')."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    if exc.context and exc.context_mark is not None:
+        text += f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    return text
 
 
 def threading_for_line(config: LineConfig, has_llm: bool) -> OrtThreading:
