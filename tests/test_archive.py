@@ -68,6 +68,20 @@ def test_a_damaged_entry_loads_as_none_not_an_exception(tmp_path: Path, damage: 
     assert archive.load("cam0", "f2") is not None  # its neighbours are untouched
 
 
+def test_a_damaged_entry_asked_for_again_and_again_does_not_flood_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A panel polling one damaged overlay asks every second: the log gets the 1st, 2nd, 4th, ... load, with
+    the count, not one line a request."""
+    archive = FrameArchive(tmp_path, max_bytes=10 << 20)
+    (_store(archive, "f1") / "image.png").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="lineguard.runtime.line.archive"):
+        for _ in range(100):
+            assert archive.load("cam0", "f1") is None
+    lines = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(lines) == 7 and archive.unreadable == 100  # 1, 2, 4, ..., 64
+    assert "f1" in lines[0] and lines[-1].endswith("64 unreadable loads so far)")
+
+
 def test_storing_a_frame_again_never_pairs_the_old_verdict_with_the_new_files(tmp_path: Path) -> None:
     archive = FrameArchive(tmp_path, max_bytes=10 << 20)
     folder = _store(archive, "f1")

@@ -95,6 +95,7 @@ class FrameArchive:
         self.failures = 0  # writes that failed, and frames the writer had no room for
         self.failing = False  # the last write failed: the alarm is up
         self.skipped = 0  # frames not kept because the writer was full
+        self.unreadable = 0  # loads of a damaged entry (a panel polling one asks again and again)
         self._ok_seen = 0
         self._lock = threading.Lock()
         self._counting = threading.Lock()  # failures/skips come from the writer and from inference threads
@@ -129,9 +130,18 @@ class FrameArchive:
             self.failures += 1
             self.skipped += 1
             skipped = self.skipped
-        if skipped & (skipped - 1) == 0:
+        if _worth_logging(skipped):
             log.warning("archive %s: frame %s/%s not kept: %s (%d so far)", self.root, verdict.camera_id,
                         verdict.frame_id, why, skipped)
+
+    def _unreadable(self, camera_id: str, frame_id: str, why: object) -> None:
+        """A damaged entry was asked for: logged on the 1st, 2nd, 4th, ... time, like ``skip``."""
+        with self._counting:
+            self.unreadable += 1
+            count = self.unreadable
+        if _worth_logging(count):
+            log.warning("archive %s: entry of %s/%s unreadable (%s; %d unreadable loads so far)", self.root,
+                        camera_id, frame_id, why, count)
 
     def store(self, verdict: Verdict, anomaly_map: np.ndarray, image_rgb: np.ndarray) -> Path | None:
         folder = self.root / entry_key(verdict.camera_id, verdict.frame_id)
@@ -192,10 +202,10 @@ class FrameArchive:
             anomaly_map = np.load(folder / "map.npy", allow_pickle=False).astype(np.float32)
         except (OSError, ValueError, EOFError) as exc:  # ValueError, EOFError: pydantic's and numpy's "torn"
             if (folder / "verdict.json").exists():
-                log.warning("archive %s: entry of %s/%s unreadable (%s)", self.root, camera_id, frame_id, exc)
+                self._unreadable(camera_id, frame_id, exc)
             return None
         if image is None:
-            log.warning("archive %s: image of %s/%s unreadable", self.root, camera_id, frame_id)
+            self._unreadable(camera_id, frame_id, "image.png is not an image")
             return None
         return ArchivedFrame(verdict=verdict, image_rgb=cv2.cvtColor(image, cv2.COLOR_BGR2RGB), anomaly_map=anomaly_map)
 
@@ -223,6 +233,11 @@ class FrameArchive:
             if (frame := self.load(camera_id, frame_id)) is not None:
                 return frame
         return None
+
+
+def _worth_logging(count: int) -> bool:
+    """The 1st, 2nd, 4th, 8th, ... of a repeated event: a flood cannot fill the log, and its size still shows."""
+    return count & (count - 1) == 0
 
 
 def temporary_path(path: Path) -> Path:
